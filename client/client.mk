@@ -1,0 +1,1 @@
+# client/client.mk: filled by its module

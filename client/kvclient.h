@@ -1,0 +1,119 @@
+/* kvclient.h — libkvclient: talk to a kvserver from a model runner.
+ *
+ * A kvc_client is one connection (a ZeroMQ DEALER socket) to the server's client endpoint.
+ * It is not thread-safe: use one client per thread. Every call is synchronous, carries a
+ * request id, and waits at most the client's timeout for the reply.
+ *
+ * ERRORS: every int function returns 0 (KVC_OK) on success or a negative KVC_ERR_* code;
+ * kvc_strerror() describes it and kvc_last_error() returns the server's detail message for
+ * the last failed call. A failed call leaves output arguments untouched.
+ *
+ * TENSORS: fp32, row-major, little-endian. T below is the sum of n_new over a batch's items.
+ *
+ * OWNERSHIP: the caller allocates every buffer it passes and owns it after the call returns;
+ * the library keeps no pointer to it. */
+#ifndef KVARENA_KVCLIENT_H
+#define KVARENA_KVCLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Same values as the server's wire status codes. */
+enum kvc_err {
+    KVC_OK = 0,
+    KVC_ERR_INVAL = -1,     /* malformed or out-of-range request */
+    KVC_ERR_NOMEM = -2,     /* out of KV memory: nothing evictable */
+    KVC_ERR_QUOTA = -3,     /* the tenant's page quota is used up by pinned pages */
+    KVC_ERR_NOSEQ = -4,     /* unknown, closed or foreign sequence id */
+    KVC_ERR_BUSY = -5,      /* the sequence has a job in flight */
+    KVC_ERR_STATE = -6,     /* request not valid in the sequence's state */
+    KVC_ERR_PROTO = -7,     /* undecodable message */
+    KVC_ERR_TIMEOUT = -8,   /* no reply within the timeout */
+    KVC_ERR_WORKER = -9,    /* the worker running the job died; safe to retry */
+    KVC_ERR_AUTH = -10,     /* tenant unknown or not allowed */
+    KVC_ERR_IO = -11,       /* local system or ZeroMQ call failed */
+    KVC_ERR_SHUTDOWN = -12, /* the server is shutting down */
+    KVC_ERR_TOOBIG = -13,   /* batch larger than the server's maximum */
+    KVC_ERR_INTERNAL = -14, /* server bug */
+};
+
+typedef struct kvc_client kvc_client;
+
+typedef struct kvc_opts {
+    const char *tenant;      /* development mode: tenant to act as; NULL = "default" */
+    const char *name;        /* free text shown in the server's log; may be NULL */
+    int timeout_ms;          /* per call; 0 means 10000 */
+} kvc_opts;
+
+/* Model shape the server's arena was built for (from the Hello reply). */
+typedef struct kvc_model {
+    uint32_t layers, q_heads, kv_heads, head_dim, page_tokens;
+    uint32_t dtype;           /* 0 fp32, 1 fp16, 2 bf16 */
+    uint32_t max_batch_tokens;
+} kvc_model;
+
+/* Connects to endpoint (e.g. "ipc:///tmp/kvarena-0/client.sock") and says Hello.
+ * On success *out is a new client the caller destroys with kvc_close().
+ * Errors: KVC_ERR_INVAL (NULL args), KVC_ERR_IO, KVC_ERR_TIMEOUT, KVC_ERR_AUTH. */
+int kvc_connect(const char *endpoint, const kvc_opts *opts, kvc_client **out);
+/* Closes the connection, frees the client and sets *c to NULL. NULL-safe. Sequences stay
+ * open on the server (close them first). */
+void kvc_close(kvc_client **c);
+/* The model shape; valid until kvc_close(). */
+const kvc_model *kvc_model_info(const kvc_client *c);
+
+/* Opens an empty sequence. *seq is its id, valid for this tenant until kvc_seq_close(). */
+int kvc_seq_open(kvc_client *c, uint64_t *seq);
+/* Closes a sequence: its pages are released (full pages stay cached for reuse).
+ * Errors: KVC_ERR_NOSEQ, KVC_ERR_BUSY. */
+int kvc_seq_close(kvc_client *c, uint64_t seq);
+/* New sequence sharing all of seq's pages (copy-on-write of a partial tail).
+ * Errors: KVC_ERR_NOSEQ, KVC_ERR_STATE (seq has pending tokens), KVC_ERR_NOMEM. */
+int kvc_seq_fork(kvc_client *c, uint64_t seq, uint64_t *child);
+/* Appends n token ids and reserves their KV slots. *cached (may be NULL) receives how many
+ * leading tokens were found in the prefix cache (only on a sequence's first extend): the
+ * caller then passes only tokens[*cached:] to kvc_attend, as n_new = n - *cached.
+ * Errors: KVC_ERR_NOSEQ, KVC_ERR_STATE (tokens pending), KVC_ERR_NOMEM, KVC_ERR_QUOTA,
+ * KVC_ERR_TOOBIG. */
+int kvc_seq_extend(kvc_client *c, uint64_t seq, const uint32_t *tokens, uint32_t n,
+                   uint32_t *cached);
+
+typedef struct kvc_item {
+    uint64_t seq;            /* sequence id */
+    uint32_t n_new;          /* its pending tokens: all of them, every layer */
+} kvc_item;
+
+/* One layer of attention for a ragged batch. q [T][q_heads][head_dim], k and v
+ * [T][kv_heads][head_dim], o [T][q_heads][head_dim] written, lse [T][q_heads] written if not
+ * NULL. scale 0 means 1/sqrt(head_dim). Layers must be attended in order 0..layers-1; after
+ * the last layer the tokens count as written. Errors: KVC_ERR_NOSEQ, KVC_ERR_STATE (wrong
+ * layer or n_new), KVC_ERR_BUSY, KVC_ERR_WORKER (retry), KVC_ERR_TOOBIG, KVC_ERR_INVAL. */
+int kvc_attend(kvc_client *c, uint32_t layer, const kvc_item *items, uint32_t n_items,
+               const float *q, const float *k, const float *v, float scale, float *o,
+               float *lse);
+
+/* How many leading tokens of tokens[0..n) are in this tenant's prefix cache now. */
+int kvc_lookup(kvc_client *c, const uint32_t *tokens, uint32_t n, uint32_t *cached);
+
+typedef struct kvc_stats {
+    uint32_t pages_total, pages_free, pages_in_use, pages_cached;
+    uint64_t prefix_hits, prefix_misses, evictions;
+    uint32_t sequences;
+    uint64_t jobs_done, jobs_failed;
+} kvc_stats;
+/* Server-wide counters. */
+int kvc_stats_get(kvc_client *c, kvc_stats *st);
+
+/* Static description of code; never NULL. */
+const char *kvc_strerror(int code);
+/* The server's message for the last failed call on c ("" if none); valid until the next call. */
+const char *kvc_last_error(const kvc_client *c);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

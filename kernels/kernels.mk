@@ -1,0 +1,1 @@
+# kernels/kernels.mk: filled by its module

@@ -1,0 +1,1 @@
+# kvserver/kvserver.mk: filled by its module

@@ -1,0 +1,1 @@
+# tests/tests.mk: filled by its module

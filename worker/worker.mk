@@ -1,0 +1,1 @@
+# worker/worker.mk: filled by its module
