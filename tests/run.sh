@@ -15,7 +15,7 @@ for t in "$@"; do
     else
         fail=$((fail + 1)); res=FAIL; failed+=("$name")
     fi
-    printf '%-4s %-40s %6.1fs\n' "$res" "$name" "$(echo "$(date +%s.%N) - $start" | bc)"
+    printf '%-4s %-40s %6.1fs\n' "$res" "$name" "$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN{print b-a}')"
     if [ "$res" = FAIL ]; then sed 's/^/    | /' "$logs/$name.log" | tail -60; fi
 done
 [ "$fail" -eq 0 ] || echo "failed: ${failed[*]}"
