@@ -1,1 +1,27 @@
-# client/client.mk: filled by its module
+# client/client.mk — libkvclient (static + self-contained shared), kvctl, the demo runner.
+KERNELS_LIB ?= $(B)/libkvkernels.a
+
+CLIENT_OBJ := $(B)/obj/client/kvclient.o $(B)/obj/client/kvrpc.o
+# The part of libkvproto a client needs: wire code and error strings. Not all of
+# $(PROTO_OBJ): the arena format code there calls into libkvkernels, which a client does
+# not link, and the shared library must not carry undefined references.
+CLIENT_PROTO_OBJ := $(B)/obj/proto/kverr.o $(B)/obj/proto/wire.o $(B)/obj/gen/proto/kvarena.pb-c.o
+KVCTL_OBJ := $(B)/obj/client/kvctl.o
+KVDEMO_OBJ := $(B)/obj/client/examples/kvdemo.o $(B)/obj/client/examples/synth.o
+
+# Static library: the client objects and the wire code, so one -lkvclient is enough.
+$(B)/libkvclient.a: $(CLIENT_OBJ) $(CLIENT_PROTO_OBJ)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+# Shared library: self-contained (wire code inside), links its own dependencies.
+$(B)/libkvclient.so: $(CLIENT_OBJ) $(CLIENT_PROTO_OBJ)
+	$(CC) -shared -Wl,-soname,libkvclient.so $(LDFLAGS) -Wl,--no-undefined -o $@ $^ $(PKG_LIBS) $(LDLIBS)
+
+$(B)/kvctl: $(KVCTL_OBJ) $(B)/libkvclient.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
+
+$(B)/kvdemo: $(KVDEMO_OBJ) $(B)/libkvclient.a $(KERNELS_LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
+
+ALL_TARGETS += $(B)/libkvclient.a $(B)/libkvclient.so $(B)/kvctl $(B)/kvdemo

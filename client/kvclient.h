@@ -110,8 +110,30 @@ int kvc_stats_get(kvc_client *c, kvc_stats *st);
 
 /* Static description of code; never NULL. */
 const char *kvc_strerror(int code);
-/* The server's message for the last failed call on c ("" if none); valid until the next call. */
+/* The server's message for the last failed call on c ("" if none); valid until the next call.
+ * For errors found locally (bad arguments, timeout, ZeroMQ failure) it describes those.
+ * kvc_last_error(NULL) returns the detail of the last failed kvc_connect() on the calling
+ * thread (e.g. the server's reason for refusing the Hello); valid until that thread's next
+ * kvc_connect(). */
 const char *kvc_last_error(const kvc_client *c);
+
+/* ---- additions (after the first contract) ---- */
+
+/* Sets the per-call timeout (ms, > 0) for later calls. Errors: KVC_ERR_INVAL. */
+int kvc_set_timeout(kvc_client *c, int timeout_ms);
+/* The tenant this connection acts as, as the server named it in the Hello reply; valid
+ * until kvc_close(). */
+const char *kvc_tenant(const kvc_client *c);
+
+/* What an extend did to the sequence (the whole ExtendReply). */
+typedef struct kvc_extend_info {
+    uint32_t cached;         /* leading tokens of this call found in the prefix cache */
+    uint32_t len;            /* tokens with KV written, after attaching the prefix */
+    uint32_t pending;        /* tokens reserved and waiting for kvc_attend on every layer */
+} kvc_extend_info;
+/* kvc_seq_extend() that returns the whole reply in *info (may be NULL). Same errors. */
+int kvc_seq_extend_ex(kvc_client *c, uint64_t seq, const uint32_t *tokens, uint32_t n,
+                      kvc_extend_info *info);
 
 #ifdef __cplusplus
 }
