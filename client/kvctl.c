@@ -1,0 +1,260 @@
+/* kvctl — operator's tool: talks to the kvserver's admin endpoint.
+ *
+ *   kvctl [--endpoint ADMIN_EP] [--timeout MS] stats [--json]
+ *   kvctl [--endpoint ADMIN_EP] [--timeout MS] ping
+ *
+ * Exit status: 0 success, 1 the request failed (no server, timeout, error reply),
+ * 2 usage error. The endpoint defaults to $KVARENA_ADMIN, then the default install's. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "client/kvrpc.h"
+#include "proto/kverr.h"
+
+#define DEFAULT_ADMIN "ipc:///tmp/kvarena/admin.sock"
+#define DEFAULT_TIMEOUT_MS 5000
+
+static const char usage_text[] =
+    "usage: kvctl [--endpoint ADMIN_EP] [--timeout MS] COMMAND\n"
+    "commands:\n"
+    "  stats [--json]   arena, prefix cache, jobs, workers and tenants\n"
+    "  ping             round-trip time to the server\n"
+    "ADMIN_EP defaults to $KVARENA_ADMIN or " DEFAULT_ADMIN "; MS to 5000.\n";
+
+static int usage(const char *why)
+{
+    if (why)
+        fprintf(stderr, "kvctl: %s\n", why);
+    fputs(usage_text, stderr);
+    return 2;
+}
+
+/* One admin round trip on a fresh socket. On success *rep holds the reply (status 0). */
+static int admin_call(const char *ep, int timeout_ms, Kvarena__Envelope *req, kvr_reply *rep,
+                      Kvarena__Envelope__BodyCase want, const char *what)
+{
+    memset(rep, 0, sizeof *rep);
+    void *ctx = zmq_ctx_new();
+    void *sock = ctx ? kvr_socket_open(ctx, ep) : NULL;
+    if (!sock) {
+        fprintf(stderr, "kvctl: cannot connect to %s: %s\n", ep, zmq_strerror(errno));
+        if (ctx)
+            zmq_ctx_term(ctx);
+        return 1;
+    }
+    req->req_id = kvr_random_id();
+    int rc = kvr_call(sock, req, NULL, 0, timeout_ms, rep);
+    int ret = 0;
+    if (rc == KV_ERR_TIMEOUT) {
+        fprintf(stderr, "kvctl: %s: no reply from %s within %d ms (is kvserver running?)\n",
+                what, ep, timeout_ms);
+        ret = 1;
+    } else if (rc != 0) {
+        fprintf(stderr, "kvctl: %s: %s%s%s\n", what, kv_strerror(rc),
+                rc == KV_ERR_IO ? ": " : "", rc == KV_ERR_IO ? zmq_strerror(errno) : "");
+        ret = 1;
+    } else if (rep->env->status != 0) {
+        fprintf(stderr, "kvctl: %s: %s%s%s\n", what, kv_strerror(rep->env->status),
+                rep->env->error[0] ? ": " : "", rep->env->error);
+        ret = 1;
+    } else if (rep->env->body_case != want) {
+        fprintf(stderr, "kvctl: %s: unexpected reply (body %d)\n", what,
+                (int)rep->env->body_case);
+        ret = 1;
+    }
+    if (ret != 0)
+        kvr_reply_clear(rep);
+    zmq_close(sock);
+    zmq_ctx_term(ctx);
+    return ret;
+}
+
+static void json_str(const char *s)
+{
+    putchar('"');
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            printf("\\%c", *p);
+        else if (*p < 0x20)
+            printf("\\u%04x", *p);
+        else
+            putchar(*p);
+    }
+    putchar('"');
+}
+
+static double pct(uint64_t part, uint64_t whole)
+{
+    return whole ? 100.0 * (double)part / (double)whole : 0.0;
+}
+
+static void print_json(const Kvarena__StatsReply *s)
+{
+    printf("{\"pages\":{\"total\":%u,\"free\":%u,\"in_use\":%u,\"cached\":%u},",
+           s->pages_total, s->pages_free, s->pages_in_use, s->pages_cached);
+    printf("\"prefix\":{\"hits\":%" PRIu64 ",\"misses\":%" PRIu64 ",\"hit_rate\":%.4f},",
+           s->prefix_hits, s->prefix_misses,
+           pct(s->prefix_hits, s->prefix_hits + s->prefix_misses) / 100.0);
+    printf("\"evictions\":%" PRIu64 ",\"sequences\":%u,", s->evictions, s->sequences);
+    printf("\"jobs\":{\"done\":%" PRIu64 ",\"failed\":%" PRIu64 ",\"queued\":%" PRIu64 "},",
+           s->jobs_done, s->jobs_failed, s->jobs_queued);
+    printf("\"epoch\":%" PRIu64 ",\"arena_bytes\":%" PRIu64 ",\"uptime_ms\":%" PRIu64 ",",
+           s->epoch, s->arena_bytes, s->uptime_ms);
+    printf("\"workers\":[");
+    for (size_t i = 0; i < s->n_workers; i++) {
+        const Kvarena__WorkerStats *w = s->workers[i];
+        printf("%s{\"index\":%u,\"pid\":%d,\"state\":", i ? "," : "", w->index, w->pid);
+        json_str(w->state);
+        printf(",\"jobs\":%" PRIu64 ",\"restarts\":%u}", w->jobs, w->restarts);
+    }
+    printf("],\"tenants\":[");
+    for (size_t i = 0; i < s->n_tenants; i++) {
+        const Kvarena__TenantStats *t = s->tenants[i];
+        printf("%s{\"name\":", i ? "," : "");
+        json_str(t->name);
+        printf(",\"pages\":%u,\"quota\":%u,\"sequences\":%u,\"jobs\":%" PRIu64 "}",
+               t->pages, t->quota, t->sequences, t->jobs);
+    }
+    printf("]}\n");
+}
+
+static void print_table(const char *ep, const Kvarena__StatsReply *s)
+{
+    uint64_t up = s->uptime_ms / 1000;
+    printf("kvserver %s  uptime %" PRIu64 "h%02" PRIu64 "m%02" PRIu64 "s  epoch %" PRIu64
+           "  arena %.1f MiB\n", ep, up / 3600, up / 60 % 60, up % 60, s->epoch,
+           (double)s->arena_bytes / (1024.0 * 1024.0));
+    printf("pages       total %u  free %u  in use %u  cached %u\n", s->pages_total,
+           s->pages_free, s->pages_in_use, s->pages_cached);
+    printf("prefix      hits %" PRIu64 "  misses %" PRIu64 "  hit rate %.1f%%\n",
+           s->prefix_hits, s->prefix_misses,
+           pct(s->prefix_hits, s->prefix_hits + s->prefix_misses));
+    printf("evictions   %" PRIu64 "\n", s->evictions);
+    printf("sequences   %u\n", s->sequences);
+    printf("jobs        done %" PRIu64 "  failed %" PRIu64 "  queued %" PRIu64 "\n",
+           s->jobs_done, s->jobs_failed, s->jobs_queued);
+    printf("\nworkers (%zu)\n  %-6s %-8s %-9s %-12s %s\n", s->n_workers, "index", "pid",
+           "state", "jobs", "restarts");
+    for (size_t i = 0; i < s->n_workers; i++) {
+        const Kvarena__WorkerStats *w = s->workers[i];
+        printf("  %-6u %-8d %-9s %-12" PRIu64 " %u\n", w->index, w->pid, w->state, w->jobs,
+               w->restarts);
+    }
+    printf("\ntenants (%zu)\n  %-16s %-8s %-8s %-10s %s\n", s->n_tenants, "name", "pages",
+           "quota", "sequences", "jobs");
+    for (size_t i = 0; i < s->n_tenants; i++) {
+        const Kvarena__TenantStats *t = s->tenants[i];
+        char quota[16];
+        if (t->quota)
+            snprintf(quota, sizeof quota, "%u", t->quota);
+        else
+            snprintf(quota, sizeof quota, "-");
+        printf("  %-16s %-8u %-8s %-10u %" PRIu64 "\n", t->name, t->pages, quota,
+               t->sequences, t->jobs);
+    }
+}
+
+static int cmd_stats(const char *ep, int timeout_ms, int json)
+{
+    Kvarena__Stats body = KVARENA__STATS__INIT;
+    Kvarena__Envelope req = KVARENA__ENVELOPE__INIT;
+    req.body_case = KVARENA__ENVELOPE__BODY_STATS;
+    req.stats = &body;
+    kvr_reply rep;
+    if (admin_call(ep, timeout_ms, &req, &rep, KVARENA__ENVELOPE__BODY_STATS_REPLY, "stats"))
+        return 1;
+    if (json)
+        print_json(rep.env->stats_reply);
+    else
+        print_table(ep, rep.env->stats_reply);
+    kvr_reply_clear(&rep);
+    return 0;
+}
+
+static int cmd_ping(const char *ep, int timeout_ms)
+{
+    Kvarena__Ping body = KVARENA__PING__INIT;
+    Kvarena__Envelope req = KVARENA__ENVELOPE__INIT;
+    req.body_case = KVARENA__ENVELOPE__BODY_PING;
+    req.ping = &body;
+    kvr_reply rep;
+    int64_t t0 = kvr_now_ns();
+    /* The reply to a ping is an empty envelope: no body. */
+    if (admin_call(ep, timeout_ms, &req, &rep, KVARENA__ENVELOPE__BODY__NOT_SET, "ping"))
+        return 1;
+    int64_t t1 = kvr_now_ns();
+    kvr_reply_clear(&rep);
+    printf("pong from %s: %.3f ms (includes connect)\n", ep, (double)(t1 - t0) / 1e6);
+    return 0;
+}
+
+/* Returns the value of option `name` at argv[*i] ("--name V" or "--name=V"), advancing *i;
+ * NULL if argv[*i] is not that option. *missing is set if the value is absent. */
+static const char *opt_value(int argc, char **argv, int *i, const char *name, int *missing)
+{
+    size_t n = strlen(name);
+    if (strncmp(argv[*i], name, n) != 0)
+        return NULL;
+    if (argv[*i][n] == '=')
+        return argv[*i] + n + 1;
+    if (argv[*i][n] != '\0')
+        return NULL;
+    if (*i + 1 >= argc) {
+        *missing = 1;
+        return NULL;
+    }
+    return argv[++*i];
+}
+
+int main(int argc, char **argv)
+{
+    const char *ep = getenv("KVARENA_ADMIN");
+    if (!ep || !*ep)
+        ep = DEFAULT_ADMIN;
+    int timeout_ms = DEFAULT_TIMEOUT_MS, json = 0;
+    const char *cmd = NULL;
+    for (int i = 1; i < argc; i++) {
+        int missing = 0;
+        const char *v;
+        if ((v = opt_value(argc, argv, &i, "--endpoint", &missing))) {
+            ep = v;
+        } else if ((v = opt_value(argc, argv, &i, "--timeout", &missing))) {
+            char *end;
+            long t = strtol(v, &end, 10);
+            if (*end || t <= 0 || t > 3600000)
+                return usage("--timeout takes milliseconds, 1 to 3600000");
+            timeout_ms = (int)t;
+        } else if (missing) {
+            fprintf(stderr, "kvctl: %s needs a value\n", argv[i]);
+            return usage(NULL);
+        } else if (!strcmp(argv[i], "--json")) {
+            json = 1;
+        } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            fputs(usage_text, stdout);
+            return 0;
+        } else if (argv[i][0] == '-') {
+            fprintf(stderr, "kvctl: unknown option %s\n", argv[i]);
+            return usage(NULL);
+        } else if (!cmd) {
+            cmd = argv[i];
+        } else {
+            fprintf(stderr, "kvctl: unexpected argument %s\n", argv[i]);
+            return usage(NULL);
+        }
+    }
+    if (!cmd)
+        return usage("no command");
+    if (!strcmp(cmd, "stats"))
+        return cmd_stats(ep, timeout_ms, json);
+    if (!strcmp(cmd, "ping")) {
+        if (json)
+            return usage("--json goes with stats");
+        return cmd_ping(ep, timeout_ms);
+    }
+    fprintf(stderr, "kvctl: unknown command %s\n", cmd);
+    return usage(NULL);
+}
