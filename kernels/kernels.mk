@@ -1,1 +1,33 @@
-# kernels/kernels.mk: filled by its module
+# kernels/kernels.mk — libkvkernels, its unit tests and its benchmark.
+# SIMD files get their instruction-set flags here and only here: the rest of the library is
+# built for the baseline CPU and picks an implementation at run time (kvk_attn.c).
+KERNELS_SRC := $(wildcard kernels/*.c)
+KERNELS_OBJ := $(KERNELS_SRC:%.c=$(B)/obj/%.o)
+KERNELS_LIB := $(B)/libkvkernels.a
+
+EXTRA_CFLAGS_attn_avx2 := -mavx2 -mfma -mf16c
+EXTRA_CFLAGS_attn_avx512 := -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512dq
+
+$(KERNELS_LIB): $(KERNELS_OBJ)
+	$(AR) rcs $@ $^
+
+ALL_TARGETS += $(KERNELS_LIB)
+
+# Unit tests: cmocka, scalar reference and every SIMD path against an fp64 naive attention.
+EXTRA_CFLAGS_test_kernels := -Ikernels
+$(B)/tests/test_kernels: $(B)/obj/tests/unit/test_kernels.o $(KERNELS_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ -o $@ $(CMOCKA_LIBS) $(LDLIBS)
+
+UNIT_TESTS += $(B)/tests/test_kernels
+.PHONY: tests
+tests: $(B)/tests/test_kernels
+
+# Kernel benchmark: built with the library's flags, run against the measured machine limits.
+EXTRA_CFLAGS_bench_kernels := -Ikernels
+$(B)/tests/bench_kernels: $(B)/obj/tests/bench/bench_kernels.o $(KERNELS_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+bench-kernels: $(B)/tests/bench_kernels
+	$(B)/tests/bench_kernels

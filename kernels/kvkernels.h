@@ -21,6 +21,8 @@
 #include <stdint.h>
 
 #define KVK_LAYOUT_VERSION 1
+/* Largest head_dim kvk_geom_check accepts. */
+#define KVK_MAX_HEAD_DIM 512
 
 typedef enum kvk_dtype { KVK_F32 = 0, KVK_F16 = 1, KVK_BF16 = 2 } kvk_dtype;
 
@@ -33,7 +35,8 @@ typedef struct kvk_geom {
     kvk_dtype dtype;      /* element type of K and V in pages */
 } kvk_geom;
 
-/* Returns 0 if g is a geometry the kernels support, else KV_ERR_INVAL. */
+/* Returns 0 if g is a geometry the kernels support, else KV_ERR_INVAL: every count >= 1,
+ * q_heads a multiple of kv_heads, head_dim <= KVK_MAX_HEAD_DIM, a known dtype. */
 int kvk_geom_check(const kvk_geom *g);
 /* Bytes per element of dtype (4, 2, 2). */
 size_t kvk_dtype_size(kvk_dtype dtype);
@@ -65,6 +68,8 @@ typedef struct kvk_attn_opts {
     int32_t window_left;  /* >= 0: also hide keys older than pos - window_left; -1: none */
     float softcap;        /* > 0: logits = softcap * tanh(logits / softcap) */
     const float *alibi;   /* [q_heads] slopes or NULL: logit += slope * (key_pos - query_pos) */
+    /* The logit of a key is scale * q.k, then soft-capped, then ALiBi added; the softmax and
+     * the LSE are over these logits. RoPE needs an even head_dim. */
     kvk_rope_mode rope;   /* applied to Q in kvk_attn and to K in kvk_write_kv */
     float rope_theta;     /* 0 means 10000 */
 } kvk_attn_opts;
@@ -82,6 +87,8 @@ int kvk_write_kv(const kvk_geom *g, const kvk_pages *pg, uint32_t layer,
 typedef struct kvk_pool kvk_pool;
 
 /* Paged attention of one layer for a ragged batch (prefill and decode items together).
+ * Errors: KV_ERR_INVAL (bad geometry, layer, page index, options or NULL tensors),
+ * KV_ERR_NOMEM (scratch memory could not be allocated); on error o and lse are untouched.
  * q: fp32 [sum n_new][q_heads][head_dim]; o: same shape, written; lse: [sum n_new][q_heads]
  * natural-log sum-exp of the scaled logits, or NULL. Keys are positions 0 .. n_kv+n_new-1
  * (the new rows must already be written). A row that sees no key gets o = 0, lse = -inf. */
@@ -103,6 +110,10 @@ int kvk_pool_threads(const kvk_pool *pool);
 /* The instruction set in use: "scalar", "avx2" or "avx512". Chosen once from cpuid, or
  * forced by KVARENA_ISA=scalar|avx2|avx512 in the environment. */
 const char *kvk_isa_name(void);
+/* Forces the instruction set for the whole process (tests, benchmarks): "scalar", "avx2" or
+ * "avx512". Returns 0, or KV_ERR_INVAL if the name is unknown or the CPU lacks it. Not to be
+ * called while another thread is inside kvk_attn. */
+int kvk_isa_set(const char *name);
 
 /* fp16 / bf16 conversions (round to nearest even), exposed for tests and clients. */
 uint16_t kvk_f32_to_f16(float f);

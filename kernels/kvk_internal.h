@@ -1,0 +1,97 @@
+/* kvk_internal.h — what the files of libkvkernels share with each other; not installed.
+ *
+ * A kvk_call is one validated kvk_attn call with its options resolved (scale, theta), so
+ * every implementation (scalar reference, AVX2, AVX-512) starts from the same facts and
+ * never re-checks arguments. Cross-file internal names use the kvk__ prefix. */
+#ifndef KVARENA_KVK_INTERNAL_H
+#define KVARENA_KVK_INTERNAL_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kvkernels.h"
+
+typedef struct kvk_call {
+    const kvk_geom *g;
+    const kvk_pages *pg;
+    uint32_t layer;
+    const kvk_item *items;
+    uint32_t n_items;
+    const float *q;       /* [rows][q_heads][head_dim] */
+    float *o;             /* same shape */
+    float *lse;           /* [rows][q_heads] or NULL */
+    kvk_attn_opts opts;   /* scale and rope_theta resolved (never 0) */
+    size_t page_bytes;    /* kvk_page_bytes(g) */
+    size_t esize;         /* bytes per K/V element */
+    size_t k_off;         /* offset of this layer's K block of KV head 0 inside a page */
+    size_t head_stride;   /* bytes from one KV head's K block to the next one's */
+    size_t v_off;         /* bytes from a head's K block to its V block */
+    uint32_t rows;        /* sum of n_new over the items */
+} kvk_call;
+
+/* Checks geometry, pages, layer, items and options (opts may be NULL) as kvk_write_kv and
+ * kvk_attn need them; on success fills *c (q, o, lse left NULL). Returns 0 or KV_ERR_INVAL. */
+int kvk__call_init(kvk_call *c, const kvk_geom *g, const kvk_pages *pg, uint32_t layer,
+                   const kvk_item *items, uint32_t n_items, const kvk_attn_opts *opts);
+
+/* Address of token `pos` of an item's K (kind 0) or V (kind 1) for KV head h. */
+static inline uint8_t *kvk__kv_row(const kvk_call *c, const kvk_item *it, uint32_t pos,
+                                         uint32_t h, int kind)
+{
+    uint32_t pt = c->g->page_tokens;
+    uint8_t *page = c->pg->base + (size_t)it->pages[pos / pt] * c->page_bytes;
+    return page + c->k_off + h * c->head_stride + (size_t)kind * c->v_off
+           + (size_t)(pos % pt) * c->g->head_dim * c->esize;
+}
+
+/* Element i of a K/V row in dtype dt, as fp32 (exact). */
+static inline float kvk__load(const uint8_t *row, kvk_dtype dt, size_t i)
+{
+    if (dt == KVK_F32) {
+        float f;
+        __builtin_memcpy(&f, row + 4 * i, 4);
+        return f;
+    }
+    uint16_t h;
+    __builtin_memcpy(&h, row + 2 * i, 2);
+    return dt == KVK_F16 ? kvk_f16_to_f32(h) : kvk_bf16_to_f32(h);
+}
+
+/* RoPE: cs gets cos/sin pairs [head_dim/2][2] for position pos (computed in double, so
+ * positions far beyond 2^24 / head_dim keep their precision); rope_apply rotates x. */
+void kvk__rope_table(float *cs, uint32_t head_dim, uint32_t pos, float theta);
+void kvk__rope_apply(float *x, uint32_t head_dim, kvk_rope_mode mode, const float *cs);
+
+/* The visible key range [*lo, *hi) of the query at position pos of an item holding n_keys
+ * keys; empty when *lo >= *hi. */
+static inline void kvk__visible(const kvk_attn_opts *o, uint32_t pos, uint32_t n_keys,
+                                uint32_t *lo, uint32_t *hi)
+{
+    *hi = o->causal ? pos + 1 : n_keys;
+    *lo = (o->window_left >= 0 && pos > (uint32_t)o->window_left)
+              ? pos - (uint32_t)o->window_left : 0;
+}
+
+/* Applies softcap and ALiBi (slope, or 0) to a scaled logit of key kpos for query qpos. */
+static inline float kvk__logit(const kvk_attn_opts *o, float s, float slope, uint32_t kpos,
+                               uint32_t qpos)
+{
+    if (o->softcap > 0.0f)
+        s = o->softcap * tanhf(s / o->softcap);
+    if (slope != 0.0f)
+        s += slope * ((float)kpos - (float)qpos);
+    return s;
+}
+
+/* Thread pool: runs fn(arg, ith, nth) on every thread of the pool (the caller is ith 0)
+ * and returns when all are done. pool NULL runs fn(arg, 0, 1). Callers are serialized. */
+typedef void (*kvk_pool_fn)(void *arg, int ith, int nth);
+void kvk__pool_run(kvk_pool *pool, kvk_pool_fn fn, void *arg);
+
+/* Implementations of kvk_attn on a validated call. They return 0 or KV_ERR_NOMEM. */
+int kvk__attn_ref(const kvk_call *c, kvk_pool *pool);
+int kvk__attn_avx2(const kvk_call *c, kvk_pool *pool);
+int kvk__attn_avx512(const kvk_call *c, kvk_pool *pool);
+
+#endif

@@ -1,0 +1,145 @@
+/* kvk_pool.c — a fixed pool of pthreads that runs one function on every thread at once.
+ *
+ * The caller is thread 0 and works too, so kvk_pool_create(n) starts n - 1 threads. A run
+ * publishes (fn, arg) under the mutex and bumps `gen`; each worker runs fn once per
+ * generation and the last one to finish signals the caller. Work is split by the function
+ * itself from (ith, nth), ggml style, so the pool knows nothing about attention.
+ * run_mu serializes callers: two threads sharing a pool simply take turns. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+
+#include "kvk_internal.h"
+
+struct kvk_pool {
+    int n;                    /* threads including the caller */
+    pthread_t *threads;       /* [n - 1] workers */
+    pthread_mutex_t run_mu;   /* held by the caller for a whole run */
+    pthread_mutex_t mu;       /* guards everything below */
+    pthread_cond_t start;     /* gen changed or stop set */
+    pthread_cond_t done;      /* pending reached 0 */
+    uint64_t gen;             /* bumped once per run */
+    int pending;              /* workers still inside fn of this run */
+    int stop;                 /* set by destroy */
+    kvk_pool_fn fn;           /* this run's function and argument */
+    void *arg;
+};
+
+typedef struct worker_arg {
+    kvk_pool *pool;
+    int ith;
+} worker_arg;
+
+static void *worker_main(void *p)
+{
+    worker_arg wa = *(worker_arg *)p;
+    kvk_pool *pool = wa.pool;
+    free(p);
+    uint64_t seen = 0;
+    pthread_mutex_lock(&pool->mu);
+    for (;;) {
+        while (pool->gen == seen && !pool->stop)
+            pthread_cond_wait(&pool->start, &pool->mu);
+        if (pool->stop)
+            break;
+        seen = pool->gen;
+        kvk_pool_fn fn = pool->fn;
+        void *arg = pool->arg;
+        pthread_mutex_unlock(&pool->mu);
+        fn(arg, wa.ith, pool->n);
+        pthread_mutex_lock(&pool->mu);
+        if (--pool->pending == 0)
+            pthread_cond_signal(&pool->done);
+    }
+    pthread_mutex_unlock(&pool->mu);
+    return NULL;
+}
+
+/* Stops and joins the first `started` workers, then frees the pool. */
+static void pool_free(kvk_pool *pool, int started)
+{
+    pthread_mutex_lock(&pool->mu);
+    pool->stop = 1;
+    pthread_cond_broadcast(&pool->start);
+    pthread_mutex_unlock(&pool->mu);
+    for (int i = 0; i < started; i++)
+        pthread_join(pool->threads[i], NULL);
+    pthread_cond_destroy(&pool->done);
+    pthread_cond_destroy(&pool->start);
+    pthread_mutex_destroy(&pool->mu);
+    pthread_mutex_destroy(&pool->run_mu);
+    free(pool->threads);
+    free(pool);
+}
+
+kvk_pool *kvk_pool_create(int n_threads)
+{
+    if (n_threads < 1) {
+        errno = EINVAL;
+        return NULL;
+    }
+    kvk_pool *pool = calloc(1, sizeof(*pool));
+    if (!pool)
+        return NULL;
+    pool->n = n_threads;
+    pool->threads = calloc((size_t)n_threads, sizeof(pthread_t));
+    if (!pool->threads) {
+        free(pool);
+        return NULL;
+    }
+    pthread_mutex_init(&pool->run_mu, NULL);
+    pthread_mutex_init(&pool->mu, NULL);
+    pthread_cond_init(&pool->start, NULL);
+    pthread_cond_init(&pool->done, NULL);
+    for (int i = 1; i < n_threads; i++) {
+        worker_arg *wa = malloc(sizeof(*wa));
+        int rc = wa ? 0 : ENOMEM;
+        if (wa) {
+            *wa = (worker_arg){ pool, i };
+            rc = pthread_create(&pool->threads[i - 1], NULL, worker_main, wa);
+            if (rc)
+                free(wa);
+        }
+        if (rc) {
+            pool_free(pool, i - 1);
+            errno = rc;
+            return NULL;
+        }
+    }
+    return pool;
+}
+
+void kvk_pool_destroy(kvk_pool **pool)
+{
+    if (!pool || !*pool)
+        return;
+    pool_free(*pool, (*pool)->n - 1);
+    *pool = NULL;
+}
+
+int kvk_pool_threads(const kvk_pool *pool)
+{
+    return pool ? pool->n : 1;
+}
+
+void kvk__pool_run(kvk_pool *pool, kvk_pool_fn fn, void *arg)
+{
+    if (!pool || pool->n == 1) {
+        fn(arg, 0, 1);
+        return;
+    }
+    pthread_mutex_lock(&pool->run_mu);
+    pthread_mutex_lock(&pool->mu);
+    pool->fn = fn;
+    pool->arg = arg;
+    pool->pending = pool->n - 1;
+    pool->gen++;
+    pthread_cond_broadcast(&pool->start);
+    pthread_mutex_unlock(&pool->mu);
+    fn(arg, 0, pool->n);
+    pthread_mutex_lock(&pool->mu);
+    while (pool->pending)
+        pthread_cond_wait(&pool->done, &pool->mu);
+    pthread_mutex_unlock(&pool->mu);
+    pthread_mutex_unlock(&pool->run_mu);
+}
