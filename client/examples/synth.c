@@ -1,0 +1,175 @@
+/* synth.c — the synthetic model and its reference attention (see synth.h). */
+#include "client/examples/synth.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/kvkernels.h"
+
+uint64_t kvs_mix(uint64_t x)
+{
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+
+uint32_t kvs_token(uint64_t a, uint64_t b)
+{
+    return (uint32_t)(kvs_mix(kvs_mix(a) ^ b) % KVS_VOCAB);
+}
+
+/* Key of the (token, pos) part: shared by every element of one row. */
+static uint64_t row_key(uint32_t token, uint32_t pos)
+{
+    return kvs_mix(((uint64_t)token << 32) | pos);
+}
+
+/* Key of the (kind, layer, head) part. */
+static uint64_t head_key(enum kvs_kind kind, uint32_t layer, uint32_t head)
+{
+    return kvs_mix(((uint64_t)kind << 56) ^ ((uint64_t)layer << 32) ^ head);
+}
+
+static float value_of(uint64_t row, uint64_t head, uint32_t dim)
+{
+    uint64_t h = kvs_mix(row ^ head ^ ((uint64_t)dim * 0xD6E8FEB86659FD93ull));
+    /* 24 random bits -> [-1, 1) in steps of 2^-23: exact in fp32. */
+    return (float)(h >> 40) * (1.0f / 8388608.0f) - 1.0f;
+}
+
+float kvs_value(enum kvs_kind kind, uint32_t token, uint32_t pos, uint32_t layer,
+                uint32_t head, uint32_t dim)
+{
+    return value_of(row_key(token, pos), head_key(kind, layer, head), dim);
+}
+
+static void fill_rows(enum kvs_kind kind, uint32_t heads, uint32_t head_dim, uint32_t layer,
+                      const uint32_t *tokens, uint32_t pos0, uint32_t n, float *out)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t row = row_key(tokens[i], pos0 + i);
+        for (uint32_t h = 0; h < heads; h++) {
+            uint64_t hk = head_key(kind, layer, h);
+            float *x = out + ((size_t)i * heads + h) * head_dim;
+            for (uint32_t d = 0; d < head_dim; d++)
+                x[d] = value_of(row, hk, d);
+        }
+    }
+}
+
+void kvs_fill_qkv(const kvc_model *m, uint32_t layer, const uint32_t *tokens, uint32_t pos0,
+                  uint32_t n, float *q, float *k, float *v)
+{
+    if (q)
+        fill_rows(KVS_Q, m->q_heads, m->head_dim, layer, tokens, pos0, n, q);
+    if (k)
+        fill_rows(KVS_K, m->kv_heads, m->head_dim, layer, tokens, pos0, n, k);
+    if (v)
+        fill_rows(KVS_V, m->kv_heads, m->head_dim, layer, tokens, pos0, n, v);
+}
+
+float kvs_round(uint32_t dtype, float x)
+{
+    switch (dtype) {
+    case KVK_F16:
+        return kvk_f16_to_f32(kvk_f32_to_f16(x));
+    case KVK_BF16:
+        return kvk_bf16_to_f32(kvk_f32_to_bf16(x));
+    default:
+        return x;
+    }
+}
+
+void kvs_round_vec(uint32_t dtype, float *x, size_t n)
+{
+    if (dtype == KVK_F32)
+        return;
+    for (size_t i = 0; i < n; i++)
+        x[i] = kvs_round(dtype, x[i]);
+}
+
+void kvs_ref_attn(const kvc_model *m, const float *q, const float *k, const float *v,
+                  uint32_t n_keys, float scale, double *o, double *lse)
+{
+    const uint32_t D = m->head_dim, group = m->q_heads / m->kv_heads;
+    const double s = scale > 0.0f ? (double)scale : 1.0 / sqrt((double)D);
+    for (uint32_t h = 0; h < m->q_heads; h++) {
+        const float *qh = q + (size_t)h * D;
+        const uint32_t kvh = h / group;
+        double *oh = o + (size_t)h * D;
+        memset(oh, 0, D * sizeof *oh);
+        /* Two passes: the max logit first, so exp never overflows. */
+        double mx = -INFINITY;
+        for (uint32_t j = 0; j < n_keys; j++) {
+            const float *kj = k + ((size_t)j * m->kv_heads + kvh) * D;
+            double dot = 0;
+            for (uint32_t d = 0; d < D; d++)
+                dot += (double)qh[d] * (double)kj[d];
+            if (dot * s > mx)
+                mx = dot * s;
+        }
+        double sum = 0;
+        for (uint32_t j = 0; j < n_keys; j++) {
+            const float *kj = k + ((size_t)j * m->kv_heads + kvh) * D;
+            const float *vj = v + ((size_t)j * m->kv_heads + kvh) * D;
+            double dot = 0;
+            for (uint32_t d = 0; d < D; d++)
+                dot += (double)qh[d] * (double)kj[d];
+            double p = exp(dot * s - mx);
+            sum += p;
+            for (uint32_t d = 0; d < D; d++)
+                oh[d] += p * (double)vj[d];
+        }
+        if (n_keys > 0)
+            for (uint32_t d = 0; d < D; d++)
+                oh[d] /= sum;
+        if (lse)
+            lse[h] = n_keys > 0 ? mx + log(sum) : -INFINITY;
+    }
+}
+
+int kvs_ref_row(const kvc_model *m, uint32_t layer, const uint32_t *tokens, uint32_t pos,
+                float scale, double *o, double *lse)
+{
+    const size_t n = (size_t)pos + 1, kv_row = (size_t)m->kv_heads * m->head_dim;
+    float *q = malloc((size_t)m->q_heads * m->head_dim * sizeof *q);
+    float *k = malloc(n * kv_row * sizeof *k);
+    float *v = malloc(n * kv_row * sizeof *v);
+    if (!q || !k || !v) {
+        free(q);
+        free(k);
+        free(v);
+        return KVC_ERR_IO;
+    }
+    kvs_fill_qkv(m, layer, tokens + pos, pos, 1, q, NULL, NULL);
+    kvs_fill_qkv(m, layer, tokens, 0, (uint32_t)n, NULL, k, v);
+    kvs_round_vec(m->dtype, k, n * kv_row);
+    kvs_round_vec(m->dtype, v, n * kv_row);
+    kvs_ref_attn(m, q, k, v, (uint32_t)n, scale, o, lse);
+    free(q);
+    free(k);
+    free(v);
+    return 0;
+}
+
+double kvs_max_abs_err(const float *got, const double *ref, size_t n, double *ref_max)
+{
+    double err = 0, mx = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)got[i] - ref[i]);
+        if (!(e <= err))      /* also catches NaN in got */
+            err = isnan(e) ? INFINITY : e;
+        if (fabs(ref[i]) > mx)
+            mx = fabs(ref[i]);
+    }
+    if (ref_max)
+        *ref_max = mx;
+    return err;
+}
+
+double kvs_tolerance(uint32_t dtype)
+{
+    return dtype == KVK_F32 ? 1e-4 : 2e-3;
+}
