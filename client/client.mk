@@ -25,3 +25,15 @@ $(B)/kvdemo: $(KVDEMO_OBJ) $(B)/libkvclient.a $(KERNELS_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
 
 ALL_TARGETS += $(B)/libkvclient.a $(B)/libkvclient.so $(B)/kvctl $(B)/kvdemo
+
+# ---- tests: a fake server (client/tests/kvmock.c) and the client against it ----
+$(B)/kvmock: $(B)/obj/client/tests/kvmock.o $(B)/obj/client/examples/synth.o \
+             $(B)/libkvclient.a $(KERNELS_LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
+
+$(B)/tests/test_kvclient: $(B)/obj/client/tests/test_kvclient.o $(B)/libkvclient.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(PKG_LIBS) $(LDLIBS)
+
+UNIT_TESTS += $(B)/tests/test_kvclient client/tests/test_client_mock.sh
+tests: $(B)/kvmock $(B)/kvctl $(B)/kvdemo $(B)/tests/test_kvclient

@@ -247,8 +247,17 @@ static int step(tenant *t, conv **set, uint32_t n, uint32_t chunk, int prefill,
         cv->check = check;
         if (cnt == 0)
             continue;
+        int rc;
+        if (prefill && cv->ext == 0 && cv->len > chunk) {
+            /* Only the first extend attaches a cached prefix, and only the rows after it
+             * count against the batch limit: make the first chunk cached + chunk long. */
+            uint32_t hit;
+            if ((rc = kvc_lookup(t->c, cv->tok, cv->len, &hit)) != 0)
+                return fail(t, rc, "lookup of %u tokens", cv->len);
+            cnt = cv->len - hit < chunk ? cv->len : hit + chunk;
+        }
         kvc_extend_info info;
-        int rc = kvc_seq_extend_ex(t->c, cv->seq, cv->tok + cv->ext, cnt, &info);
+        rc = kvc_seq_extend_ex(t->c, cv->seq, cv->tok + cv->ext, cnt, &info);
         if (rc != 0)
             return fail(t, rc, "extend seq %" PRIu64 " by %u tokens", cv->seq, cnt);
         if (info.len != cv->ext + info.cached || info.pending != cnt - info.cached)
@@ -258,6 +267,10 @@ static int step(tenant *t, conv **set, uint32_t n, uint32_t chunk, int prefill,
                         cnt - info.cached);
         cv->first_new = cv->ext + info.cached;
         cv->n_new = cnt - info.cached;
+        if (cv->n_new > chunk)
+            return fail(t, 0, "seq %" PRIu64 ": %u rows to compute exceed the batch limit "
+                        "%u (cached prefix evicted between lookup and extend?)", cv->seq,
+                        cv->n_new, chunk);
         cv->ext += cnt;
         if (prefill) {
             ta->prompt_tokens += cnt;
@@ -376,8 +389,7 @@ static int round1(tenant *t)
         }
     }
     /* The conversations after the first find its full system-prompt pages. */
-    uint64_t sys = cfg->system_len < prefill_chunk(t) ? cfg->system_len : prefill_chunk(t) - 1;
-    t->r[0].expect_cached = (t->n_cv[0] - 1) * (sys / pt * pt);
+    t->r[0].expect_cached = (t->n_cv[0] - 1) * (cfg->system_len / pt * pt);
     int rc = open_convs(t, 0);
     if (rc != 0)
         return rc;
@@ -417,9 +429,7 @@ static int round2(tenant *t)
                                         j)) != 0)
                 return fail(t, 0, "out of memory");
         /* Every full page of the old history was committed; one token is always left. */
-        uint32_t chunk = prefill_chunk(t) < cv->len ? prefill_chunk(t) : cv->len;
-        uint32_t hist = old->ext < chunk - 1 ? old->ext : chunk - 1;
-        t->r[1].expect_cached += hist / pt * pt;
+        t->r[1].expect_cached += old->ext / pt * pt;
     }
     int rc = open_convs(t, 1);
     if (rc != 0)
@@ -630,9 +640,12 @@ int main(int argc, char **argv)
     }
     if (ok) {
         const kvc_model *m = &ts[0].m;
+        char maxb[32] = "unlimited";
+        if (m->max_batch_tokens)
+            snprintf(maxb, sizeof maxb, "%u tokens", m->max_batch_tokens);
         printf("kvdemo: %s: %u layers, %u/%u heads x %u, %u tokens/page, %s KV, max batch "
-               "%u tokens\n", cfg.endpoint, m->layers, m->q_heads, m->kv_heads, m->head_dim,
-               m->page_tokens, dtype_name(m->dtype), m->max_batch_tokens);
+               "%s\n", cfg.endpoint, m->layers, m->q_heads, m->kv_heads, m->head_dim,
+               m->page_tokens, dtype_name(m->dtype), maxb);
         printf("kvdemo: %d tenants x %u conversations, prompt %u tokens (system %u), %u "
                "decode steps, check every %u\n", n, cfg.conversations, cfg.prompt_len,
                cfg.system_len, cfg.decode_steps, cfg.check_every);
