@@ -1,0 +1,256 @@
+/* config.c — INI parsing with inih; every key is documented in deploy/kvarena.ini. */
+#include "config.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "kernels/kvkernels.h"
+#include "log.h"
+#include "proto/kverr.h"
+
+void kvs_config_defaults(kvs_config *c)
+{
+    memset(c, 0, sizeof(*c));
+    snprintf(c->name, sizeof(c->name), "default");
+    snprintf(c->runtime_dir, sizeof(c->runtime_dir), "/tmp/kvarena");
+    c->workers = 2;
+    c->threads = 1;
+    c->heartbeat_ms = 1000;
+    c->job_timeout_ms = 60000;
+    c->max_batch_tokens = 16384;
+    c->max_extend_tokens = 65536;
+    c->max_msg_bytes = 256ull << 20;
+    c->log_level = KVS_LOG_INFO;
+    c->layers = 4;
+    c->q_heads = 8;
+    c->kv_heads = 2;
+    c->head_dim = 64;
+    c->page_tokens = 16;
+    c->dtype = KVK_F16;
+    c->pages = 4096;
+    c->max_seqs = 4096;
+}
+
+static int parse_u64(const char *v, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (errno || end == v || *v == '-')
+        return -1;
+    int shift = 0;
+    switch (*end) {
+    case 'k': case 'K': shift = 10; end++; break;
+    case 'm': case 'M': shift = 20; end++; break;
+    case 'g': case 'G': shift = 30; end++; break;
+    }
+    if (*end == 'i' || *end == 'B') end += (*end == 'i' && end[1] == 'B') ? 2 : 1;
+    if (*end || (shift && x > (UINT64_MAX >> shift)))
+        return -1;
+    *out = (uint64_t)x << shift;
+    return 0;
+}
+
+static int parse_u32(const char *v, uint32_t *out)
+{
+    uint64_t x;
+    if (parse_u64(v, &x) || x > UINT32_MAX)
+        return -1;
+    *out = (uint32_t)x;
+    return 0;
+}
+
+static int parse_bool(const char *v, int *out)
+{
+    if (!strcmp(v, "1") || !strcmp(v, "true") || !strcmp(v, "yes") || !strcmp(v, "on"))
+        *out = 1;
+    else if (!strcmp(v, "0") || !strcmp(v, "false") || !strcmp(v, "no") || !strcmp(v, "off"))
+        *out = 0;
+    else
+        return -1;
+    return 0;
+}
+
+static int parse_str(const char *v, char *out, size_t len)
+{
+    if (strlen(v) >= len)
+        return -1;
+    memcpy(out, v, strlen(v) + 1);
+    return 0;
+}
+
+static kvs_tenant_cfg *tenant_get(kvs_config *c, const char *name)
+{
+    for (uint32_t i = 0; i < c->n_tenants; i++)
+        if (!strcmp(c->tenant[i].name, name))
+            return &c->tenant[i];
+    if (c->n_tenants == KVS_MAX_TENANTS || strlen(name) == 0 || strlen(name) >= KVS_NAME_MAX)
+        return NULL;
+    kvs_tenant_cfg *t = &c->tenant[c->n_tenants++];
+    snprintf(t->name, sizeof(t->name), "%s", name);
+    t->weight = 1;
+    return t;
+}
+
+#define U32(sec, key, field) if (!strcmp(section, sec) && !strcmp(name, key)) return parse_u32(value, &c->field)
+#define U64(sec, key, field) if (!strcmp(section, sec) && !strcmp(name, key)) return parse_u64(value, &c->field)
+#define STR(sec, key, field) if (!strcmp(section, sec) && !strcmp(name, key)) return parse_str(value, c->field, sizeof(c->field))
+
+/* Returns 0 if (section, name, value) was applied, -1 if the value is bad, -2 if unknown. */
+static int apply(kvs_config *c, const char *section, const char *name, const char *value)
+{
+    STR("server", "name", name);
+    STR("server", "runtime_dir", runtime_dir);
+    STR("server", "client_endpoint", client_ep);
+    STR("server", "worker_endpoint", worker_ep);
+    STR("server", "admin_endpoint", admin_ep);
+    STR("server", "events_endpoint", events_ep);
+    STR("server", "worker_path", worker_path);
+    U32("server", "workers", workers);
+    U32("server", "threads", threads);
+    U32("server", "heartbeat_ms", heartbeat_ms);
+    U32("server", "job_timeout_ms", job_timeout_ms);
+    U32("server", "max_batch_tokens", max_batch_tokens);
+    U32("server", "max_extend_tokens", max_extend_tokens);
+    U64("server", "max_msg_bytes", max_msg_bytes);
+    if (!strcmp(section, "server") && !strcmp(name, "keep_shm"))
+        return parse_bool(value, &c->keep_shm);
+    if (!strcmp(section, "server") && !strcmp(name, "log_level"))
+        return (c->log_level = kvs_log_parse(value)) < 0 ? -1 : 0;
+    U32("model", "layers", layers);
+    U32("model", "q_heads", q_heads);
+    U32("model", "kv_heads", kv_heads);
+    U32("model", "head_dim", head_dim);
+    U32("model", "page_tokens", page_tokens);
+    if (!strcmp(section, "model") && !strcmp(name, "dtype")) {
+        static const char *const names[] = { "fp32", "fp16", "bf16" };
+        for (uint32_t i = 0; i < 3; i++)
+            if (!strcmp(value, names[i])) {
+                c->dtype = i;
+                return 0;
+            }
+        return -1;
+    }
+    U32("arena", "pages", pages);
+    U64("arena", "bytes", arena_bytes);
+    U32("arena", "max_seqs", max_seqs);
+    if (!strncmp(section, "tenant.", 7)) {
+        kvs_tenant_cfg *t = tenant_get(c, section + 7);
+        if (!t)
+            return -1;
+        if (!strcmp(name, "quota_pages"))
+            return parse_u32(value, &t->quota_pages);
+        if (!strcmp(name, "weight"))
+            return parse_u32(value, &t->weight) || t->weight == 0 ? -1 : 0;
+    }
+    return -2;
+}
+
+typedef struct load_ctx {
+    kvs_config *c;
+    char *err;
+    size_t err_len;
+} load_ctx;
+
+static int on_key(void *user, const char *section, const char *name, const char *value)
+{
+    load_ctx *ctx = user;
+    int rc = apply(ctx->c, section, name, value);
+    if (rc == 0)
+        return 1;
+    snprintf(ctx->err, ctx->err_len, rc == -2 ? "unknown key %s.%s" : "bad value for %s.%s: '%s'",
+             section, name, value);
+    return 0;
+}
+
+int kvs_config_load(kvs_config *c, const char *path, char *err, size_t err_len)
+{
+    load_ctx ctx = { c, err, err_len };
+    err[0] = 0;
+    int rc = ini_parse(path, on_key, &ctx);
+    if (rc == -1) {
+        snprintf(err, err_len, "cannot open config %s: %s", path, strerror(errno));
+        return KV_ERR_INVAL;
+    }
+    if (rc != 0) {
+        size_t n = strlen(err);
+        snprintf(err + n, err_len - n, "%s%s line %d", n ? " at " : "error at ", path, rc);
+        return KV_ERR_INVAL;
+    }
+    return 0;
+}
+
+int kvs_config_set(kvs_config *c, const char *assignment, char *err, size_t err_len)
+{
+    char buf[512];
+    if (snprintf(buf, sizeof(buf), "%s", assignment) >= (int)sizeof(buf))
+        goto bad;
+    char *eq = strchr(buf, '='), *dot = strchr(buf, '.');
+    if (!eq || !dot || dot > eq)
+        goto bad;
+    *eq = 0;
+    /* the key is after the last dot before '=' so [tenant.NAME] sections work */
+    char *key = strrchr(buf, '.');
+    *key = 0;
+    load_ctx ctx = { c, err, err_len };
+    return on_key(&ctx, buf, key + 1, eq + 1) ? 0 : KV_ERR_INVAL;
+bad:
+    snprintf(err, err_len, "--set wants section.key=value, got '%s'", assignment);
+    return KV_ERR_INVAL;
+}
+
+static void default_ep(char *ep, const char *dir, const char *file)
+{
+    if (!ep[0])
+        snprintf(ep, KVS_PATH_MAX, "ipc://%.200s/%s", dir, file);
+}
+
+int kvs_config_finish(kvs_config *c, char *err, size_t err_len)
+{
+    kvk_geom g = { c->layers, c->q_heads, c->kv_heads, c->head_dim, c->page_tokens,
+                   (kvk_dtype)c->dtype };
+    if (kvk_geom_check(&g) != 0) {
+        snprintf(err, err_len, "unsupported model geometry: layers=%u q_heads=%u kv_heads=%u head_dim=%u page_tokens=%u",
+                 c->layers, c->q_heads, c->kv_heads, c->head_dim, c->page_tokens);
+        return KV_ERR_INVAL;
+    }
+    if (c->arena_bytes) {
+        uint64_t n = c->arena_bytes / kvk_page_bytes(&g);
+        if (n == 0 || n > UINT32_MAX - 1) {
+            snprintf(err, err_len, "arena.bytes=%llu holds %llu pages of %zu bytes",
+                     (unsigned long long)c->arena_bytes, (unsigned long long)n, kvk_page_bytes(&g));
+            return KV_ERR_INVAL;
+        }
+        c->pages = (uint32_t)n;
+    }
+    if (c->pages == 0 || c->max_seqs == 0 || c->workers == 0 || c->workers > 256 ||
+        c->threads == 0 || c->threads > 256 || c->heartbeat_ms < 10 || c->max_batch_tokens == 0 ||
+        c->max_extend_tokens == 0) {
+        snprintf(err, err_len, "pages, max_seqs, workers (1..256), threads (1..256), "
+                               "heartbeat_ms (>= 10) and token limits must be set");
+        return KV_ERR_INVAL;
+    }
+    if (c->n_tenants == 0)
+        tenant_get(c, "default");
+    default_ep(c->client_ep, c->runtime_dir, "client.sock");
+    default_ep(c->worker_ep, c->runtime_dir, "worker.sock");
+    default_ep(c->admin_ep, c->runtime_dir, "admin.sock");
+    default_ep(c->events_ep, c->runtime_dir, "events.sock");
+    if (!c->worker_path[0]) {
+        char self[KVS_PATH_MAX];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+        if (n <= 0) {
+            snprintf(err, err_len, "readlink(/proc/self/exe) failed: %s", strerror(errno));
+            return KV_ERR_INVAL;
+        }
+        self[n] = 0;
+        char *slash = strrchr(self, '/');
+        *slash = 0;
+        snprintf(c->worker_path, sizeof(c->worker_path), "%.240s/kvworker", self);
+    }
+    return 0;
+}

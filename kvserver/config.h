@@ -1,0 +1,59 @@
+/* config.h — kvserver configuration: an INI file (deploy/kvarena.ini documents every key)
+ * plus command-line overrides `--set section.key=value`. */
+#ifndef KVARENA_CONFIG_H
+#define KVARENA_CONFIG_H
+
+#include <stdint.h>
+
+#include "pages.h"
+
+#define KVS_NAME_MAX 64
+#define KVS_PATH_MAX 256
+
+typedef struct kvs_tenant_cfg {
+    char name[KVS_NAME_MAX];   /* [tenant.NAME] */
+    uint32_t quota_pages;      /* quota = pages; 0 = unlimited */
+    uint32_t weight;           /* weight = share of the job queue, >= 1 */
+} kvs_tenant_cfg;
+
+typedef struct kvs_config {
+    /* [server] */
+    char name[KVS_NAME_MAX];          /* name = arena name: shm "/kvarena-NAME" */
+    char runtime_dir[KVS_PATH_MAX];   /* runtime_dir = 0700 directory of the ipc sockets */
+    char client_ep[KVS_PATH_MAX];     /* client_endpoint (default ipc://DIR/client.sock) */
+    char worker_ep[KVS_PATH_MAX];     /* worker_endpoint (default ipc://DIR/worker.sock) */
+    char admin_ep[KVS_PATH_MAX];      /* admin_endpoint (default ipc://DIR/admin.sock) */
+    char events_ep[KVS_PATH_MAX];     /* events_endpoint (default ipc://DIR/events.sock) */
+    char worker_path[KVS_PATH_MAX];   /* worker_path (default: kvworker beside kvserver) */
+    uint32_t workers;                 /* workers = kvworker processes */
+    uint32_t threads;                 /* threads = kernel threads per worker */
+    uint32_t heartbeat_ms;            /* heartbeat_ms: worker heartbeat interval */
+    uint32_t job_timeout_ms;          /* job_timeout_ms: a job running longer fences its worker */
+    uint32_t max_batch_tokens;        /* max_batch_tokens: sum of n_new in one Attend */
+    uint32_t max_extend_tokens;       /* max_extend_tokens: tokens in one Extend */
+    uint64_t max_msg_bytes;           /* max_msg_bytes: ZMQ_MAXMSGSIZE of every socket */
+    int keep_shm;                     /* keep_shm: leave the segment at exit */
+    int log_level;                    /* log_level = error|warn|info|debug */
+    /* [model] */
+    uint32_t layers, q_heads, kv_heads, head_dim, page_tokens;
+    uint32_t dtype;                   /* dtype = fp32|fp16|bf16 */
+    /* [arena] */
+    uint32_t pages;                   /* pages = N, or */
+    uint64_t arena_bytes;             /* bytes = size of page data (k, M, G suffixes) */
+    uint32_t max_seqs;                /* max_seqs: sequence table records */
+    /* [tenant.NAME] sections */
+    kvs_tenant_cfg tenant[KVS_MAX_TENANTS];
+    uint32_t n_tenants;
+} kvs_config;
+
+/* Defaults: a small fp16 model, 2 workers, runtime dir /tmp/kvarena, tenant "default". */
+void kvs_config_defaults(kvs_config *c);
+/* Reads path into c (keys not in the file keep their values). Returns 0 or KV_ERR_INVAL
+ * with a message in err. */
+int kvs_config_load(kvs_config *c, const char *path, char *err, size_t err_len);
+/* Applies one "section.key=value" override. Returns 0 or KV_ERR_INVAL. */
+int kvs_config_set(kvs_config *c, const char *assignment, char *err, size_t err_len);
+/* Fills derived values (endpoints, page count) and checks ranges. 0 or KV_ERR_INVAL. */
+int kvs_config_finish(kvs_config *c, char *err, size_t err_len);
+
+#endif

@@ -1,0 +1,435 @@
+/* handlers.c — client and admin requests: validate everything, then apply, then answer.
+ *
+ * Tenant identity: in this development mode a connection names its tenant in Hello; the
+ * server remembers it by the connection's routing id (which ZeroMQ assigns, so a client
+ * cannot take another's). No field of any later request can change it. */
+#include "server.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "proto/kverr.h"
+
+/* ---- connections ---- */
+
+static kvs_conn *conn_find(kvs_server *s, zmq_msg_t *route)
+{
+    size_t len = zmq_msg_size(route);
+    for (uint32_t i = 0; i < KVS_MAX_CONNS; i++) {
+        kvs_conn *c = &s->conns[i];
+        if (c->rid_len == len && memcmp(c->rid, zmq_msg_data(route), len) == 0)
+            return c;
+    }
+    return NULL;
+}
+
+static kvs_conn *conn_add(kvs_server *s, zmq_msg_t *route, uint32_t tenant)
+{
+    kvs_conn *c = conn_find(s, route), *oldest = &s->conns[0];
+    for (uint32_t i = 0; !c && i < KVS_MAX_CONNS; i++) {
+        if (s->conns[i].rid_len == 0) {
+            c = &s->conns[i];
+            break;
+        }
+        if (s->conns[i].last_seen_ms < oldest->last_seen_ms)
+            oldest = &s->conns[i];
+    }
+    if (!c)
+        c = oldest; /* table full: the stalest connection must say Hello again */
+    c->rid_len = (uint8_t)zmq_msg_size(route);
+    memcpy(c->rid, zmq_msg_data(route), c->rid_len);
+    c->tenant = tenant;
+    c->last_seen_ms = kvs_now_ms();
+    return c;
+}
+
+/* ---- replies ---- */
+
+static void reply(kvs_server *s, void *sock, kvp_msg *m, Kvarena__Envelope *env)
+{
+    if (kvp_send(sock, &m->route, env, NULL, 0) != 0)
+        KVS_DEBUG("reply dropped: %s", zmq_strerror(zmq_errno()));
+    (void)s;
+}
+
+static void reply_status(kvs_server *s, kvp_msg *m, uint64_t req_id, int status, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static void reply_status(kvs_server *s, kvp_msg *m, uint64_t req_id, int status, const char *fmt, ...)
+{
+    char msg[256] = "";
+    if (fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        va_end(ap);
+    } else if (status) {
+        snprintf(msg, sizeof(msg), "%s", kv_strerror(status));
+    }
+    kvp_send_status(s->client, &m->route, req_id, status, msg);
+}
+
+/* ---- requests ---- */
+
+static void on_hello(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e)
+{
+    const Kvarena__Hello *h = e->hello;
+    if (zmq_msg_size(&m->route) > KVP_MAX_ROUTE) {
+        reply_status(s, m, e->req_id, KV_ERR_PROTO, "routing id too long");
+        return;
+    }
+    if (h->version != KVP_VERSION) {
+        reply_status(s, m, e->req_id, KV_ERR_PROTO, "protocol version %u, server speaks %u",
+                     h->version, KVP_VERSION);
+        return;
+    }
+    const char *want = h->tenant && h->tenant[0] ? h->tenant : s->cfg.tenant[0].name;
+    uint32_t t = 0;
+    while (t < s->cfg.n_tenants && strcmp(s->cfg.tenant[t].name, want) != 0)
+        t++;
+    if (t == s->cfg.n_tenants) {
+        reply_status(s, m, e->req_id, KV_ERR_AUTH, "unknown tenant '%.64s'", want);
+        return;
+    }
+    conn_add(s, &m->route, t);
+    KVS_DEBUG("hello from %s as tenant %s", h->client_name ? h->client_name : "?", want);
+    Kvarena__HelloReply hr = KVARENA__HELLO_REPLY__INIT;
+    hr.version = KVP_VERSION;
+    hr.tenant = s->cfg.tenant[t].name;
+    hr.layers = s->cfg.layers;
+    hr.q_heads = s->cfg.q_heads;
+    hr.kv_heads = s->cfg.kv_heads;
+    hr.head_dim = s->cfg.head_dim;
+    hr.page_tokens = s->cfg.page_tokens;
+    hr.dtype = s->cfg.dtype;
+    hr.max_batch_tokens = s->cfg.max_batch_tokens;
+    Kvarena__Envelope r = KVARENA__ENVELOPE__INIT;
+    r.req_id = e->req_id;
+    r.body_case = KVARENA__ENVELOPE__BODY_HELLO_REPLY;
+    r.hello_reply = &hr;
+    reply(s, s->client, m, &r);
+}
+
+static const char *seq_err(int rc)
+{
+    switch (rc) {
+    case KV_ERR_NOSEQ: return "no such sequence for this tenant";
+    case KV_ERR_BUSY: return "sequence has a job in flight";
+    case KV_ERR_STATE: return "sequence has pending tokens: attend every layer first";
+    case KV_ERR_NOMEM: return "out of KV memory: every page is in use, nothing is evictable";
+    case KV_ERR_QUOTA: return "tenant quota exceeded: its pages are all in use";
+    default: return kv_strerror(rc);
+    }
+}
+
+static void on_seq_open(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uint32_t t)
+{
+    uint64_t id = 0;
+    int rc = kvs_seq_open(&s->seqs, t, &id);
+    if (rc) {
+        reply_status(s, m, e->req_id, rc, "sequence table full (%u sequences)", s->cfg.max_seqs);
+        return;
+    }
+    Kvarena__SeqOpenReply so = KVARENA__SEQ_OPEN_REPLY__INIT;
+    so.seq = id;
+    Kvarena__Envelope r = KVARENA__ENVELOPE__INIT;
+    r.req_id = e->req_id;
+    r.body_case = KVARENA__ENVELOPE__BODY_SEQ_OPEN_REPLY;
+    r.seq_open_reply = &so;
+    reply(s, s->client, m, &r);
+}
+
+static void on_seq_close(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uint32_t t)
+{
+    int rc = kvs_seq_close(&s->seqs, e->seq_close->seq, t);
+    if (rc)
+        reply_status(s, m, e->req_id, rc, "%s", seq_err(rc));
+    else
+        reply_status(s, m, e->req_id, 0, NULL);
+}
+
+static void on_fork(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uint32_t t)
+{
+    uint64_t child = 0;
+    int rc = kvs_seq_fork(&s->seqs, e->fork->seq, t, &child);
+    if (rc) {
+        reply_status(s, m, e->req_id, rc, "%s", rc == KV_ERR_NOMEM ? "sequence table full" : seq_err(rc));
+        return;
+    }
+    Kvarena__ForkReply fr = KVARENA__FORK_REPLY__INIT;
+    fr.seq = child;
+    Kvarena__Envelope r = KVARENA__ENVELOPE__INIT;
+    r.req_id = e->req_id;
+    r.body_case = KVARENA__ENVELOPE__BODY_FORK_REPLY;
+    r.fork_reply = &fr;
+    reply(s, s->client, m, &r);
+}
+
+static void on_extend(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uint32_t t)
+{
+    const Kvarena__Extend *x = e->extend;
+    if (x->n_tokens == 0 || x->n_tokens > s->cfg.max_extend_tokens) {
+        reply_status(s, m, e->req_id, x->n_tokens ? KV_ERR_TOOBIG : KV_ERR_INVAL,
+                     "extend takes 1..%u tokens, got %zu", s->cfg.max_extend_tokens, x->n_tokens);
+        return;
+    }
+    uint32_t cached = 0;
+    int rc = kvs_seq_extend(&s->seqs, x->seq, t, x->tokens, (uint32_t)x->n_tokens, &cached);
+    if (rc) {
+        reply_status(s, m, e->req_id, rc, "%s", seq_err(rc));
+        return;
+    }
+    kva_seq *rec = kvs_seq_find(&s->seqs, x->seq, t);
+    Kvarena__ExtendReply xr = KVARENA__EXTEND_REPLY__INIT;
+    xr.cached = cached;
+    xr.len = rec->len;
+    xr.pending = rec->pending;
+    Kvarena__Envelope r = KVARENA__ENVELOPE__INIT;
+    r.req_id = e->req_id;
+    r.body_case = KVARENA__ENVELOPE__BODY_EXTEND_REPLY;
+    r.extend_reply = &xr;
+    reply(s, s->client, m, &r);
+}
+
+static void on_lookup(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uint32_t t)
+{
+    const Kvarena__Lookup *l = e->lookup;
+    if (l->n_tokens > s->cfg.max_extend_tokens) {
+        reply_status(s, m, e->req_id, KV_ERR_TOOBIG, "lookup takes at most %u tokens",
+                     s->cfg.max_extend_tokens);
+        return;
+    }
+    Kvarena__LookupReply lr = KVARENA__LOOKUP_REPLY__INIT;
+    lr.cached = kvs_prefix_match(&s->seqs, t, l->tokens, (uint32_t)l->n_tokens, NULL);
+    Kvarena__Envelope r = KVARENA__ENVELOPE__INIT;
+    r.req_id = e->req_id;
+    r.body_case = KVARENA__ENVELOPE__BODY_LOOKUP_REPLY;
+    r.lookup_reply = &lr;
+    reply(s, s->client, m, &r);
+}
+
+/* Validates an Attend completely; on success fills job items (pages not yet pinned). */
+static int attend_check(kvs_server *s, kvp_msg *m, const Kvarena__Attend *a, uint32_t t,
+                        kvs_job *job, char *why, size_t why_len)
+{
+    const kvs_config *c = &s->cfg;
+    if (a->n_items == 0 || a->n_items > c->max_batch_tokens) {
+        snprintf(why, why_len, "attend takes 1..%u items, got %zu", c->max_batch_tokens, a->n_items);
+        return a->n_items ? KV_ERR_TOOBIG : KV_ERR_INVAL;
+    }
+    if (a->layer >= c->layers) {
+        snprintf(why, why_len, "layer %u out of range (model has %u)", a->layer, c->layers);
+        return KV_ERR_INVAL;
+    }
+    if (!isfinite(a->scale) || a->scale < 0) {
+        snprintf(why, why_len, "scale must be finite and >= 0");
+        return KV_ERR_INVAL;
+    }
+    uint64_t tokens = 0;
+    s->stamp_now++;
+    for (size_t i = 0; i < a->n_items; i++) {
+        const Kvarena__AttendItem *it = a->items[i];
+        kva_seq *rec = kvs_seq_find(&s->seqs, it->seq, t);
+        if (!rec) {
+            snprintf(why, why_len, "item %zu: no sequence %#llx for this tenant", i,
+                     (unsigned long long)it->seq);
+            return KV_ERR_NOSEQ;
+        }
+        uint32_t slot = (uint32_t)rec->id;
+        if (s->stamp[slot] == s->stamp_now) {
+            snprintf(why, why_len, "item %zu: sequence named twice in one batch", i);
+            return KV_ERR_INVAL;
+        }
+        s->stamp[slot] = s->stamp_now;
+        if (kvs_seq_priv(&s->seqs, rec)->busy_job) {
+            snprintf(why, why_len, "item %zu: sequence has a job in flight", i);
+            return KV_ERR_BUSY;
+        }
+        if (rec->pending == 0 || it->n_new != rec->pending || a->layer != rec->next_layer) {
+            snprintf(why, why_len, "item %zu: sequence expects layer %u with n_new %u, got layer %u n_new %u",
+                     i, rec->next_layer, rec->pending, a->layer, it->n_new);
+            return KV_ERR_STATE;
+        }
+        tokens += it->n_new;
+    }
+    if (tokens > c->max_batch_tokens) {
+        snprintf(why, why_len, "batch of %llu tokens, max_batch_tokens is %u",
+                 (unsigned long long)tokens, c->max_batch_tokens);
+        return KV_ERR_TOOBIG;
+    }
+    size_t q = tokens * c->q_heads * c->head_dim * sizeof(float);
+    size_t kv = tokens * c->kv_heads * c->head_dim * sizeof(float);
+    if (m->n_tensors != 3 || zmq_msg_size(&m->tensor[0]) != q ||
+        zmq_msg_size(&m->tensor[1]) != kv || zmq_msg_size(&m->tensor[2]) != kv) {
+        snprintf(why, why_len, "attend wants 3 frames Q (%zu bytes), K and V (%zu bytes each)", q, kv);
+        return KV_ERR_PROTO;
+    }
+    job->tokens = (uint32_t)tokens;
+    job->items = calloc(a->n_items, sizeof(kvs_job_item));
+    if (!job->items)
+        return KV_ERR_NOMEM;
+    job->n_items = (uint32_t)a->n_items;
+    for (size_t i = 0; i < a->n_items; i++) {
+        kva_seq *rec = kvs_seq_find(&s->seqs, a->items[i]->seq, t);
+        kvs_seq *sq = kvs_seq_priv(&s->seqs, rec);
+        kvs_job_item *ji = &job->items[i];
+        ji->seq = rec->id;
+        ji->n_kv = rec->len;
+        ji->n_new = rec->pending;
+        ji->pages = malloc(sizeof(uint32_t) * sq->n_pt);
+        if (!ji->pages)
+            return KV_ERR_NOMEM;
+        memcpy(ji->pages, sq->pt, sizeof(uint32_t) * sq->n_pt);
+        ji->n_pages = sq->n_pt;
+    }
+    return 0;
+}
+
+static void on_attend(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uint32_t t)
+{
+    kvs_job *job = calloc(1, sizeof(*job));
+    char why[256] = "";
+    if (!job) {
+        reply_status(s, m, e->req_id, KV_ERR_NOMEM, "server out of memory");
+        return;
+    }
+    zmq_msg_init(&job->route);
+    for (int i = 0; i < 3; i++)
+        zmq_msg_init(&job->tensor[i]);
+    int rc = attend_check(s, m, e->attend, t, job, why, sizeof(why));
+    if (rc) {
+        kvs_job_free(job);
+        reply_status(s, m, e->req_id, rc, "%s", why);
+        return;
+    }
+    job->id = s->next_job_id++;
+    job->req_id = e->req_id;
+    job->tenant = t;
+    job->layer = e->attend->layer;
+    job->want_lse = e->attend->want_lse;
+    job->scale = e->attend->scale;
+    job->worker = -1;
+    zmq_msg_move(&job->route, &m->route);
+    for (int i = 0; i < 3; i++)
+        zmq_msg_move(&job->tensor[i], &m->tensor[i]);
+    for (uint32_t i = 0; i < job->n_items; i++) {
+        kvs_job_item *ji = &job->items[i];
+        kvs_pages_pin(&s->pages, ji->pages, ji->n_pages, 1);
+        kva_seq *rec = kvs_seq_find(&s->seqs, ji->seq, t);
+        kvs_seq_priv(&s->seqs, rec)->busy_job = job->id;
+    }
+    kvs_job_enqueue(s, job, 0);
+}
+
+/* ---- stats (client and admin) ---- */
+
+static void on_stats(kvs_server *s, void *sock, kvp_msg *m, uint64_t req_id)
+{
+    const kvs_pages *pg = &s->pages;
+    Kvarena__StatsReply st = KVARENA__STATS_REPLY__INIT;
+    st.pages_total = pg->n;
+    st.pages_free = pg->n_free;
+    st.pages_cached = pg->n_cached;
+    st.pages_in_use = pg->n - pg->n_free - pg->n_cached;
+    st.prefix_hits = pg->hits;
+    st.prefix_misses = pg->misses;
+    st.evictions = pg->evictions;
+    st.sequences = s->seqs.live;
+    st.jobs_done = s->jobs_done;
+    st.jobs_failed = s->jobs_failed;
+    st.jobs_queued = s->jobs_queued;
+    st.epoch = s->shm.h->epoch;
+    st.arena_bytes = s->shm.bytes;
+    st.uptime_ms = kvs_now_ms() - s->start_ms;
+    Kvarena__WorkerStats ws[256], *wp[256];
+    for (uint32_t i = 0; i < s->cfg.workers; i++) {
+        kvarena__worker_stats__init(&ws[i]);
+        ws[i].index = i;
+        ws[i].pid = s->workers[i].pid;
+        ws[i].state = (char *)kvs_worker_state_name(s->workers[i].state);
+        ws[i].jobs = s->workers[i].jobs;
+        ws[i].restarts = s->workers[i].restarts;
+        wp[i] = &ws[i];
+    }
+    st.workers = wp;
+    st.n_workers = s->cfg.workers;
+    Kvarena__TenantStats ts[KVS_MAX_TENANTS], *tp[KVS_MAX_TENANTS];
+    for (uint32_t t = 0; t < s->cfg.n_tenants; t++) {
+        kvarena__tenant_stats__init(&ts[t]);
+        ts[t].name = s->cfg.tenant[t].name;
+        ts[t].pages = pg->tenant[t].pages;
+        ts[t].quota = pg->tenant[t].quota;
+        ts[t].sequences = s->seqs.per_tenant[t];
+        ts[t].jobs = s->tenant_jobs[t];
+        tp[t] = &ts[t];
+    }
+    st.tenants = tp;
+    st.n_tenants = s->cfg.n_tenants;
+    Kvarena__Envelope r = KVARENA__ENVELOPE__INIT;
+    r.req_id = req_id;
+    r.body_case = KVARENA__ENVELOPE__BODY_STATS_REPLY;
+    r.stats_reply = &st;
+    reply(s, sock, m, &r);
+}
+
+void kvs_handle_client(kvs_server *s, kvp_msg *m)
+{
+    Kvarena__Envelope *e = kvp_decode(&m->env);
+    if (!e) {
+        reply_status(s, m, 0, KV_ERR_PROTO, "undecodable envelope (%zu bytes)", zmq_msg_size(&m->env));
+        return;
+    }
+    if (e->body_case != KVARENA__ENVELOPE__BODY_ATTEND && m->n_tensors != 0) {
+        reply_status(s, m, e->req_id, KV_ERR_PROTO, "unexpected tensor frames");
+        goto out;
+    }
+    if (e->body_case == KVARENA__ENVELOPE__BODY_HELLO) {
+        on_hello(s, m, e);
+        goto out;
+    }
+    kvs_conn *c = conn_find(s, &m->route);
+    if (!c) {
+        reply_status(s, m, e->req_id, KV_ERR_AUTH, "say Hello first");
+        goto out;
+    }
+    c->last_seen_ms = kvs_now_ms();
+    if (s->stopping) {
+        reply_status(s, m, e->req_id, KV_ERR_SHUTDOWN, NULL);
+        goto out;
+    }
+    switch (e->body_case) {
+    case KVARENA__ENVELOPE__BODY_SEQ_OPEN: on_seq_open(s, m, e, c->tenant); break;
+    case KVARENA__ENVELOPE__BODY_SEQ_CLOSE: on_seq_close(s, m, e, c->tenant); break;
+    case KVARENA__ENVELOPE__BODY_FORK: on_fork(s, m, e, c->tenant); break;
+    case KVARENA__ENVELOPE__BODY_EXTEND: on_extend(s, m, e, c->tenant); break;
+    case KVARENA__ENVELOPE__BODY_LOOKUP: on_lookup(s, m, e, c->tenant); break;
+    case KVARENA__ENVELOPE__BODY_ATTEND: on_attend(s, m, e, c->tenant); break;
+    case KVARENA__ENVELOPE__BODY_STATS: on_stats(s, s->client, m, e->req_id); break;
+    default:
+        reply_status(s, m, e->req_id, KV_ERR_PROTO, "message type %d is not a client request",
+                     (int)e->body_case);
+    }
+out:
+    kvarena__envelope__free_unpacked(e, NULL);
+}
+
+void kvs_handle_admin(kvs_server *s, kvp_msg *m)
+{
+    Kvarena__Envelope *e = kvp_decode(&m->env);
+    if (!e) {
+        kvp_send_status(s->admin, &m->route, 0, KV_ERR_PROTO, "undecodable envelope");
+        return;
+    }
+    if (m->n_tensors)
+        kvp_send_status(s->admin, &m->route, e->req_id, KV_ERR_PROTO, "unexpected tensor frames");
+    else if (e->body_case == KVARENA__ENVELOPE__BODY_STATS)
+        on_stats(s, s->admin, m, e->req_id);
+    else if (e->body_case == KVARENA__ENVELOPE__BODY_PING)
+        kvp_send_status(s->admin, &m->route, e->req_id, 0, "");
+    else
+        kvp_send_status(s->admin, &m->route, e->req_id, KV_ERR_PROTO, "admin takes Stats or Ping");
+    kvarena__envelope__free_unpacked(e, NULL);
+}

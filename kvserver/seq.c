@@ -1,0 +1,318 @@
+/* seq.c — sequences over the page allocator (see seq.h).
+ *
+ * Copy-on-write: a partial tail page shared by forks is copied before a sequence appends to
+ * it. The copy is a memcpy of the whole page by the server: the page is opaque bytes here
+ * (the server never interprets page data), and its valid tokens are immutable while shared. */
+#include "seq.h"
+
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proto/kverr.h"
+
+#define NONE KVA_NO_PAGE
+#define SLOT_BITS 32
+
+static uint32_t page_tokens(const kvs_seqs *ss) { return ss->h->page_tokens; }
+
+static int pt_reserve(kvs_seq *s, uint32_t n)
+{
+    if (n <= s->cap)
+        return 0;
+    uint32_t cap = s->cap ? s->cap : 8;
+    while (cap < n) cap *= 2;
+    uint32_t *pt = realloc(s->pt, sizeof(uint32_t) * cap);
+    if (!pt)
+        return KV_ERR_NOMEM;
+    s->pt = pt;
+    s->cap = cap;
+    return 0;
+}
+
+void kvs_pages_pin(kvs_pages *pg, const uint32_t *pages, uint32_t n, int pin)
+{
+    for (uint32_t i = n; i-- > 0;) { /* tail first: leaves are released before parents */
+        if (pin) kvs_page_ref(pg, pages[i]);
+        else kvs_page_unref(pg, pages[i]);
+    }
+}
+
+kva_seq *kvs_seq_find(const kvs_seqs *ss, uint64_t id, uint32_t tenant)
+{
+    uint32_t slot = (uint32_t)id;
+    if (id == 0 || slot >= ss->h->max_seqs)
+        return NULL;
+    kva_seq *rec = kva_seq_at(ss->h, slot);
+    if (rec->state != KVA_SEQ_LIVE || rec->id != id || rec->tenant != tenant)
+        return NULL;
+    return rec;
+}
+
+static kva_seq *slot_take(kvs_seqs *ss, uint32_t tenant)
+{
+    if (ss->n_free == 0)
+        return NULL;
+    uint32_t slot = ss->free_slots[--ss->n_free];
+    kva_seq *rec = kva_seq_at(ss->h, slot);
+    memset(rec, 0, sizeof(*rec));
+    rec->id = (++ss->h->next_seq_gen << SLOT_BITS) | slot;
+    rec->tenant = tenant;
+    rec->tail = NONE;
+    rec->state = KVA_SEQ_LIVE;
+    ss->s[slot].n_pt = 0;
+    ss->s[slot].busy_job = 0;
+    ss->live++;
+    ss->per_tenant[tenant]++;
+    return rec;
+}
+
+static void slot_release(kvs_seqs *ss, kva_seq *rec)
+{
+    uint32_t slot = (uint32_t)rec->id;
+    ss->live--;
+    ss->per_tenant[rec->tenant]--;
+    rec->state = KVA_SEQ_FREE;
+    rec->id = 0;
+    ss->s[slot].n_pt = 0;
+    ss->free_slots[ss->n_free++] = slot;
+}
+
+int kvs_seq_open(kvs_seqs *ss, uint32_t tenant, uint64_t *id)
+{
+    if (ss->n_free == 0)
+        return KV_ERR_NOMEM;
+    uint32_t slot = ss->free_slots[ss->n_free - 1];
+    if (pt_reserve(&ss->s[slot], 8) != 0)
+        return KV_ERR_NOMEM;
+    *id = slot_take(ss, tenant)->id;
+    return 0;
+}
+
+int kvs_seq_close(kvs_seqs *ss, uint64_t id, uint32_t tenant)
+{
+    kva_seq *rec = kvs_seq_find(ss, id, tenant);
+    if (!rec)
+        return KV_ERR_NOSEQ;
+    kvs_seq *s = kvs_seq_priv(ss, rec);
+    if (s->busy_job)
+        return KV_ERR_BUSY;
+    kvs_pages_pin(ss->pg, s->pt, s->n_pt, 0);
+    slot_release(ss, rec);
+    return 0;
+}
+
+int kvs_seq_fork(kvs_seqs *ss, uint64_t id, uint32_t tenant, uint64_t *child)
+{
+    kva_seq *rec = kvs_seq_find(ss, id, tenant);
+    if (!rec)
+        return KV_ERR_NOSEQ;
+    kvs_seq *s = kvs_seq_priv(ss, rec);
+    if (s->busy_job)
+        return KV_ERR_BUSY;
+    if (rec->pending)
+        return KV_ERR_STATE;
+    if (ss->n_free == 0)
+        return KV_ERR_NOMEM;
+    kvs_seq *c = &ss->s[ss->free_slots[ss->n_free - 1]];
+    if (pt_reserve(c, s->n_pt) != 0)
+        return KV_ERR_NOMEM;
+    kva_seq *crec = slot_take(ss, tenant);
+    memcpy(c->pt, s->pt, sizeof(uint32_t) * s->n_pt);
+    c->n_pt = s->n_pt;
+    kvs_pages_pin(ss->pg, c->pt, c->n_pt, 1);
+    crec->len = rec->len;
+    crec->tail = rec->tail;
+    *child = crec->id;
+    return 0;
+}
+
+uint32_t kvs_prefix_match(const kvs_seqs *ss, uint32_t tenant, const uint32_t *tokens,
+                          uint32_t n, uint32_t *pages_out)
+{
+    const uint32_t P = page_tokens(ss);
+    uint32_t max_pages = n ? (n - 1) / P : 0, hits = 0;
+    const uint8_t *parent = NULL;
+    uint8_t h[KVA_HASH_BYTES];
+    for (; hits < max_pages; hits++) {
+        kvs_block_hash(parent, ss->salt[tenant], tokens + (size_t)hits * P, P, h);
+        uint32_t p = kvs_prefix_find(ss->pg, h);
+        if (p == NONE)
+            break;
+        if (pages_out)
+            pages_out[hits] = p;
+        parent = kvs_page(ss->pg, p)->hash;
+    }
+    return hits * P;
+}
+
+/* Writes token ids into page p from its ntok on; returns how many fit. */
+static uint32_t page_fill(kvs_seqs *ss, uint32_t p, const uint32_t *tokens, uint32_t n)
+{
+    kva_page *d = kvs_page(ss->pg, p);
+    uint32_t k = page_tokens(ss) - d->ntok;
+    if (k > n) k = n;
+    memcpy(d->tokens + d->ntok, tokens, sizeof(uint32_t) * k);
+    d->ntok += k;
+    return k;
+}
+
+/* Replaces the shared partial tail of s with a private copy (allocation checked before). */
+static void tail_copy(kvs_seqs *ss, kvs_seq *s, kva_seq *rec)
+{
+    uint32_t old = s->pt[s->n_pt - 1];
+    kva_page *od = kvs_page(ss->pg, old);
+    int err = 0;
+    uint32_t p = kvs_page_alloc(ss->pg, rec->tenant, od->parent, &err);
+    assert(p != NONE);
+    kva_page *d = kvs_page(ss->pg, p);
+    uint8_t *data = kva_data(ss->h);
+    memcpy(data + (size_t)p * ss->h->page_bytes, data + (size_t)old * ss->h->page_bytes,
+           ss->h->page_bytes);
+    memcpy(d->tokens, od->tokens, sizeof(uint32_t) * od->nvalid);
+    d->ntok = d->nvalid = od->nvalid;
+    d->state = KVA_PAGE_OPEN;
+    s->pt[s->n_pt - 1] = p;
+    rec->tail = p;
+    kvs_page_unref(ss->pg, old);
+}
+
+int kvs_seq_extend(kvs_seqs *ss, uint64_t id, uint32_t tenant, const uint32_t *tokens,
+                   uint32_t n, uint32_t *cached)
+{
+    const uint32_t P = page_tokens(ss);
+    kva_seq *rec = kvs_seq_find(ss, id, tenant);
+    if (!rec)
+        return KV_ERR_NOSEQ;
+    kvs_seq *s = kvs_seq_priv(ss, rec);
+    if (s->busy_job)
+        return KV_ERR_BUSY;
+    if (rec->pending)
+        return KV_ERR_STATE;
+    if (n == 0 || (uint64_t)rec->len + n > UINT32_MAX / 2)
+        return KV_ERR_INVAL;
+
+    /* 1. prefix: only on the first extend of an empty sequence */
+    uint32_t hit = 0, *hit_pages = NULL, reserved = 0;
+    if (rec->len == 0) {
+        hit_pages = malloc(sizeof(uint32_t) * (n / P + 1));
+        if (!hit_pages)
+            return KV_ERR_NOMEM;
+        hit = kvs_prefix_match(ss, tenant, tokens, n, hit_pages);
+        for (uint32_t i = 0; i < hit / P; i++)
+            reserved += kvs_page(ss->pg, hit_pages[i])->ref == 0;
+    }
+    /* 2. pages needed for the new tokens: room in the tail, a CoW copy, new pages */
+    uint32_t m = n - hit, used = rec->len % P, room = 0, cow = 0;
+    if (hit == 0 && used) {
+        room = P - used;
+        cow = kvs_page(ss->pg, rec->tail)->ref > 1;
+    }
+    uint32_t rest = m > room ? m - room : 0;
+    uint32_t need = cow + (rest + P - 1) / P;
+    int rc = kvs_pages_can_alloc(ss->pg, tenant, need, reserved);
+    if (rc == 0)
+        rc = pt_reserve(s, s->n_pt + hit / P + need + 1);
+    if (rc) {
+        free(hit_pages);
+        return rc;
+    }
+    /* 3. nothing can fail from here */
+    for (uint32_t i = 0; i < hit / P; i++) {
+        kvs_page_ref(ss->pg, hit_pages[i]);
+        s->pt[s->n_pt++] = hit_pages[i];
+        rec->tail = hit_pages[i];
+    }
+    free(hit_pages);
+    uint32_t full_pages = n / P; /* full pages of the prompt: hits or misses for the stats */
+    if (rec->len == 0) {
+        ss->pg->hits += hit / P;
+        ss->pg->misses += full_pages - hit / P;
+    }
+    if (cow)
+        tail_copy(ss, s, rec);
+    const uint32_t *t = tokens + hit;
+    uint32_t left = m;
+    if (room)
+        left -= page_fill(ss, rec->tail, t, left);
+    while (left) {
+        int err = 0;
+        uint32_t p = kvs_page_alloc(ss->pg, tenant, rec->tail, &err);
+        assert(p != NONE);
+        left -= page_fill(ss, p, t + (m - left), left);
+        s->pt[s->n_pt++] = p;
+        rec->tail = p;
+    }
+    rec->len += hit;
+    rec->pending = m;
+    rec->next_layer = 0;
+    if (cached)
+        *cached = hit;
+    return 0;
+}
+
+void kvs_seq_layer_done(kvs_seqs *ss, kva_seq *rec)
+{
+    const uint32_t P = page_tokens(ss);
+    kvs_seq *s = kvs_seq_priv(ss, rec);
+    assert(rec->pending > 0 && rec->next_layer < ss->h->layers);
+    if (++rec->next_layer < ss->h->layers)
+        return;
+    for (uint32_t i = rec->len / P; i < s->n_pt; i++) {
+        uint32_t p = s->pt[i];
+        kva_page *d = kvs_page(ss->pg, p);
+        if (d->state == KVA_PAGE_COMMITTED)
+            continue;
+        d->nvalid = d->ntok;
+        d->state = KVA_PAGE_OPEN;
+        if (d->ntok < P)
+            continue;
+        uint32_t q = kvs_page_commit(ss->pg, p, ss->salt[rec->tenant]);
+        if (q == p)
+            continue;
+        /* the same block is cached already: share it and drop our copy */
+        kvs_page_ref(ss->pg, q);
+        if (i + 1 < s->n_pt)
+            kvs_page_reparent(ss->pg, s->pt[i + 1], q);
+        s->pt[i] = q;
+        kvs_page_unref(ss->pg, p);
+    }
+    rec->tail = s->n_pt ? s->pt[s->n_pt - 1] : NONE;
+    rec->len += rec->pending;
+    rec->pending = 0;
+    rec->next_layer = 0;
+}
+
+int kvs_seqs_init(kvs_seqs *ss, kva_header *h, kvs_pages *pg, const uint8_t (*salts)[KVA_HASH_BYTES])
+{
+    memset(ss, 0, sizeof(*ss));
+    ss->h = h;
+    ss->pg = pg;
+    ss->s = calloc(h->max_seqs, sizeof(kvs_seq));
+    ss->free_slots = malloc(sizeof(uint32_t) * h->max_seqs);
+    ss->salt = malloc(KVA_HASH_BYTES * (size_t)pg->n_tenants);
+    if (!ss->s || !ss->free_slots || !ss->salt) {
+        kvs_seqs_free(ss);
+        return KV_ERR_NOMEM;
+    }
+    memcpy(ss->salt, salts, KVA_HASH_BYTES * (size_t)pg->n_tenants);
+    for (uint32_t slot = h->max_seqs; slot-- > 0;) {
+        kva_seq *rec = kva_seq_at(h, slot);
+        if (rec->state == KVA_SEQ_LIVE) /* restore is the restart issue's; drop for now */
+            rec->state = KVA_SEQ_FREE;
+        rec->id = 0;
+        ss->free_slots[ss->n_free++] = slot;
+    }
+    return 0;
+}
+
+void kvs_seqs_free(kvs_seqs *ss)
+{
+    if (ss->s)
+        for (uint32_t i = 0; i < ss->h->max_seqs; i++)
+            free(ss->s[i].pt);
+    free(ss->s);
+    free(ss->free_slots);
+    free(ss->salt);
+    memset(ss, 0, sizeof(*ss));
+}

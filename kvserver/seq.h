@@ -1,0 +1,72 @@
+/* seq.h — sequences: page tables, extend with prefix reuse, fork with copy-on-write,
+ * layer-by-layer completion and commit of full pages, close.
+ *
+ * A sequence's record lives in the arena's sequence table (so a restart can find it); its
+ * page table (the parent chain of its tail page, as an array) and its busy flag live here.
+ * Life of an extend: kvs_seq_extend reserves `pending` tokens (pages allocated, token ids
+ * written to descriptors); each layer's Attend writes their K/V; after the last layer
+ * kvs_seq_layer_done makes them valid and commits the pages that became full.
+ * Every function validates first and changes nothing when it fails. */
+#ifndef KVARENA_SEQ_H
+#define KVARENA_SEQ_H
+
+#include <stdint.h>
+
+#include "pages.h"
+
+typedef struct kvs_seq {
+    uint32_t *pt;        /* page table: pages holding tokens 0 .. len+pending-1 */
+    uint32_t n_pt;       /* entries in pt */
+    uint32_t cap;        /* allocated entries */
+    uint64_t busy_job;   /* job in flight for this sequence, 0 if none */
+} kvs_seq;
+
+typedef struct kvs_seqs {
+    kva_header *h;
+    kvs_pages *pg;
+    kvs_seq *s;              /* max_seqs entries, indexed by slot */
+    uint32_t *free_slots;    /* stack of free slots */
+    uint32_t n_free;
+    uint32_t live;           /* open sequences */
+    uint32_t per_tenant[KVS_MAX_TENANTS]; /* open sequences per tenant */
+    uint8_t (*salt)[KVA_HASH_BYTES];      /* per-tenant hash salts, n_tenants entries */
+} kvs_seqs;
+
+/* Sets up the private state for the arena's sequence table; live records found in it are
+ * restored (their pages referenced again). salts: one per tenant, copied.
+ * Returns 0 or KV_ERR_NOMEM. */
+int kvs_seqs_init(kvs_seqs *ss, kva_header *h, kvs_pages *pg, const uint8_t (*salts)[KVA_HASH_BYTES]);
+void kvs_seqs_free(kvs_seqs *ss);
+
+/* The live record of id owned by tenant, or NULL (forged, stale, foreign: KV_ERR_NOSEQ). */
+kva_seq *kvs_seq_find(const kvs_seqs *ss, uint64_t id, uint32_t tenant);
+static inline kvs_seq *kvs_seq_priv(const kvs_seqs *ss, const kva_seq *rec)
+{
+    return &ss->s[(uint32_t)rec->id];
+}
+
+/* Opens an empty sequence for tenant. Errors: KV_ERR_NOMEM (sequence table full). */
+int kvs_seq_open(kvs_seqs *ss, uint32_t tenant, uint64_t *id);
+/* Closes it and releases its pages. Errors: KV_ERR_NOSEQ, KV_ERR_BUSY. */
+int kvs_seq_close(kvs_seqs *ss, uint64_t id, uint32_t tenant);
+/* A new sequence sharing every page of id. Errors: NOSEQ, BUSY, STATE (tokens pending),
+ * NOMEM (table full). */
+int kvs_seq_fork(kvs_seqs *ss, uint64_t id, uint32_t tenant, uint64_t *child);
+/* Reserves n tokens (see kvclient.h for the cached-prefix rule). *cached: leading tokens
+ * of this call attached from the prefix cache. Errors: NOSEQ, BUSY, STATE, INVAL (n 0),
+ * NOMEM, QUOTA. */
+int kvs_seq_extend(kvs_seqs *ss, uint64_t id, uint32_t tenant, const uint32_t *tokens,
+                   uint32_t n, uint32_t *cached);
+/* Leading tokens of tokens[0..n) cached for tenant now (full pages, at most n-1 tokens:
+ * what an extend of a new sequence would attach). Read-only. */
+uint32_t kvs_prefix_match(const kvs_seqs *ss, uint32_t tenant, const uint32_t *tokens,
+                          uint32_t n, uint32_t *pages_out);
+/* One layer of the pending tokens is written. After the last layer they become valid and
+ * full pages are committed (and deduplicated against the prefix index). */
+void kvs_seq_layer_done(kvs_seqs *ss, kva_seq *rec);
+
+/* Takes (pin = 1) or drops (pin = 0) one reference on each of pages[0..n), so a job's
+ * pages outlive anything that happens to their sequence while the job runs. */
+void kvs_pages_pin(kvs_pages *pg, const uint32_t *pages, uint32_t n, int pin);
+
+#endif

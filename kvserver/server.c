@@ -1,0 +1,278 @@
+/* server.c — process setup, the poll loop and shutdown of kvserver (see server.h).
+ *
+ * Signals arrive through a signalfd polled with the sockets, so a SIGCHLD (a worker died)
+ * or SIGTERM is handled between two messages, never inside one. */
+#include "server.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "log.h"
+#include "proto/kverr.h"
+
+uint64_t kvs_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static int ipc_path(const char *ep, const char **path)
+{
+    if (strncmp(ep, "ipc://", 6) != 0)
+        return 0;
+    *path = ep + 6;
+    return 1;
+}
+
+static void *open_socket(kvs_server *s, int type, const char *ep, const char *what)
+{
+    void *sock = zmq_socket(s->zctx, type);
+    if (!sock) {
+        KVS_ERROR("zmq_socket(%s) failed: %s", what, zmq_strerror(errno));
+        return NULL;
+    }
+    int linger = 0, one = 1;
+    int64_t maxmsg = (int64_t)s->cfg.max_msg_bytes;
+    zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof(linger));
+    if (type == ZMQ_ROUTER) {
+        zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof(maxmsg));
+        if (!strcmp(what, "worker")) /* a send to a dead worker must fail, not vanish */
+            zmq_setsockopt(sock, ZMQ_ROUTER_MANDATORY, &one, sizeof(one));
+    }
+    if (zmq_bind(sock, ep) != 0) {
+        KVS_ERROR("zmq_bind(%s socket, %s) failed: %s", what, ep, zmq_strerror(errno));
+        zmq_close(sock);
+        return NULL;
+    }
+    const char *path;
+    if (ipc_path(ep, &path))
+        chmod(path, 0600);
+    return sock;
+}
+
+static int runtime_dir(const kvs_config *c)
+{
+    if (mkdir(c->runtime_dir, 0700) != 0 && errno != EEXIST) {
+        KVS_ERROR("mkdir(%s, 0700) failed: %s", c->runtime_dir, strerror(errno));
+        return KV_ERR_IO;
+    }
+    struct stat st;
+    if (stat(c->runtime_dir, &st) != 0 || st.st_uid != getuid() || (st.st_mode & 077)) {
+        KVS_ERROR("runtime_dir %s must be a directory owned by uid %d with mode 0700",
+                  c->runtime_dir, (int)getuid());
+        return KV_ERR_IO;
+    }
+    return 0;
+}
+
+static int check_endpoints(const kvs_config *c)
+{
+    const char *eps[] = { c->client_ep, c->worker_ep, c->admin_ep, c->events_ep };
+    for (int i = 0; i < 4; i++)
+        if (strncmp(eps[i], "ipc://", 6) != 0 && strncmp(eps[i], "inproc://", 9) != 0) {
+            KVS_ERROR("endpoint %s: only ipc:// endpoints are served in this version (tcp "
+                      "needs CURVE authentication, which is not built yet)", eps[i]);
+            return KV_ERR_INVAL;
+        }
+    return 0;
+}
+
+/* Tenant salts: BLAKE2b-256 of the tenant's name, so a restarted server finds the same
+ * hashes, and two tenants never share a block even with the same tokens. */
+static void tenant_salts(const kvs_config *c, uint8_t (*salt)[KVA_HASH_BYTES])
+{
+    for (uint32_t t = 0; t < c->n_tenants; t++)
+        crypto_generichash(salt[t], KVA_HASH_BYTES, (const uint8_t *)c->tenant[t].name,
+                           strlen(c->tenant[t].name), (const uint8_t *)"kvarena-tenant", 14);
+}
+
+int kvs_server_start(kvs_server *s)
+{
+    kvs_config *c = &s->cfg;
+    s->start_ms = kvs_now_ms();
+    s->next_job_id = 1;
+    if (sodium_init() < 0) {
+        KVS_ERROR("sodium_init failed");
+        return KV_ERR_INTERNAL;
+    }
+    int rc = check_endpoints(c);
+    if (rc || (rc = runtime_dir(c)))
+        return rc;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    s->sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (s->sigfd < 0) {
+        KVS_ERROR("signalfd failed: %s", strerror(errno));
+        return KV_ERR_IO;
+    }
+    if ((rc = kvs_shm_create(&s->shm, c)))
+        return rc;
+    if ((rc = kvs_pages_init(&s->pages, s->shm.h, c->n_tenants)))
+        return rc;
+    for (uint32_t t = 0; t < c->n_tenants; t++)
+        s->pages.tenant[t].quota = c->tenant[t].quota_pages;
+    uint8_t salts[KVS_MAX_TENANTS][KVA_HASH_BYTES];
+    tenant_salts(c, salts);
+    if ((rc = kvs_seqs_init(&s->seqs, s->shm.h, &s->pages, (const uint8_t(*)[KVA_HASH_BYTES])salts)))
+        return rc;
+    s->conns = calloc(KVS_MAX_CONNS, sizeof(kvs_conn));
+    s->workers = calloc(c->workers, sizeof(kvs_worker));
+    s->stamp = calloc(c->max_seqs, sizeof(uint64_t));
+    if (!s->conns || !s->workers || !s->stamp)
+        return KV_ERR_NOMEM;
+    s->zctx = zmq_ctx_new();
+    if (!s->zctx ||
+        !(s->client = open_socket(s, ZMQ_ROUTER, c->client_ep, "client")) ||
+        !(s->worker_sock = open_socket(s, ZMQ_ROUTER, c->worker_ep, "worker")) ||
+        !(s->admin = open_socket(s, ZMQ_ROUTER, c->admin_ep, "admin")) ||
+        !(s->events = open_socket(s, ZMQ_PUB, c->events_ep, "events")))
+        return KV_ERR_IO;
+    KVS_WARN("DEVELOPMENT MODE: no CURVE keys; clients name their tenant in Hello. Sockets are "
+             "ipc files in %s (0700): only uid %d can connect.", c->runtime_dir, (int)getuid());
+    for (uint32_t t = 0; t < c->n_tenants; t++)
+        KVS_INFO("tenant %s: quota %u pages, weight %u", c->tenant[t].name,
+                 c->tenant[t].quota_pages, c->tenant[t].weight);
+    KVS_INFO("model: layers=%u q_heads=%u kv_heads=%u head_dim=%u page_tokens=%u dtype=%s",
+             c->layers, c->q_heads, c->kv_heads, c->head_dim, c->page_tokens,
+             c->dtype == 0 ? "fp32" : c->dtype == 1 ? "fp16" : "bf16");
+    KVS_INFO("listening: client %s, admin %s, events %s", c->client_ep, c->admin_ep, c->events_ep);
+    return kvs_workers_start(s);
+}
+
+void kvs_event(kvs_server *s, const char *topic, const char *fmt, ...)
+{
+    char body[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(body, sizeof(body), fmt, ap);
+    va_end(ap);
+    if (!s->events)
+        return;
+    zmq_send(s->events, topic, strlen(topic), ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    zmq_send(s->events, body, strlen(body), ZMQ_DONTWAIT);
+}
+
+static void handle_signals(kvs_server *s)
+{
+    struct signalfd_siginfo si;
+    while (read(s->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+        if (si.ssi_signo == SIGCHLD) {
+            kvs_workers_reap(s);
+        } else if (!s->stopping) {
+            KVS_INFO("signal %d: shutting down", (int)si.ssi_signo);
+            s->stopping = 1;
+        }
+    }
+}
+
+typedef void (*kvs_handler)(kvs_server *, kvp_msg *);
+
+/* Reads up to a batch of messages from one socket without blocking. */
+static void drain_socket(kvs_server *s, void *sock, kvs_handler fn)
+{
+    for (int i = 0; i < 256; i++) {
+        kvp_msg m;
+        int rc = kvp_recv(sock, &m, 1, ZMQ_DONTWAIT);
+        if (rc == KV_ERR_IO) {
+            kvp_msg_close(&m);
+            if (errno != EAGAIN && errno != EINTR)
+                KVS_WARN("zmq_msg_recv failed: %s", zmq_strerror(errno));
+            return;
+        }
+        if (rc == KV_ERR_PROTO) {
+            if (sock != s->worker_sock)
+                kvp_send_status(sock, &m.route, 0, KV_ERR_PROTO, "malformed message: frame count");
+            KVS_DEBUG("dropped a message of %d frames", m.n_frames);
+        } else {
+            fn(s, &m);
+        }
+        kvp_msg_close(&m);
+    }
+}
+
+int kvs_server_run(kvs_server *s)
+{
+    zmq_pollitem_t items[] = {
+        { s->worker_sock, 0, ZMQ_POLLIN, 0 },
+        { s->client, 0, ZMQ_POLLIN, 0 },
+        { s->admin, 0, ZMQ_POLLIN, 0 },
+        { NULL, s->sigfd, ZMQ_POLLIN, 0 },
+    };
+    long tick = s->cfg.heartbeat_ms / 2;
+    while (!s->stopping) {
+        int n = zmq_poll(items, 4, tick);
+        if (n < 0 && errno != EINTR) {
+            KVS_ERROR("zmq_poll failed: %s", zmq_strerror(errno));
+            return KV_ERR_IO;
+        }
+        if (items[3].revents & ZMQ_POLLIN)
+            handle_signals(s);
+        if (items[0].revents & ZMQ_POLLIN)
+            drain_socket(s, s->worker_sock, kvs_handle_worker);
+        if (items[1].revents & ZMQ_POLLIN)
+            drain_socket(s, s->client, kvs_handle_client);
+        if (items[2].revents & ZMQ_POLLIN)
+            drain_socket(s, s->admin, kvs_handle_admin);
+        kvs_workers_tick(s);
+        kvs_jobs_dispatch(s);
+    }
+    return 0;
+}
+
+static void unlink_ipc(const char *ep)
+{
+    const char *path;
+    if (ipc_path(ep, &path) && unlink(path) != 0 && errno != ENOENT)
+        KVS_WARN("unlink(%s) failed: %s", path, strerror(errno));
+}
+
+void kvs_server_stop(kvs_server *s)
+{
+    kvs_event(s, "server", "stopping");
+    if (s->workers)
+        kvs_workers_stop(s);
+    /* answer what is still queued so no client waits for its timeout */
+    for (uint32_t t = 0; t < KVS_MAX_TENANTS; t++)
+        while (s->queue_head[t]) {
+            kvs_job *j = s->queue_head[t];
+            s->queue_head[t] = j->next;
+            kvs_job_finish(s, j, KV_ERR_SHUTDOWN, "server shutting down", NULL, 0);
+        }
+    void *socks[] = { s->client, s->worker_sock, s->admin, s->events };
+    for (int i = 0; i < 4; i++)
+        if (socks[i])
+            zmq_close(socks[i]);
+    if (s->zctx)
+        zmq_ctx_term(s->zctx);
+    unlink_ipc(s->cfg.client_ep);
+    unlink_ipc(s->cfg.worker_ep);
+    unlink_ipc(s->cfg.admin_ep);
+    unlink_ipc(s->cfg.events_ep);
+    kvs_seqs_free(&s->seqs);
+    kvs_pages_free(&s->pages);
+    kvs_shm_close(&s->shm, !s->cfg.keep_shm);
+    if (s->cfg.keep_shm)
+        KVS_INFO("kept shared memory segment %s", s->shm.name);
+    free(s->conns);
+    free(s->workers);
+    free(s->stamp);
+    if (s->sigfd > 0)
+        close(s->sigfd);
+    KVS_INFO("stopped");
+}

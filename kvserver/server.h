@@ -1,0 +1,124 @@
+/* server.h — the kvserver process: one thread, one zmq_poll loop.
+ *
+ * The server owns every piece of metadata (pages.c, seq.c over the arena of shm.c), turns
+ * client requests into jobs (jobs.c), hands jobs to ready workers it spawned and
+ * supervises (workers.c), and answers admin requests. Nothing here blocks except the
+ * poll: a request is validated completely, then applied, then answered. */
+#ifndef KVARENA_SERVER_H
+#define KVARENA_SERVER_H
+
+#include <stdint.h>
+#include <sys/types.h>
+#include <zmq.h>
+
+#include "config.h"
+#include "pages.h"
+#include "proto/wire.h"
+#include "seq.h"
+#include "shm.h"
+
+#define KVS_MAX_CONNS 4096
+#define KVS_JOB_RETRIES 2
+
+/* A client connection, known by its ROUTER routing id after Hello. */
+typedef struct kvs_conn {
+    uint8_t rid[KVP_MAX_ROUTE]; /* routing id */
+    uint8_t rid_len;            /* 0: slot unused */
+    uint32_t tenant;            /* tenant index it acts as */
+    uint64_t last_seen_ms;      /* for replacing the stalest entry when the table is full */
+} kvs_conn;
+
+typedef struct kvs_job_item {
+    uint64_t seq;               /* sequence id */
+    uint32_t n_kv, n_new;       /* as in JobItem */
+    uint32_t *pages;            /* pinned page table copy */
+    uint32_t n_pages;
+} kvs_job_item;
+
+/* One Attend: one layer of a ragged batch, run by one worker. */
+typedef struct kvs_job {
+    uint64_t id;                /* unique, never reused: late replies are told apart */
+    uint64_t req_id;            /* client's request id */
+    uint32_t tenant;
+    zmq_msg_t route;            /* client routing id */
+    zmq_msg_t tensor[3];        /* Q, K, V as received (shared, never copied) */
+    uint32_t layer;
+    int want_lse;
+    float scale;
+    uint32_t tokens;            /* sum of n_new */
+    kvs_job_item *items;
+    uint32_t n_items;
+    int tries;                  /* workers it was sent to */
+    int worker;                 /* index running it, -1 when queued */
+    uint64_t sent_ms;
+    struct kvs_job *next;       /* queue link */
+} kvs_job;
+
+enum kvs_worker_state { KVS_W_DOWN = 0, KVS_W_STARTING, KVS_W_READY, KVS_W_BUSY };
+
+typedef struct kvs_worker {
+    int index;
+    pid_t pid;                  /* 0 when not running */
+    int state;                  /* kvs_worker_state */
+    uint8_t rid[KVP_MAX_ROUTE]; /* routing id of its job socket (from Ready) */
+    uint8_t rid_len;
+    uint64_t last_seen_ms;      /* last message or heartbeat */
+    uint64_t started_ms;
+    kvs_job *job;               /* job it is running */
+    uint64_t jobs;              /* jobs completed */
+    uint32_t restarts;
+    uint32_t quick_deaths;      /* consecutive deaths soon after start, for back-off */
+    uint64_t restart_at_ms;     /* when a down worker may be started again */
+} kvs_worker;
+
+typedef struct kvs_server {
+    kvs_config cfg;
+    kvs_shm shm;
+    kvs_pages pages;
+    kvs_seqs seqs;
+    void *zctx;
+    void *client, *worker_sock, *admin, *events; /* ROUTER, ROUTER, ROUTER, PUB */
+    int sigfd;                  /* signalfd: SIGCHLD, SIGINT, SIGTERM */
+    int stopping;
+    kvs_conn *conns;            /* KVS_MAX_CONNS entries */
+    kvs_worker *workers;
+    kvs_job *queue_head[KVS_MAX_TENANTS], *queue_tail[KVS_MAX_TENANTS];
+    uint32_t rr_tenant, rr_served;  /* weighted round robin over tenant queues */
+    uint64_t next_job_id;
+    uint64_t jobs_done, jobs_failed, jobs_queued;
+    uint64_t tenant_jobs[KVS_MAX_TENANTS];
+    uint64_t *stamp;            /* per sequence slot: last Attend that named it */
+    uint64_t stamp_now;
+    uint64_t start_ms;
+} kvs_server;
+
+uint64_t kvs_now_ms(void);
+
+/* server.c */
+int kvs_server_start(kvs_server *s);
+int kvs_server_run(kvs_server *s);
+void kvs_server_stop(kvs_server *s);
+void kvs_event(kvs_server *s, const char *topic, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* handlers.c: one client or admin message (m is consumed by the caller afterwards) */
+void kvs_handle_client(kvs_server *s, kvp_msg *m);
+void kvs_handle_admin(kvs_server *s, kvp_msg *m);
+
+/* jobs.c */
+void kvs_job_enqueue(kvs_server *s, kvs_job *job, int at_front);
+void kvs_job_finish(kvs_server *s, kvs_job *job, int status, const char *error,
+                    zmq_msg_t *out, int n_out);
+void kvs_jobs_dispatch(kvs_server *s);
+void kvs_job_free(kvs_job *job);
+
+/* workers.c */
+int kvs_workers_start(kvs_server *s);
+void kvs_workers_stop(kvs_server *s);
+void kvs_handle_worker(kvs_server *s, kvp_msg *m);
+void kvs_workers_reap(kvs_server *s);
+void kvs_workers_tick(kvs_server *s);
+int kvs_worker_send_job(kvs_server *s, kvs_worker *w, kvs_job *job);
+const char *kvs_worker_state_name(int state);
+
+#endif

@@ -1,0 +1,325 @@
+/* workers.c — spawning, supervising and fencing kvworker processes.
+ *
+ * The server is the workers' parent: it forks and execs them (they get PR_SET_PDEATHSIG so
+ * they die with the server), learns of their death from SIGCHLD, and declares a silent one
+ * dead after 3 heartbeat intervals (or a job past job_timeout_ms). A dead or declared-dead
+ * worker is FENCED: SIGKILL + waitpid before anything it was granted is reused, so a
+ * frozen worker that wakes up later cannot write into pages that now belong to someone
+ * else. Its job goes back to the queue (up to KVS_JOB_RETRIES) or fails with
+ * KV_ERR_WORKER; rewriting the same K/V slots is idempotent, so a retry is safe. */
+#include "server.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "proto/kverr.h"
+
+const char *kvs_worker_state_name(int state)
+{
+    static const char *const names[] = { "down", "starting", "ready", "busy" };
+    return state >= 0 && state <= KVS_W_BUSY ? names[state] : "?";
+}
+
+static void exec_worker(const kvs_server *s, const kvs_worker *w)
+{
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL); /* the server's blocked set is inherited */
+    signal(SIGPIPE, SIG_DFL);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    char idx[16], threads[16], hb[16], shm[sizeof(s->shm.name)], lvl[16];
+    snprintf(idx, sizeof(idx), "%d", w->index);
+    snprintf(threads, sizeof(threads), "%u", s->cfg.threads);
+    snprintf(hb, sizeof(hb), "%u", s->cfg.heartbeat_ms);
+    snprintf(shm, sizeof(shm), "%s", s->shm.name);
+    snprintf(lvl, sizeof(lvl), "%d", kvs_log_level);
+    char *argv[] = { (char *)"kvworker", (char *)"--shm", shm, (char *)"--endpoint",
+                     (char *)s->cfg.worker_ep, (char *)"--index", idx, (char *)"--threads", threads,
+                     (char *)"--heartbeat-ms", hb, (char *)"--log-level", lvl, NULL };
+    execv(s->cfg.worker_path, argv);
+    fprintf(stderr, "kvworker: execv(%s) failed: %s\n", s->cfg.worker_path, strerror(errno));
+    _exit(127);
+}
+
+static int spawn(kvs_server *s, kvs_worker *w)
+{
+    pid_t pid = fork();
+    if (pid < 0) {
+        KVS_ERROR("fork() for worker %d failed: %s", w->index, strerror(errno));
+        return KV_ERR_IO;
+    }
+    if (pid == 0)
+        exec_worker(s, w);
+    w->pid = pid;
+    w->state = KVS_W_STARTING;
+    w->rid_len = 0;
+    w->started_ms = w->last_seen_ms = kvs_now_ms();
+    KVS_INFO("worker %d started, pid %d", w->index, (int)pid);
+    kvs_event(s, "worker", "{\"event\":\"started\",\"index\":%d,\"pid\":%d}", w->index, (int)pid);
+    return 0;
+}
+
+int kvs_workers_start(kvs_server *s)
+{
+    for (uint32_t i = 0; i < s->cfg.workers; i++) {
+        s->workers[i].index = (int)i;
+        int rc = spawn(s, &s->workers[i]);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* The worker is gone (reaped): give its job back, schedule its restart. */
+static void worker_lost(kvs_server *s, kvs_worker *w, const char *why)
+{
+    uint64_t now = kvs_now_ms();
+    KVS_WARN("worker %d (pid %d) %s", w->index, (int)w->pid, why);
+    kvs_event(s, "worker", "{\"event\":\"died\",\"index\":%d,\"pid\":%d,\"why\":\"%s\"}",
+              w->index, (int)w->pid, why);
+    kvs_job *job = w->job;
+    w->job = NULL;
+    w->pid = 0;
+    w->rid_len = 0;
+    w->state = KVS_W_DOWN;
+    w->quick_deaths = now - w->started_ms < 2000 ? w->quick_deaths + 1 : 0;
+    /* back off when it dies at once again and again (bad binary, bad arena) */
+    w->restart_at_ms = now + (w->quick_deaths > 3 ? 1000 : 0);
+    if (job) {
+        s->jobs_failed++;
+        job->worker = -1;
+        if (job->tries <= KVS_JOB_RETRIES && !s->stopping)
+            kvs_job_enqueue(s, job, 1);
+        else
+            kvs_job_finish(s, job, KV_ERR_WORKER, "the worker running this job died", NULL, 0);
+    }
+}
+
+/* Fence: make sure the process is dead and reaped before its job is reused. */
+static void fence(kvs_server *s, kvs_worker *w, const char *why)
+{
+    if (w->pid > 0) {
+        kill(w->pid, SIGKILL);
+        while (waitpid(w->pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+    }
+    worker_lost(s, w, why);
+}
+
+void kvs_workers_reap(kvs_server *s)
+{
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        for (uint32_t i = 0; i < s->cfg.workers; i++) {
+            kvs_worker *w = &s->workers[i];
+            if (w->pid != pid)
+                continue;
+            char why[64];
+            if (WIFSIGNALED(status))
+                snprintf(why, sizeof(why), "killed by signal %d", WTERMSIG(status));
+            else
+                snprintf(why, sizeof(why), "exited with status %d", WEXITSTATUS(status));
+            worker_lost(s, w, why);
+        }
+    }
+}
+
+void kvs_workers_tick(kvs_server *s)
+{
+    uint64_t now = kvs_now_ms();
+    uint64_t silent = 3ull * s->cfg.heartbeat_ms;
+    for (uint32_t i = 0; i < s->cfg.workers; i++) {
+        kvs_worker *w = &s->workers[i];
+        if (w->state == KVS_W_DOWN) {
+            if (!s->stopping && now >= w->restart_at_ms && spawn(s, w) == 0)
+                w->restarts++;
+            continue;
+        }
+        if (now - w->last_seen_ms > silent + (w->state == KVS_W_STARTING ? 10000 : 0))
+            fence(s, w, "stopped sending heartbeats: fenced");
+        else if (w->job && now - w->job->sent_ms > s->cfg.job_timeout_ms)
+            fence(s, w, "ran a job past job_timeout_ms: fenced");
+    }
+}
+
+static kvs_worker *by_route(kvs_server *s, zmq_msg_t *route)
+{
+    size_t len = zmq_msg_size(route);
+    for (uint32_t i = 0; i < s->cfg.workers; i++) {
+        kvs_worker *w = &s->workers[i];
+        if (w->rid_len == len && memcmp(w->rid, zmq_msg_data(route), len) == 0)
+            return w;
+    }
+    return NULL;
+}
+
+static kvs_worker *by_index_pid(kvs_server *s, uint32_t index, int32_t pid)
+{
+    if (index >= s->cfg.workers || pid <= 0 || s->workers[index].pid != pid)
+        return NULL;
+    return &s->workers[index];
+}
+
+int kvs_worker_send_job(kvs_server *s, kvs_worker *w, kvs_job *job)
+{
+    Kvarena__Job jm = KVARENA__JOB__INIT;
+    Kvarena__JobItem *items = calloc(job->n_items, sizeof(*items));
+    Kvarena__JobItem **ptrs = calloc(job->n_items, sizeof(*ptrs));
+    int rc = KV_ERR_NOMEM;
+    if (!items || !ptrs)
+        goto out;
+    for (uint32_t i = 0; i < job->n_items; i++) {
+        kvarena__job_item__init(&items[i]);
+        items[i].pages = job->items[i].pages;
+        items[i].n_pages = job->items[i].n_pages;
+        items[i].n_kv = job->items[i].n_kv;
+        items[i].n_new = job->items[i].n_new;
+        ptrs[i] = &items[i];
+    }
+    jm.job_id = job->id;
+    jm.layer = job->layer;
+    jm.items = ptrs;
+    jm.n_items = job->n_items;
+    jm.want_lse = job->want_lse;
+    jm.scale = job->scale;
+    jm.epoch = s->shm.h->epoch;
+    Kvarena__Envelope env = KVARENA__ENVELOPE__INIT;
+    env.req_id = job->id;
+    env.body_case = KVARENA__ENVELOPE__BODY_JOB;
+    env.job = &jm;
+    /* copies share the buffers (zmq ref-counts them): the job keeps Q/K/V for a retry */
+    zmq_msg_t t[3];
+    for (int i = 0; i < 3; i++) {
+        zmq_msg_init(&t[i]);
+        zmq_msg_copy(&t[i], &job->tensor[i]);
+    }
+    zmq_msg_t route;
+    zmq_msg_init_size(&route, w->rid_len);
+    memcpy(zmq_msg_data(&route), w->rid, w->rid_len);
+    rc = kvp_send(s->worker_sock, &route, &env, t, 3);
+    zmq_msg_close(&route);
+    if (rc == 0) {
+        job->worker = w->index;
+        job->sent_ms = kvs_now_ms();
+        job->tries++;
+        w->job = job;
+        w->state = KVS_W_BUSY;
+    } else {
+        KVS_WARN("sending job %llu to worker %d failed: %s", (unsigned long long)job->id,
+                 w->index, zmq_strerror(errno));
+    }
+out:
+    free(items);
+    free(ptrs);
+    return rc;
+}
+
+static void on_ready(kvs_server *s, kvp_msg *m, const Kvarena__Ready *r)
+{
+    kvs_worker *w = by_index_pid(s, r->index, r->pid);
+    if (!w || zmq_msg_size(&m->route) > KVP_MAX_ROUTE) {
+        KVS_WARN("Ready from unknown worker index %u pid %d: ignored", r->index, r->pid);
+        return;
+    }
+    if (w->job) /* a worker only says Ready again after losing its job: treat as lost */
+        fence(s, w, "announced itself again while running a job: fenced");
+    else {
+        w->rid_len = (uint8_t)zmq_msg_size(&m->route);
+        memcpy(w->rid, zmq_msg_data(&m->route), w->rid_len);
+        w->state = KVS_W_READY;
+        w->last_seen_ms = kvs_now_ms();
+        KVS_INFO("worker %d ready (pid %d, %u threads)", w->index, r->pid, r->threads);
+    }
+}
+
+static void on_job_done(kvs_server *s, kvs_worker *w, kvp_msg *m, const Kvarena__Envelope *e)
+{
+    kvs_job *job = w->job;
+    if (!job || job->id != e->req_id) {
+        KVS_WARN("worker %d: reply for job %llu it is not running: ignored", w->index,
+                 (unsigned long long)e->req_id);
+        return;
+    }
+    w->job = NULL;
+    w->state = KVS_W_READY;
+    if (e->status != 0) {
+        s->jobs_failed++;
+        kvs_job_finish(s, job, e->status, e->error, NULL, 0);
+        return;
+    }
+    size_t o_bytes = (size_t)job->tokens * s->cfg.q_heads * s->cfg.head_dim * sizeof(float);
+    size_t l_bytes = (size_t)job->tokens * s->cfg.q_heads * sizeof(float);
+    int want = job->want_lse ? 2 : 1;
+    if (m->n_tensors != want || zmq_msg_size(&m->tensor[0]) != o_bytes ||
+        (want == 2 && zmq_msg_size(&m->tensor[1]) != l_bytes)) {
+        s->jobs_failed++;
+        KVS_ERROR("worker %d: job %llu reply has wrong frames", w->index, (unsigned long long)job->id);
+        kvs_job_finish(s, job, KV_ERR_INTERNAL, "worker reply had wrong frames", NULL, 0);
+        return;
+    }
+    w->jobs++;
+    s->jobs_done++;
+    s->tenant_jobs[job->tenant]++;
+    kvs_job_finish(s, job, 0, NULL, m->tensor, m->n_tensors);
+}
+
+void kvs_handle_worker(kvs_server *s, kvp_msg *m)
+{
+    Kvarena__Envelope *e = kvp_decode(&m->env);
+    if (!e) {
+        KVS_WARN("undecodable message on the worker socket: dropped");
+        return;
+    }
+    if (e->body_case == KVARENA__ENVELOPE__BODY_HEARTBEAT) {
+        kvs_worker *w = by_index_pid(s, e->heartbeat->index, e->heartbeat->pid);
+        if (w)
+            w->last_seen_ms = kvs_now_ms();
+    } else if (e->body_case == KVARENA__ENVELOPE__BODY_READY) {
+        on_ready(s, m, e->ready);
+    } else {
+        kvs_worker *w = by_route(s, &m->route);
+        if (!w)
+            KVS_WARN("message from an unknown or fenced worker: dropped");
+        else if (e->body_case == KVARENA__ENVELOPE__BODY_JOB_DONE) {
+            w->last_seen_ms = kvs_now_ms();
+            on_job_done(s, w, m, e);
+        } else
+            KVS_WARN("worker %d sent message type %d: dropped", w->index, (int)e->body_case);
+    }
+    kvarena__envelope__free_unpacked(e, NULL);
+}
+
+void kvs_workers_stop(kvs_server *s)
+{
+    for (uint32_t i = 0; i < s->cfg.workers; i++)
+        if (s->workers[i].pid > 0)
+            kill(s->workers[i].pid, SIGTERM);
+    uint64_t deadline = kvs_now_ms() + 2000;
+    for (uint32_t i = 0; i < s->cfg.workers; i++) {
+        kvs_worker *w = &s->workers[i];
+        while (w->pid > 0) {
+            pid_t r = waitpid(w->pid, NULL, WNOHANG);
+            if (r == w->pid || (r < 0 && errno == ECHILD))
+                break;
+            if (kvs_now_ms() > deadline) {
+                kill(w->pid, SIGKILL);
+                waitpid(w->pid, NULL, 0);
+                break;
+            }
+            usleep(5000);
+        }
+        w->pid = 0;
+        if (w->job) {
+            kvs_job_finish(s, w->job, KV_ERR_SHUTDOWN, "server shutting down", NULL, 0);
+            w->job = NULL;
+        }
+    }
+}

@@ -1,0 +1,280 @@
+/* kvworker — maps the server's arena and runs attention jobs on its pages in place.
+ *
+ * Started by kvserver (never by hand): it dies with its parent (PR_SET_PDEATHSIG, set by
+ * the server before exec). It writes only the K/V slots of the new tokens a job names and
+ * reads only the pages a job lists; it never touches descriptors or the sequence table.
+ * A heartbeat thread with its own socket tells the server it is alive even while a long
+ * job keeps the main thread computing. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "kernels/kvkernels.h"
+#include "kvserver/log.h"
+#include "proto/arena.h"
+#include "proto/kverr.h"
+#include "proto/wire.h"
+
+typedef struct worker {
+    const char *shm_name, *endpoint;
+    int index, threads, heartbeat_ms;
+    kva_header *h;          /* the mapped arena */
+    size_t bytes;
+    kvk_geom g;
+    kvk_pages pages;
+    kvk_pool *pool;
+    void *zctx, *sock;
+} worker;
+
+static volatile sig_atomic_t stop;
+static void on_signal(int sig) { (void)sig; stop = 1; }
+
+static int map_arena(worker *w)
+{
+    int fd = shm_open(w->shm_name, O_RDWR, 0);
+    if (fd < 0) {
+        KVS_ERROR("shm_open(%s, O_RDWR) failed: %s", w->shm_name, strerror(errno));
+        return KV_ERR_IO;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        KVS_ERROR("fstat(%s) failed: %s", w->shm_name, strerror(errno));
+        close(fd);
+        return KV_ERR_IO;
+    }
+    void *p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED) {
+        KVS_ERROR("mmap(%s, %lld bytes) failed: %s", w->shm_name, (long long)st.st_size, strerror(errno));
+        return KV_ERR_IO;
+    }
+    w->h = p;
+    w->bytes = (size_t)st.st_size;
+    char why[256];
+    if (kva_header_check(w->h, w->bytes, why, sizeof(why)) != 0) {
+        KVS_ERROR("arena %s rejected: %s", w->shm_name, why);
+        return KV_ERR_INVAL;
+    }
+    w->g = (kvk_geom){ w->h->layers, w->h->q_heads, w->h->kv_heads, w->h->head_dim,
+                       w->h->page_tokens, (kvk_dtype)w->h->dtype };
+    w->pages = (kvk_pages){ kva_data(w->h), w->h->n_pages };
+    return 0;
+}
+
+static int send_env(void *sock, Kvarena__Envelope *e, zmq_msg_t *t, int n)
+{
+    return kvp_send(sock, NULL, e, t, n);
+}
+
+static void *heartbeat_main(void *arg)
+{
+    worker *w = arg;
+    void *hb = zmq_socket(w->zctx, ZMQ_DEALER);
+    int linger = 0;
+    zmq_setsockopt(hb, ZMQ_LINGER, &linger, sizeof(linger));
+    if (zmq_connect(hb, w->endpoint) != 0) {
+        KVS_ERROR("heartbeat zmq_connect(%s) failed: %s", w->endpoint, zmq_strerror(errno));
+        zmq_close(hb);
+        return NULL;
+    }
+    Kvarena__Heartbeat b = KVARENA__HEARTBEAT__INIT;
+    b.index = (uint32_t)w->index;
+    b.pid = getpid();
+    Kvarena__Envelope e = KVARENA__ENVELOPE__INIT;
+    e.body_case = KVARENA__ENVELOPE__BODY_HEARTBEAT;
+    e.heartbeat = &b;
+    while (!stop) {
+        send_env(hb, &e, NULL, 0);
+        struct timespec ts = { w->heartbeat_ms / 1000, (long)(w->heartbeat_ms % 1000) * 1000000L };
+        nanosleep(&ts, NULL);
+    }
+    zmq_close(hb);
+    return NULL;
+}
+
+/* Checks a job against the arena and its frames; fills items. Returns 0 or an error. */
+static int job_check(const worker *w, const Kvarena__Job *j, const kvp_msg *m, kvk_item *items,
+                     uint64_t *tokens, char *why, size_t why_len)
+{
+    const kva_header *h = w->h;
+    if (j->epoch != h->epoch || j->layer >= h->layers || j->n_items == 0) {
+        snprintf(why, why_len, "job epoch %llu / layer %u / %zu items do not fit the arena",
+                 (unsigned long long)j->epoch, j->layer, j->n_items);
+        return KV_ERR_INVAL;
+    }
+    uint64_t t = 0;
+    for (size_t i = 0; i < j->n_items; i++) {
+        const Kvarena__JobItem *it = j->items[i];
+        uint64_t len = (uint64_t)it->n_kv + it->n_new;
+        if (it->n_new == 0 || it->n_pages != (len + h->page_tokens - 1) / h->page_tokens) {
+            snprintf(why, why_len, "item %zu: %zu pages for %llu tokens", i, it->n_pages,
+                     (unsigned long long)len);
+            return KV_ERR_INVAL;
+        }
+        for (size_t p = 0; p < it->n_pages; p++)
+            if (it->pages[p] >= h->n_pages) {
+                snprintf(why, why_len, "item %zu: page %u out of range", i, it->pages[p]);
+                return KV_ERR_INVAL;
+            }
+        items[i] = (kvk_item){ it->pages, it->n_kv, it->n_new };
+        t += it->n_new;
+    }
+    size_t q = t * h->q_heads * h->head_dim * sizeof(float);
+    size_t kv = t * h->kv_heads * h->head_dim * sizeof(float);
+    zmq_msg_t *f = (zmq_msg_t *)m->tensor;
+    if (m->n_tensors != 3 || zmq_msg_size(&f[0]) != q || zmq_msg_size(&f[1]) != kv ||
+        zmq_msg_size(&f[2]) != kv) {
+        snprintf(why, why_len, "job frames disagree with its items");
+        return KV_ERR_PROTO;
+    }
+    *tokens = t;
+    return 0;
+}
+
+static void run_job(worker *w, kvp_msg *m, const Kvarena__Envelope *e)
+{
+    const Kvarena__Job *j = e->job;
+    char why[256] = "";
+    uint64_t tokens = 0;
+    zmq_msg_t out[2];
+    int n_out = 0, rc;
+    kvk_item *items = calloc(j->n_items ? j->n_items : 1, sizeof(kvk_item));
+    if (!items) {
+        rc = KV_ERR_NOMEM;
+        goto reply;
+    }
+    rc = job_check(w, j, m, items, &tokens, why, sizeof(why));
+    if (rc)
+        goto reply;
+    size_t o_bytes = tokens * w->g.q_heads * w->g.head_dim * sizeof(float);
+    zmq_msg_init_size(&out[n_out++], o_bytes);
+    if (j->want_lse)
+        zmq_msg_init_size(&out[n_out++], tokens * w->g.q_heads * sizeof(float));
+    kvk_attn_opts opts = kvk_attn_opts_default();
+    opts.scale = j->scale;
+    rc = kvk_write_kv(&w->g, &w->pages, j->layer, items, (uint32_t)j->n_items,
+                      zmq_msg_data(&m->tensor[1]), zmq_msg_data(&m->tensor[2]), &opts);
+    if (rc == 0)
+        rc = kvk_attn(&w->g, &w->pages, j->layer, items, (uint32_t)j->n_items,
+                      zmq_msg_data(&m->tensor[0]), zmq_msg_data(&out[0]),
+                      j->want_lse ? zmq_msg_data(&out[1]) : NULL, &opts, w->pool);
+    if (rc)
+        snprintf(why, sizeof(why), "kernel failed: %s", kv_strerror(rc));
+reply:
+    free(items);
+    if (rc) {
+        KVS_WARN("job %llu rejected: %s", (unsigned long long)e->req_id, why);
+        for (int i = 0; i < n_out; i++)
+            zmq_msg_close(&out[i]);
+        n_out = 0;
+    }
+    Kvarena__JobDone d = KVARENA__JOB_DONE__INIT;
+    d.job_id = e->req_id;
+    Kvarena__Envelope r = KVARENA__ENVELOPE__INIT;
+    r.req_id = e->req_id;
+    r.status = rc;
+    r.error = why;
+    r.body_case = KVARENA__ENVELOPE__BODY_JOB_DONE;
+    r.job_done = &d;
+    if (send_env(w->sock, &r, out, n_out) != 0)
+        KVS_WARN("reply to job %llu failed: %s", (unsigned long long)e->req_id, zmq_strerror(errno));
+}
+
+static int serve(worker *w)
+{
+    Kvarena__Ready rd = KVARENA__READY__INIT;
+    rd.pid = getpid();
+    rd.threads = (uint32_t)w->threads;
+    rd.index = (uint32_t)w->index;
+    Kvarena__Envelope e = KVARENA__ENVELOPE__INIT;
+    e.body_case = KVARENA__ENVELOPE__BODY_READY;
+    e.ready = &rd;
+    if (send_env(w->sock, &e, NULL, 0) != 0) {
+        KVS_ERROR("sending Ready failed: %s", zmq_strerror(errno));
+        return KV_ERR_IO;
+    }
+    while (!stop) {
+        zmq_pollitem_t it = { w->sock, 0, ZMQ_POLLIN, 0 };
+        if (zmq_poll(&it, 1, 500) <= 0)
+            continue;
+        kvp_msg m;
+        int rc = kvp_recv(w->sock, &m, 0, ZMQ_DONTWAIT);
+        Kvarena__Envelope *job = rc == 0 ? kvp_decode(&m.env) : NULL;
+        if (job && job->body_case == KVARENA__ENVELOPE__BODY_JOB)
+            run_job(w, &m, job);
+        else if (rc != KV_ERR_IO)
+            KVS_WARN("unexpected message from the server: dropped");
+        if (job)
+            kvarena__envelope__free_unpacked(job, NULL);
+        kvp_msg_close(&m);
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    worker w = { .index = -1, .threads = 1, .heartbeat_ms = 1000 };
+    for (int i = 1; i + 1 < argc; i += 2) {
+        const char *a = argv[i], *v = argv[i + 1];
+        if (!strcmp(a, "--shm")) w.shm_name = v;
+        else if (!strcmp(a, "--endpoint")) w.endpoint = v;
+        else if (!strcmp(a, "--index")) w.index = atoi(v);
+        else if (!strcmp(a, "--threads")) w.threads = atoi(v);
+        else if (!strcmp(a, "--heartbeat-ms")) w.heartbeat_ms = atoi(v);
+        else if (!strcmp(a, "--log-level")) kvs_log_level = atoi(v);
+        else {
+            fprintf(stderr, "kvworker: unknown option %s\n", a);
+            return 2;
+        }
+    }
+    if (!w.shm_name || !w.endpoint || w.index < 0 || w.threads < 1 || w.heartbeat_ms < 1) {
+        fprintf(stderr, "usage: kvworker --shm NAME --endpoint EP --index I [--threads T] "
+                        "[--heartbeat-ms MS] (started by kvserver)\n");
+        return 2;
+    }
+    struct sigaction sa = { .sa_handler = on_signal };
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    if (map_arena(&w) != 0)
+        return 1;
+    w.pool = kvk_pool_create(w.threads);
+    if (!w.pool) {
+        KVS_ERROR("kvk_pool_create(%d) failed: %s", w.threads, strerror(errno));
+        return 1;
+    }
+    w.zctx = zmq_ctx_new();
+    w.sock = zmq_socket(w.zctx, ZMQ_DEALER);
+    char rid[32];
+    snprintf(rid, sizeof(rid), "w%d-%d", w.index, (int)getpid());
+    int linger = 0;
+    zmq_setsockopt(w.sock, ZMQ_LINGER, &linger, sizeof(linger));
+    zmq_setsockopt(w.sock, ZMQ_ROUTING_ID, rid, strlen(rid));
+    if (zmq_connect(w.sock, w.endpoint) != 0) {
+        KVS_ERROR("zmq_connect(%s) failed: %s", w.endpoint, zmq_strerror(errno));
+        return 1;
+    }
+    pthread_t hb;
+    if (pthread_create(&hb, NULL, heartbeat_main, &w) != 0) {
+        KVS_ERROR("pthread_create(heartbeat) failed");
+        return 1;
+    }
+    KVS_DEBUG("worker %d: arena %s mapped, isa %s, %d threads", w.index, w.shm_name,
+              kvk_isa_name(), w.threads);
+    int rc = serve(&w);
+    stop = 1;
+    pthread_join(hb, NULL);
+    zmq_close(w.sock);
+    zmq_ctx_term(w.zctx);
+    kvk_pool_destroy(&w.pool);
+    munmap(w.h, w.bytes);
+    return rc ? 1 : 0;
+}
