@@ -94,8 +94,8 @@ static void *heartbeat_main(void *arg)
     e.heartbeat = &b;
     while (!stop) {
         send_env(hb, &e, NULL, 0);
-        struct timespec ts = { w->heartbeat_ms / 1000, (long)(w->heartbeat_ms % 1000) * 1000000L };
-        nanosleep(&ts, NULL);
+        for (int slept = 0; slept < w->heartbeat_ms && !stop; slept += 50)
+            nanosleep(&(struct timespec){ 0, 50000000L }, NULL); /* wake for stop */
     }
     zmq_close(hb);
     return NULL;
