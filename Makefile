@@ -60,6 +60,7 @@ include kvserver/kvserver.mk
 include worker/worker.mk
 include client/client.mk
 include tests/tests.mk
+include tests/integration/integration.mk
 
 all: $(ALL_TARGETS)
 

@@ -1,0 +1,156 @@
+/* e2e_client — black-box check of a running kvserver + workers through libkvclient.
+ *
+ * One sequence: prefill a prompt, then decode steps over every layer; every output row is
+ * compared with the synthetic model's reference attention (client/examples/synth.h) on
+ * contiguous KV. Then: a second sequence with the same prompt must hit the prefix cache; a
+ * fork must diverge correctly (copy-on-write of the shared partial tail); the stats must
+ * add up at every stage and come back to nothing in use after closing.
+ * Usage: e2e_client ENDPOINT TENANT PROMPT_LEN DECODE_STEPS. Exit 0 only if all passed. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client/examples/synth.h"
+#include "client/kvclient.h"
+
+static int failures;
+#define CHECK(cond, ...) do { if (!(cond)) { failures++; fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
+    fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); } } while (0)
+#define CALL(expr) do { int rc_ = (expr); if (rc_) { fprintf(stderr, "FAIL %s: %s (%s)\n", #expr, \
+    kvc_strerror(rc_), kvc_last_error(c)); exit(1); } } while (0)
+
+typedef struct seq_state {
+    uint64_t id;
+    uint32_t *tokens;        /* every token of the sequence */
+    uint32_t n;              /* tokens written */
+} seq_state;
+
+static double worst_rel; /* max over rows of max|err| / max|ref| */
+
+/* Checks rows [pos0, pos0+n) of one layer's output o against the reference. */
+static void check_rows(const kvc_model *m, uint32_t layer, const seq_state *s, uint32_t pos0,
+                       uint32_t n, const float *o)
+{
+    size_t row = (size_t)m->q_heads * m->head_dim;
+    double *ref = malloc(sizeof(double) * row);
+    for (uint32_t i = 0; i < n; i++) {
+        double ref_max = 0;
+        if (kvs_ref_row(m, layer, s->tokens, pos0 + i, 0, ref, NULL) != 0)
+            exit(1);
+        double err = kvs_max_abs_err(o + i * row, ref, row, &ref_max);
+        double rel = err / (ref_max > 0 ? ref_max : 1);
+        if (rel > worst_rel) worst_rel = rel;
+        CHECK(rel <= kvs_tolerance(m->dtype), "layer %u pos %u: rel err %.3g > %.3g", layer,
+              pos0 + i, rel, kvs_tolerance(m->dtype));
+    }
+    free(ref);
+}
+
+/* Extends s by tokens[s->n .. s->n+n) and runs every layer; returns the cached count. */
+static uint32_t step(kvc_client *c, seq_state *s, uint32_t n)
+{
+    const kvc_model *m = kvc_model_info(c);
+    uint32_t cached = 0;
+    CALL(kvc_seq_extend(c, s->id, s->tokens + s->n, n, &cached));
+    uint32_t pos0 = s->n + cached, t = n - cached;
+    size_t qrow = (size_t)m->q_heads * m->head_dim, kvrow = (size_t)m->kv_heads * m->head_dim;
+    float *q = malloc(sizeof(float) * qrow * t), *k = malloc(sizeof(float) * kvrow * t);
+    float *v = malloc(sizeof(float) * kvrow * t), *o = malloc(sizeof(float) * qrow * t);
+    for (uint32_t layer = 0; layer < m->layers; layer++) {
+        kvs_fill_qkv(m, layer, s->tokens + pos0, pos0, t, q, k, v);
+        kvc_item it = { s->id, t };
+        CALL(kvc_attend(c, layer, &it, 1, q, k, v, 0, o, NULL));
+        check_rows(m, layer, s, pos0, t, o);
+    }
+    free(q); free(k); free(v); free(o);
+    s->n += n;
+    return cached;
+}
+
+static void check_stats(kvc_client *c, const char *when, uint32_t seqs, int none_in_use)
+{
+    kvc_stats st;
+    CALL(kvc_stats_get(c, &st));
+    CHECK(st.pages_free + st.pages_in_use + st.pages_cached == st.pages_total,
+          "%s: free %u + in use %u + cached %u != total %u", when, st.pages_free,
+          st.pages_in_use, st.pages_cached, st.pages_total);
+    CHECK(st.sequences == seqs, "%s: %u sequences, expected %u", when, st.sequences, seqs);
+    if (none_in_use)
+        CHECK(st.pages_in_use == 0, "%s: %u pages still in use", when, st.pages_in_use);
+    printf("stats %-14s free %u in_use %u cached %u hits %llu misses %llu jobs %llu\n", when,
+           st.pages_free, st.pages_in_use, st.pages_cached, (unsigned long long)st.prefix_hits,
+           (unsigned long long)st.prefix_misses, (unsigned long long)st.jobs_done);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 5) {
+        fprintf(stderr, "usage: e2e_client ENDPOINT TENANT PROMPT_LEN DECODE_STEPS\n");
+        return 2;
+    }
+    uint32_t prompt = (uint32_t)atoi(argv[3]), steps = (uint32_t)atoi(argv[4]);
+    kvc_opts opts = { .tenant = argv[2], .name = "e2e_client", .timeout_ms = 30000 };
+    kvc_client *c = NULL;
+    int rc = kvc_connect(argv[1], &opts, &c);
+    if (rc) {
+        fprintf(stderr, "connect %s: %s (%s)\n", argv[1], kvc_strerror(rc), kvc_last_error(NULL));
+        return 1;
+    }
+    const kvc_model *m = kvc_model_info(c);
+    const uint32_t P = m->page_tokens, total = prompt + steps;
+    printf("model: %u layers, %u/%u heads x %u, page %u, dtype %u\n", m->layers, m->q_heads,
+           m->kv_heads, m->head_dim, P, m->dtype);
+    uint32_t *tokens = malloc(sizeof(uint32_t) * (total + 64));
+    for (uint32_t i = 0; i < total + 64; i++)
+        tokens[i] = kvs_token(7, i);
+    check_stats(c, "start", 0, 1);
+
+    /* 1. prefill + decode, every row checked */
+    seq_state a = { 0, tokens, 0 };
+    CALL(kvc_seq_open(c, &a.id));
+    CHECK(step(c, &a, prompt) == 0, "a fresh server has nothing cached");
+    for (uint32_t i = 0; i < steps; i++)
+        step(c, &a, 1);
+    check_stats(c, "after decode", 1, 0);
+
+    /* 2. same prompt again: whole pages cached, at least one token left to compute */
+    seq_state b = { 0, tokens, 0 };
+    CALL(kvc_seq_open(c, &b.id));
+    uint32_t want = (prompt - 1) / P * P, got = step(c, &b, prompt);
+    CHECK(got == want, "second sequence: cached %u, expected %u", got, want);
+    uint32_t looked = 0;
+    CALL(kvc_lookup(c, tokens, total, &looked));
+    CHECK(looked == (total - 1) / P * P, "lookup: %u cached, expected %u", looked, (total - 1) / P * P);
+
+    /* 3. fork b (partial tail shared), then both continue with different tokens */
+    seq_state f = { 0, malloc(sizeof(uint32_t) * (total + 64)), b.n };
+    memcpy(f.tokens, tokens, sizeof(uint32_t) * b.n);
+    for (uint32_t i = b.n; i < total + 64; i++)
+        f.tokens[i] = kvs_token(99, i);
+    CALL(kvc_seq_fork(c, b.id, &f.id));
+    for (uint32_t i = 0; i < 2 * P + 3; i++) {
+        step(c, &f, 1);
+        step(c, &b, 1);
+    }
+    check_stats(c, "after fork", 3, 0);
+
+    /* 4. errors change nothing: forged id, wrong layer, unknown sequence close */
+    kvc_item bad = { a.id ^ 0x1234500000000ull, 1 };
+    float dummy[1 << 14] = { 0 };
+    CHECK(kvc_attend(c, 0, &bad, 1, dummy, dummy, dummy, 0, dummy, NULL) == KVC_ERR_NOSEQ,
+          "forged sequence id must be refused");
+    CHECK(kvc_seq_close(c, 12345) == KVC_ERR_NOSEQ, "closing an unknown id must fail");
+    check_stats(c, "after errors", 3, 0);
+
+    CALL(kvc_seq_close(c, a.id));
+    CALL(kvc_seq_close(c, b.id));
+    CALL(kvc_seq_close(c, f.id));
+    check_stats(c, "closed", 0, 1);
+    kvc_close(&c);
+    printf("max relative error %.3g (tolerance %.0e); %s\n", worst_rel, kvs_tolerance(m->dtype),
+           failures ? "FAILED" : "all checks passed");
+    free(tokens);
+    free(f.tokens);
+    return failures ? 1 : 0;
+}

@@ -1,0 +1,55 @@
+# lib.sh — start and stop a real kvserver (with its workers) for a black-box test.
+# Each test gets its own arena name and runtime dir, so tests never share a server.
+B=${B:-build}
+KV_NAME="t$$-$RANDOM"
+KV_DIR="/tmp/kvarena-test-$KV_NAME"
+KV_EP="ipc://$KV_DIR/client.sock"
+KV_ADMIN="ipc://$KV_DIR/admin.sock"
+KV_PID=
+
+die() { echo "FAIL: $*" >&2; exit 1; }
+
+# kv_start [kvserver options...]: starts the server and waits until its workers are ready.
+kv_start() {
+    "$B/kvserver" --config deploy/kvarena.ini --name "$KV_NAME" --runtime-dir "$KV_DIR" "$@" \
+        >"$KV_DIR.log" 2>&1 &
+    KV_PID=$!
+    trap kv_cleanup EXIT
+    local ready=0
+    for _ in $(seq 200); do
+        kill -0 "$KV_PID" 2>/dev/null || { cat "$KV_DIR.log" >&2; die "kvserver exited during start"; }
+        ready=$("$B/kvctl" --endpoint "$KV_ADMIN" stats --json 2>/dev/null | grep -o '"state": *"ready"' | wc -l)
+        [ "$ready" -ge 2 ] && return 0
+        sleep 0.05
+    done
+    cat "$KV_DIR.log" >&2
+    die "workers not ready after 10 s"
+}
+
+# kv_stop: SIGTERM, then checks that the server exited 0 and left nothing behind.
+kv_stop() {
+    kill -TERM "$KV_PID"
+    wait "$KV_PID"; local rc=$?
+    [ "$rc" -eq 0 ] || die "kvserver exited with $rc"
+    [ -e "/dev/shm/kvarena-$KV_NAME" ] && die "shared memory segment left behind"
+    ls "$KV_DIR"/*.sock >/dev/null 2>&1 && die "ipc sockets left behind"
+    pgrep -f "kvworker --shm /kvarena-$KV_NAME" >/dev/null && die "worker processes left behind"
+    trap - EXIT
+    rmdir "$KV_DIR" 2>/dev/null
+    rm -f "$KV_DIR.log"
+    return 0
+}
+
+kv_cleanup() {
+    [ -n "$KV_PID" ] && kill -KILL "$KV_PID" 2>/dev/null
+    sleep 0.1
+    pkill -KILL -f "kvworker --shm /kvarena-$KV_NAME" 2>/dev/null
+    rm -f "/dev/shm/kvarena-$KV_NAME"
+    [ -f "$KV_DIR.log" ] && tail -20 "$KV_DIR.log" >&2
+    rm -rf "$KV_DIR" "$KV_DIR.log"
+}
+
+# kv_stat FIELD: one number from `kvctl stats --json`.
+kv_stat() {
+    "$B/kvctl" --endpoint "$KV_ADMIN" stats --json | tr -d ' \n' | grep -o "\"$1\":[0-9]*" | head -1 | cut -d: -f2
+}
