@@ -7,3 +7,12 @@ $(B)/tests/e2e_client: $(B)/obj/tests/integration/e2e_client.o $(B)/obj/client/e
 INTEG_TESTS += tests/integration/test_e2e.sh
 .PHONY: tests
 tests: $(B)/kvserver $(B)/kvworker $(B)/kvctl $(B)/tests/e2e_client
+
+# make bench: end-to-end latency next to a raw ZeroMQ round trip (same run).
+$(B)/tests/bench_e2e: $(B)/obj/tests/bench/bench_e2e.o $(B)/obj/client/examples/synth.o \
+                      $(B)/libkvclient.a $(KERNELS_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
+bench: deps
+	$(MAKE) all $(B)/tests/bench_e2e
+	B=$(B) tests/bench/bench_e2e.sh

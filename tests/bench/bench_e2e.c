@@ -1,0 +1,145 @@
+/* bench_e2e — latency of one tiny Attend through client -> server -> worker -> client on
+ * ipc, next to the machine's own floor measured in the same run: a raw ZeroMQ ipc round
+ * trip between two processes (DEALER <-> ROUTER echo), and twice that (our path has two
+ * hops each way). Prints `BENCH name=<case> key=value ...` lines.
+ * Usage: bench_e2e CLIENT_ENDPOINT TENANT [ITERATIONS] */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "client/examples/synth.h"
+#include "client/kvclient.h"
+
+static double now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double pct(double *v, int n, double p)
+{
+    qsort(v, (size_t)n, sizeof(double), cmp_double);
+    int i = (int)(p * (n - 1) + 0.5);
+    return v[i];
+}
+
+/* Raw floor: a forked echo process behind a ROUTER, this process a DEALER. */
+static void raw_rtt(int iters, size_t bytes, double *p50, double *p99)
+{
+    char ep[128];
+    snprintf(ep, sizeof(ep), "ipc:///tmp/kvarena-bench-echo-%d.sock", (int)getpid());
+    pid_t pid = fork();
+    if (pid == 0) {
+        void *ctx = zmq_ctx_new(), *r = zmq_socket(ctx, ZMQ_ROUTER);
+        zmq_bind(r, ep);
+        for (int i = 0; i < iters + 10; i++) {
+            zmq_msg_t id, body;
+            zmq_msg_init(&id);
+            zmq_msg_init(&body);
+            zmq_msg_recv(&id, r, 0);
+            zmq_msg_recv(&body, r, 0);
+            zmq_msg_send(&id, r, ZMQ_SNDMORE);
+            zmq_msg_send(&body, r, 0);
+        }
+        usleep(100000);
+        _exit(0);
+    }
+    void *ctx = zmq_ctx_new(), *d = zmq_socket(ctx, ZMQ_DEALER);
+    zmq_connect(d, ep);
+    char *buf = calloc(1, bytes);
+    double *lat = malloc(sizeof(double) * (size_t)iters);
+    for (int i = 0; i < iters + 10; i++) {
+        double t0 = now_us();
+        zmq_send(d, buf, bytes, 0);
+        zmq_recv(d, buf, bytes, 0);
+        if (i >= 10) lat[i - 10] = now_us() - t0;
+    }
+    *p50 = pct(lat, iters, 0.5);
+    *p99 = pct(lat, iters, 0.99);
+    int linger = 0;
+    zmq_setsockopt(d, ZMQ_LINGER, &linger, sizeof(linger));
+    zmq_close(d);
+    zmq_ctx_term(ctx);
+    waitpid(pid, NULL, 0);
+    unlink(ep + 6);
+    free(buf);
+    free(lat);
+}
+
+#define CALL(expr) do { int rc_ = (expr); if (rc_) { fprintf(stderr, "bench_e2e: %s: %s (%s)\n", #expr, \
+    kvc_strerror(rc_), kvc_last_error(c)); exit(1); } } while (0)
+
+int main(int argc, char **argv)
+{
+    if (argc < 3) {
+        fprintf(stderr, "usage: bench_e2e CLIENT_ENDPOINT TENANT [ITERATIONS]\n");
+        return 2;
+    }
+    int iters = argc > 3 ? atoi(argv[3]) : 2000;
+    kvc_opts opts = { .tenant = argv[2], .name = "bench_e2e", .timeout_ms = 10000 };
+    kvc_client *c = NULL;
+    if (kvc_connect(argv[1], &opts, &c)) {
+        fprintf(stderr, "bench_e2e: connect: %s\n", kvc_last_error(NULL));
+        return 1;
+    }
+    const kvc_model *m = kvc_model_info(c);
+    const uint32_t ctx_len = 16;
+    uint32_t tokens[64];
+    for (uint32_t i = 0; i < 64; i++)
+        tokens[i] = kvs_token(3, i);
+    size_t qrow = (size_t)m->q_heads * m->head_dim, kvrow = (size_t)m->kv_heads * m->head_dim;
+    float *q = malloc(sizeof(float) * qrow * ctx_len), *k = malloc(sizeof(float) * kvrow * ctx_len);
+    float *v = malloc(sizeof(float) * kvrow * ctx_len), *o = malloc(sizeof(float) * qrow * ctx_len);
+
+    /* a base sequence of 16 written tokens; each iteration forks it, so every timed
+     * Attend sees exactly 1 new token over 16 cached, on layer 0 */
+    uint64_t base;
+    CALL(kvc_seq_open(c, &base));
+    CALL(kvc_seq_extend(c, base, tokens, ctx_len, NULL));
+    for (uint32_t layer = 0; layer < m->layers; layer++) {
+        kvs_fill_qkv(m, layer, tokens, 0, ctx_len, q, k, v);
+        kvc_item it = { base, ctx_len };
+        CALL(kvc_attend(c, layer, &it, 1, q, k, v, 0, o, NULL));
+    }
+    kvs_fill_qkv(m, 0, tokens + ctx_len, ctx_len, 1, q, k, v);
+    double *lat = malloc(sizeof(double) * (size_t)iters);
+    for (int i = 0; i < iters + 10; i++) {
+        uint64_t s;
+        CALL(kvc_seq_fork(c, base, &s));
+        CALL(kvc_seq_extend(c, s, tokens + ctx_len, 1, NULL));
+        kvc_item it = { s, 1 };
+        double t0 = now_us();
+        CALL(kvc_attend(c, 0, &it, 1, q, k, v, 0, o, NULL));
+        double dt = now_us() - t0;
+        if (i >= 10) lat[i - 10] = dt;
+        /* finish the other layers so the fork can be closed in a clean state */
+        for (uint32_t layer = 1; layer < m->layers; layer++)
+            CALL(kvc_attend(c, layer, &it, 1, q, k, v, 0, o, NULL));
+        CALL(kvc_seq_close(c, s));
+    }
+    double a50 = pct(lat, iters, 0.5), a99 = pct(lat, iters, 0.99);
+    double r50, r99;
+    raw_rtt(iters, qrow * sizeof(float), &r50, &r99);
+    printf("BENCH name=zmq_ipc_rtt bytes=%zu p50_us=%.1f p99_us=%.1f iters=%d\n",
+           qrow * sizeof(float), r50, r99, iters);
+    printf("BENCH name=attend_tiny new=1 cached=%u layers=1 p50_us=%.1f p99_us=%.1f iters=%d\n",
+           ctx_len, a50, a99, iters);
+    printf("BENCH name=attend_tiny_vs_raw p50_ratio=%.2f p50_ratio_vs_2hops=%.2f p99_ratio=%.2f\n",
+           a50 / r50, a50 / (2 * r50), a99 / r99);
+    CALL(kvc_seq_close(c, base));
+    kvc_close(&c);
+    free(q); free(k); free(v); free(o); free(lat);
+    return 0;
+}
