@@ -5,8 +5,9 @@ KERNELS_SRC := $(wildcard kernels/*.c)
 KERNELS_OBJ := $(KERNELS_SRC:%.c=$(B)/obj/%.o)
 KERNELS_LIB := $(B)/libkvkernels.a
 
-EXTRA_CFLAGS_attn_avx2 := -mavx2 -mfma -mf16c
-EXTRA_CFLAGS_attn_avx512 := -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512dq
+# -O3: the register-blocked loops of attn_simd.h must be fully unrolled to stay in registers.
+EXTRA_CFLAGS_attn_avx2 := -O3 -mavx2 -mfma -mf16c
+EXTRA_CFLAGS_attn_avx512 := -O3 -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl
 
 $(KERNELS_LIB): $(KERNELS_OBJ)
 	$(AR) rcs $@ $^

@@ -24,8 +24,8 @@ enum { ISA_SCALAR, ISA_AVX2, ISA_AVX512, ISA_COUNT };
 
 static const isa_desc isas[ISA_COUNT] = {
     [ISA_SCALAR] = { "scalar", 1, kvk__attn_ref },
-    [ISA_AVX2] = { "avx2", 8, kvk__attn_ref },
-    [ISA_AVX512] = { "avx512", 16, kvk__attn_ref },
+    [ISA_AVX2] = { "avx2", 8, kvk__attn_avx2 },
+    [ISA_AVX512] = { "avx512", 16, kvk__attn_avx512 },
 };
 
 static pthread_once_t isa_once = PTHREAD_ONCE_INIT;

@@ -89,6 +89,43 @@ static inline float kvk__logit(const kvk_attn_opts *o, float s, float slope, uin
 typedef void (*kvk_pool_fn)(void *arg, int ith, int nth);
 void kvk__pool_run(kvk_pool *pool, kvk_pool_fn fn, void *arg);
 
+/* ---- tiled attention (kvk_plan.c drives, attn_<isa>.c computes) ----
+ *
+ * A task is the attention of the q heads of one KV-head group, for a tile of an item's rows,
+ * over a range of keys. The planner cuts the call into tasks (splitting long key ranges so
+ * every thread gets work), threads pull tasks in a fixed order, and each task's result
+ * (m, l, acc) is either final (written to o/lse) or one part of a split merged afterwards. */
+typedef struct kvk_task {
+    uint32_t item;        /* index into the call's items */
+    uint32_t kv_head;     /* KV head; its group is q heads kv_head*G .. kv_head*G+G-1 */
+    uint32_t r0, r1;      /* rows of the item: query vector m is row r0 + m/G, head m%G */
+    uint32_t k0, k1;      /* keys [k0, k1): never a block invisible to every row */
+    uint32_t part, parts; /* this task is part `part` of `parts` over the tile's keys */
+    uint32_t slot;        /* partial-result slot (parts of a tile are consecutive), or
+                           * KVK_NO_SLOT when parts == 1: the task writes o/lse itself */
+    uint32_t order;       /* generation index: a fixed tie-break for scheduling */
+    uint64_t cost;        /* query vectors x keys, for scheduling big tasks first */
+} kvk_task;
+#define KVK_NO_SLOT UINT32_MAX
+
+/* A task's result, for query vectors m < M of capacity mcap: m[mcap], l[mcap], acc[mcap][D]:
+ * running max, sum of exp(logit - max), and sum of exp(logit - max) * v. */
+static inline float *kvk__out_m(float *out, uint32_t mcap) { (void)mcap; return out; }
+static inline float *kvk__out_l(float *out, uint32_t mcap) { return out + mcap; }
+static inline float *kvk__out_acc(float *out, uint32_t mcap) { return out + 2 * (size_t)mcap; }
+
+typedef struct kvk_tile_ops {
+    uint32_t m_align;     /* query vectors are padded to a multiple of this */
+    /* fp32 scratch one thread needs for tiles of up to mp (padded) query vectors */
+    size_t (*scratch_floats)(uint32_t head_dim, uint32_t mp);
+    /* computes task t (item rows start at global row row0) into out (capacity mcap) */
+    void (*run)(const kvk_call *c, const kvk_task *t, size_t row0, float *scratch,
+                float *out, uint32_t mcap);
+} kvk_tile_ops;
+
+/* Runs a call through tile kernels. Returns 0 or KV_ERR_NOMEM. */
+int kvk__attn_tiled(const kvk_call *c, kvk_pool *pool, const kvk_tile_ops *ops);
+
 /* Implementations of kvk_attn on a validated call. They return 0 or KV_ERR_NOMEM. */
 int kvk__attn_ref(const kvk_call *c, kvk_pool *pool);
 int kvk__attn_avx2(const kvk_call *c, kvk_pool *pool);

@@ -1,0 +1,75 @@
+/* attn_avx2.c — AVX2/FMA/F16C vector helpers for the shared tile kernel (attn_simd.h):
+ * 8 fp32 lanes and 16 registers, so the logit block is 2x8 queries by 4 keys (8
+ * accumulators) and the PV block 4 rows by 3 vectors (12). */
+#include <immintrin.h>
+
+#include "kvk_internal.h"
+
+typedef __m256 vf;
+#define VL 8
+#define QK_NR 4
+#define PV_DR 3
+
+static inline vf v_zero(void) { return _mm256_setzero_ps(); }
+static inline vf v_set1(float x) { return _mm256_set1_ps(x); }
+static inline vf v_load(const float *p) { return _mm256_loadu_ps(p); }
+static inline void v_store(float *p, vf x) { _mm256_storeu_ps(p, x); }
+static inline vf v_add(vf a, vf b) { return _mm256_add_ps(a, b); }
+static inline vf v_sub(vf a, vf b) { return _mm256_sub_ps(a, b); }
+static inline vf v_mul(vf a, vf b) { return _mm256_mul_ps(a, b); }
+static inline vf v_fma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
+static inline vf v_max(vf a, vf b) { return _mm256_max_ps(a, b); }
+static inline vf v_min(vf a, vf b) { return _mm256_min_ps(a, b); }
+static inline vf v_round(vf x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+
+static inline float v_hsum(vf x)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
+static inline float v_hmax(vf x)
+{
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_max_ss(s, _mm_movehdup_ps(s)));
+}
+
+/* p * 2^n by building the float 2^n from its exponent bits (n in [-126, 127]). */
+static inline vf v_pow2n(vf p, vf n)
+{
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+static inline vf v_zero_below(vf r, vf x, float lim)
+{
+    return _mm256_and_ps(r, _mm256_cmp_ps(x, _mm256_set1_ps(lim), _CMP_GT_OQ));
+}
+
+static inline vf v_load_f16(const uint8_t *p)
+{
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
+
+static inline vf v_load_bf16(const uint8_t *p)
+{
+    __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+}
+
+#include "kvk_vsum.h"
+
+static inline void v_reduce4(vf a, vf b, vf c, vf d, float *r)
+{
+    kvk_reduce4_256(a, b, c, d, r);
+}
+
+#include "kvk_vexp.h"
+#include "attn_simd.h"
+
+int kvk__attn_avx2(const kvk_call *c, kvk_pool *pool)
+{
+    return kvk__attn_tiled(c, pool, &tile_ops);
+}

@@ -1,0 +1,213 @@
+/* kvk_plan.c — cuts a kvk_attn call into tasks for the tile kernels, runs them on the pool
+ * and merges split results. Nothing here depends on the instruction set.
+ *
+ * Tiles: for each item and KV head, rows are taken KVK_TILE_M / G at a time, so a tile is
+ * about KVK_TILE_M query vectors: all G q heads of the group share every K/V byte the tile
+ * reads (GQA read once per KV head), and a prefill tile reuses each key KVK_TILE_M times.
+ * A tile's keys are the union of its rows' visible ranges, so causal and window tiles never
+ * visit a block that no row can see.
+ *
+ * Splits: with several threads, a tile whose key range is longer than the chunk size is cut
+ * into parts (decode on a long context: few tiles, many keys). The chunk size depends only
+ * on the call and the thread count, so a given call is always cut the same way. Parts are
+ * merged by log-sum-exp after all tasks ran.
+ *
+ * Scheduling: tasks sorted by cost (largest first, generation order on ties) and handed out
+ * by an atomic counter; which thread runs a task does not change its result. */
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kverr.h"
+#include "kvk_internal.h"
+
+#define KVK_TILE_M 64       /* query vectors per tile (prefill) */
+#define KVK_SPLIT_MIN 512   /* never split a tile's keys into parts shorter than this */
+#define KVK_SPLIT_ALIGN 64  /* part boundaries fall on multiples of this many keys */
+#define KVK_TASKS_PER_THREAD 8
+
+typedef struct plan {
+    const kvk_call *c;
+    const kvk_tile_ops *ops;
+    kvk_task *tasks;
+    uint32_t n_tasks;
+    uint32_t n_slots;
+    uint32_t rows_per_tile;
+    uint32_t mcap;            /* query vectors per tile at most */
+    uint32_t chunk;           /* keys per part when a tile is split; 0: never split */
+    size_t *row0;             /* [n_items] global row of each item's row 0 */
+    float *slots;             /* [n_slots] partial results, slot_floats each */
+    size_t slot_floats;
+    float *scratch;           /* [nth] tile scratch + staging result, thr_floats each */
+    size_t thr_floats;
+    atomic_uint next;         /* next task to hand out */
+} plan;
+
+static size_t out_floats(uint32_t mcap, uint32_t head_dim)
+{
+    return (size_t)mcap * (2 + head_dim);
+}
+
+/* Visits every tile (and part) in generation order; fills p->tasks when it is not NULL. */
+static void plan_walk(plan *p)
+{
+    const kvk_call *c = p->c;
+    uint32_t G = c->g->q_heads / c->g->kv_heads, R = p->rows_per_tile;
+    uint32_t n = 0, slots = 0;
+    for (uint32_t i = 0; i < c->n_items; i++) {
+        const kvk_item *it = &c->items[i];
+        for (uint32_t h = 0; h < c->g->kv_heads; h++)
+            for (uint32_t r0 = 0; r0 < it->n_new; r0 += R) {
+                uint32_t r1 = r0 + R < it->n_new ? r0 + R : it->n_new;
+                uint32_t lo, hi, lo1, hi0;
+                kvk__visible(&c->opts, it->n_kv + r0, it->n_kv + it->n_new, &lo, &hi0);
+                kvk__visible(&c->opts, it->n_kv + r1 - 1, it->n_kv + it->n_new, &lo1, &hi);
+                uint32_t nk = hi > lo ? hi - lo : 0, parts = 1, len = nk;
+                if (p->chunk && nk > p->chunk) {
+                    parts = (nk + p->chunk - 1) / p->chunk;
+                    len = (nk + parts - 1) / parts;
+                    len = (len + KVK_SPLIT_ALIGN - 1) / KVK_SPLIT_ALIGN * KVK_SPLIT_ALIGN;
+                    parts = (nk + len - 1) / len;
+                }
+                for (uint32_t k = 0; k < parts; k++, n++) {
+                    uint32_t k0 = lo + k * len, k1 = k0 + len < hi ? k0 + len : hi;
+                    if (!p->tasks)
+                        continue;
+                    p->tasks[n] = (kvk_task){
+                        .item = i, .kv_head = h, .r0 = r0, .r1 = r1, .k0 = k0,
+                        .k1 = nk ? k1 : k0, .part = k, .parts = parts,
+                        .slot = parts > 1 ? slots + k : KVK_NO_SLOT, .order = n,
+                        .cost = (uint64_t)(r1 - r0) * G * (nk ? k1 - k0 : 0) + 1,
+                    };
+                }
+                if (parts > 1)
+                    slots += parts;
+            }
+    }
+    p->n_tasks = n;
+    p->n_slots = slots;
+}
+
+static int task_cmp(const void *a, const void *b)
+{
+    const kvk_task *x = a, *y = b;
+    if (x->cost != y->cost)
+        return x->cost > y->cost ? -1 : 1;
+    return x->order < y->order ? -1 : 1;
+}
+
+/* Chunk size: about KVK_TASKS_PER_THREAD tasks per thread over the call's key work. */
+static uint32_t plan_chunk(plan *p, int nth)
+{
+    if (nth <= 1)
+        return 0;
+    uint64_t keys = 0;
+    for (uint32_t i = 0; i < p->c->n_items; i++)
+        keys += (uint64_t)(p->c->items[i].n_kv + p->c->items[i].n_new) * p->c->g->kv_heads
+                * ((p->c->items[i].n_new + p->rows_per_tile - 1) / p->rows_per_tile);
+    uint64_t chunk = keys / ((uint64_t)nth * KVK_TASKS_PER_THREAD);
+    return chunk < KVK_SPLIT_MIN ? KVK_SPLIT_MIN : chunk > UINT32_MAX / 2 ? UINT32_MAX / 2 : (uint32_t)chunk;
+}
+
+/* Merges n parts (stride floats apart) of the result of task t's tile into o and lse;
+ * n = 1 just normalizes. */
+static void plan_write(const plan *p, const kvk_task *t, const float *part, size_t stride,
+                       uint32_t n)
+{
+    const kvk_call *c = p->c;
+    uint32_t D = c->g->head_dim, G = c->g->q_heads / c->g->kv_heads, mcap = p->mcap;
+    uint32_t M = (t->r1 - t->r0) * G;
+    for (uint32_t m = 0; m < M; m++) {
+        float mx = -INFINITY, l = 0.0f;
+        for (uint32_t k = 0; k < n; k++)
+            mx = fmaxf(mx, kvk__out_m((float *)part + k * stride, mcap)[m]);
+        size_t row = p->row0[t->item] + t->r0 + m / G;
+        size_t qi = row * c->g->q_heads + (size_t)t->kv_head * G + m % G;
+        float *o = c->o + qi * D;
+        memset(o, 0, (size_t)D * sizeof(float));
+        for (uint32_t k = 0; k < n && mx > -INFINITY; k++) {
+            float *pk = (float *)part + k * stride;
+            float w = expf(kvk__out_m(pk, mcap)[m] - mx); /* part that saw nothing: 0 */
+            const float *acc = kvk__out_acc(pk, mcap) + (size_t)m * D;
+            l += w * kvk__out_l(pk, mcap)[m];
+            for (uint32_t d = 0; d < D; d++)
+                o[d] += w * acc[d];
+        }
+        float inv = l > 0.0f ? 1.0f / l : 0.0f;
+        for (uint32_t d = 0; d < D; d++)
+            o[d] *= inv;
+        if (c->lse)
+            c->lse[qi] = l > 0.0f ? mx + logf(l) : -INFINITY;
+    }
+}
+
+static void plan_worker(void *arg, int ith, int nth)
+{
+    (void)nth;
+    plan *p = arg;
+    float *scratch = p->scratch + (size_t)ith * p->thr_floats;
+    float *stage = scratch + p->thr_floats - p->slot_floats;
+    for (;;) {
+        uint32_t i = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
+        if (i >= p->n_tasks)
+            break;
+        const kvk_task *t = &p->tasks[i];
+        float *out = t->slot == KVK_NO_SLOT ? stage : p->slots + t->slot * p->slot_floats;
+        p->ops->run(p->c, t, p->row0[t->item], scratch, out, p->mcap);
+        if (t->slot == KVK_NO_SLOT)
+            plan_write(p, t, out, 0, 1);
+    }
+}
+
+/* After the run: merges the parts of each split tile (the task holding part 0 names the
+ * first of the tile's consecutive slots). Tiles are shared out statically by index. */
+static void plan_merge_worker(void *arg, int ith, int nth)
+{
+    plan *p = arg;
+    for (uint32_t i = (uint32_t)ith; i < p->n_tasks; i += (uint32_t)nth) {
+        const kvk_task *t = &p->tasks[i];
+        if (t->slot != KVK_NO_SLOT && t->part == 0)
+            plan_write(p, t, p->slots + t->slot * p->slot_floats, p->slot_floats, t->parts);
+    }
+}
+
+static void *alloc_floats(size_t n)
+{
+    void *ptr = NULL;
+    return posix_memalign(&ptr, 64, (n ? n : 1) * sizeof(float)) ? NULL : ptr;
+}
+
+int kvk__attn_tiled(const kvk_call *c, kvk_pool *pool, const kvk_tile_ops *ops)
+{
+    int nth = kvk_pool_threads(pool), rc = KV_ERR_NOMEM;
+    uint32_t G = c->g->q_heads / c->g->kv_heads, D = c->g->head_dim;
+    plan p = { .c = c, .ops = ops };
+    p.rows_per_tile = G >= KVK_TILE_M ? 1 : KVK_TILE_M / G;
+    p.mcap = (p.rows_per_tile * G + 3) & ~3u; /* tile kernels work on query vectors 4 at a time */
+    p.chunk = plan_chunk(&p, nth);
+    plan_walk(&p);
+    uint32_t mp = (p.mcap + ops->m_align - 1) / ops->m_align * ops->m_align;
+    p.slot_floats = out_floats(p.mcap, D);
+    p.thr_floats = ops->scratch_floats(D, mp) + p.slot_floats;
+    p.thr_floats = (p.thr_floats + 15) & ~(size_t)15; /* keep each thread's part 64-byte aligned */
+    p.tasks = malloc(((size_t)p.n_tasks + 1) * sizeof(kvk_task));
+    p.row0 = malloc(((size_t)c->n_items + 1) * sizeof(size_t));
+    p.slots = alloc_floats((size_t)p.n_slots * p.slot_floats);
+    p.scratch = alloc_floats((size_t)nth * p.thr_floats);
+    if (p.tasks && p.row0 && p.slots && p.scratch) {
+        for (uint32_t i = 0, r = 0; i < c->n_items; r += c->items[i].n_new, i++)
+            p.row0[i] = r;
+        plan_walk(&p);
+        qsort(p.tasks, p.n_tasks, sizeof(kvk_task), task_cmp);
+        atomic_init(&p.next, 0);
+        kvk__pool_run(pool, plan_worker, &p);
+        if (p.n_slots)
+            kvk__pool_run(pool, plan_merge_worker, &p);
+        rc = 0;
+    }
+    free(p.tasks);
+    free(p.row0);
+    free(p.slots);
+    free(p.scratch);
+    return rc;
+}
