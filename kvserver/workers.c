@@ -85,13 +85,13 @@ static void worker_lost(kvs_server *s, kvs_worker *w, const char *why)
     kvs_event(s, "worker", "{\"event\":\"died\",\"index\":%d,\"pid\":%d,\"why\":\"%s\"}",
               w->index, (int)w->pid, why);
     kvs_job *job = w->job;
+    /* back off when it dies before Ready again and again (bad binary, bad arena) */
+    w->quick_deaths = w->state == KVS_W_STARTING ? w->quick_deaths + 1 : 0;
+    w->restart_at_ms = now + (w->quick_deaths > 3 ? 1000 : 0);
     w->job = NULL;
     w->pid = 0;
     w->rid_len = 0;
     w->state = KVS_W_DOWN;
-    w->quick_deaths = now - w->started_ms < 2000 ? w->quick_deaths + 1 : 0;
-    /* back off when it dies at once again and again (bad binary, bad arena) */
-    w->restart_at_ms = now + (w->quick_deaths > 3 ? 1000 : 0);
     if (job) {
         s->jobs_failed++;
         job->worker = -1;

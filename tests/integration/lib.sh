@@ -49,7 +49,19 @@ kv_cleanup() {
     rm -rf "$KV_DIR" "$KV_DIR.log"
 }
 
-# kv_stat FIELD: one number from `kvctl stats --json`.
+# kv_stat [SECTION] KEY: one number from `kvctl stats --json`, e.g. kv_stat pages free.
 kv_stat() {
-    "$B/kvctl" --endpoint "$KV_ADMIN" stats --json | tr -d ' \n' | grep -o "\"$1\":[0-9]*" | head -1 | cut -d: -f2
+    local json key=$1
+    json=$("$B/kvctl" --endpoint "$KV_ADMIN" stats --json)
+    if [ $# -eq 2 ]; then json=$(echo "$json" | grep -o "\"$1\":{[^}]*}"); key=$2; fi
+    echo "$json" | grep -o "\"$key\":[0-9]*" | head -1 | cut -d: -f2
+}
+
+# kv_check_pages: free + in use + cached == total; with "idle", nothing in use.
+kv_check_pages() {
+    local total free used cached
+    total=$(kv_stat pages total); free=$(kv_stat pages free)
+    used=$(kv_stat pages in_use); cached=$(kv_stat pages cached)
+    [ $((free + used + cached)) -eq "$total" ] || die "free $free + in use $used + cached $cached != total $total"
+    [ "${1:-}" != idle ] || [ "$used" -eq 0 ] || die "$used pages still in use with no sequence open"
 }
