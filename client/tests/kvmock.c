@@ -189,20 +189,23 @@ static void do_attend(const char *tenant, const Kvarena__Attend *a, kvp_msg *in,
         err(o, KV_ERR_PROTO, "tensor frames disagree with the items");
         return;
     }
-    const float *q = zmq_msg_data(&in->tensor[0]), *k = zmq_msg_data(&in->tensor[1]),
-                *v = zmq_msg_data(&in->tensor[2]);
+    /* Frame data need not be 4-byte aligned: copy Q out before reading floats (K and V
+     * are only memcpy'd). */
+    float *q = malloc(T * QR * 4);
+    memcpy(q, zmq_msg_data(&in->tensor[0]), T * QR * 4);
+    const char *k = zmq_msg_data(&in->tensor[1]), *v = zmq_msg_data(&in->tensor[2]);
     zmq_msg_init_size(&o->t[0], T * QR * 4);
     zmq_msg_init_size(&o->t[1], T * M.q_heads * 4);
     o->n_t = a->want_lse ? 2 : 1;
-    float *O = zmq_msg_data(&o->t[0]), *L = zmq_msg_data(&o->t[1]);
+    float *O = malloc(T * QR * 4), *L = malloc(T * M.q_heads * 4);
     double *od = malloc(QR * sizeof *od), *ld = malloc(M.q_heads * sizeof *ld);
     size_t row = 0;
     for (size_t i = 0; i < a->n_items; i++) {
         mseq *s = seq_find(tenant, a->items[i]->seq);
         uint32_t l = a->layer, n = a->items[i]->n_new;
         float *sk = s->k + (size_t)l * s->cap * KR, *sv = s->v + (size_t)l * s->cap * KR;
-        memcpy(sk + s->len * KR, k + row * KR, n * KR * 4);
-        memcpy(sv + s->len * KR, v + row * KR, n * KR * 4);
+        memcpy(sk + s->len * KR, k + row * KR * 4, n * KR * 4);
+        memcpy(sv + s->len * KR, v + row * KR * 4, n * KR * 4);
         kvs_round_vec(M.dtype, sk + s->len * KR, n * KR);
         kvs_round_vec(M.dtype, sv + s->len * KR, n * KR);
         for (uint32_t r = 0; r < n; r++, row++) {
@@ -219,8 +222,13 @@ static void do_attend(const char *tenant, const Kvarena__Attend *a, kvp_msg *in,
             commit_pages(s);
         }
     }
+    memcpy(zmq_msg_data(&o->t[0]), O, T * QR * 4);
+    memcpy(zmq_msg_data(&o->t[1]), L, T * M.q_heads * 4);
+    free(O);
+    free(L);
     free(od);
     free(ld);
+    free(q);
     jobs++;
     ar->tokens = (uint32_t)T;
     o->env.body_case = KVARENA__ENVELOPE__BODY_ATTEND_REPLY;
