@@ -511,7 +511,7 @@ static const char usage_text[] =
     "usage: kvdemo [options]\n"
     "  --endpoint EP        server client endpoint ($KVARENA_ENDPOINT or\n"
     "                       ipc:///tmp/kvarena/client.sock)\n"
-    "  --tenants A,B[,...]  tenants, one connection each, at least 2 (alpha,beta)\n"
+    "  --tenants A,B[,...]  tenants, one connection each, at least 2 (alice,bob)\n"
     "  --conversations N    conversations per tenant (8, at most 64)\n"
     "  --prompt-len N       prompt tokens per conversation (96)\n"
     "  --system-len N       of which the tenant's shared system prompt (48)\n"
@@ -541,7 +541,7 @@ static int parse_args(int argc, char **argv, demo_cfg *cfg, char *tenant_buf, si
         { "timeout", required_argument, 0, 'T' }, { "verbose", no_argument, 0, 'v' },
         { "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 },
     };
-    const char *tenants = "alpha,beta";
+    const char *tenants = "alice,bob";
     int sys_set = 0, opt;
     uint32_t v;
     while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
