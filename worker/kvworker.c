@@ -7,6 +7,7 @@
  * job keeps the main thread computing. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -140,6 +141,37 @@ static int job_check(const worker *w, const Kvarena__Job *j, const kvp_msg *m, k
     return 0;
 }
 
+/* A frame's data as floats. ZeroMQ does not promise alignment (small messages live inside
+ * the zmq_msg_t), so a misaligned frame is copied into *scratch (freed by the caller). */
+static const float *frame_floats(zmq_msg_t *f, float **scratch)
+{
+    void *p = zmq_msg_data(f);
+    if ((uintptr_t)p % _Alignof(float) == 0)
+        return p;
+    *scratch = malloc(zmq_msg_size(f) ? zmq_msg_size(f) : 1);
+    if (*scratch)
+        memcpy(*scratch, p, zmq_msg_size(f));
+    return *scratch;
+}
+
+static void free_frame(void *data, void *hint)
+{
+    (void)hint;
+    free(data);
+}
+
+/* An output frame of n floats in a malloc'ed (aligned) buffer ZeroMQ sends without a copy:
+ * zmq_msg_init_size would put a small frame inside the zmq_msg_t, misaligned. */
+static int out_frame(zmq_msg_t *f, size_t n)
+{
+    float *p = malloc(n ? n * sizeof(float) : 1);
+    if (!p || zmq_msg_init_data(f, p, n * sizeof(float), free_frame, NULL) != 0) {
+        free(p);
+        return KV_ERR_NOMEM;
+    }
+    return 0;
+}
+
 static void run_job(worker *w, kvp_msg *m, const Kvarena__Envelope *e)
 {
     const Kvarena__Job *j = e->job;
@@ -155,18 +187,27 @@ static void run_job(worker *w, kvp_msg *m, const Kvarena__Envelope *e)
     rc = job_check(w, j, m, items, &tokens, why, sizeof(why));
     if (rc)
         goto reply;
-    size_t o_bytes = tokens * w->g.q_heads * w->g.head_dim * sizeof(float);
-    zmq_msg_init_size(&out[n_out++], o_bytes);
-    if (j->want_lse)
-        zmq_msg_init_size(&out[n_out++], tokens * w->g.q_heads * sizeof(float));
+    if ((rc = out_frame(&out[n_out], tokens * w->g.q_heads * w->g.head_dim)) == 0)
+        n_out++;
+    if (rc == 0 && j->want_lse && (rc = out_frame(&out[n_out], tokens * w->g.q_heads)) == 0)
+        n_out++;
+    if (rc)
+        goto reply;
     kvk_attn_opts opts = kvk_attn_opts_default();
     opts.scale = j->scale;
-    rc = kvk_write_kv(&w->g, &w->pages, j->layer, items, (uint32_t)j->n_items,
-                      zmq_msg_data(&m->tensor[1]), zmq_msg_data(&m->tensor[2]), &opts);
+    float *scratch[3] = { NULL, NULL, NULL };
+    const float *q = frame_floats(&m->tensor[0], &scratch[0]);
+    const float *k = frame_floats(&m->tensor[1], &scratch[1]);
+    const float *v = frame_floats(&m->tensor[2], &scratch[2]);
+    rc = q && k && v ? 0 : KV_ERR_NOMEM;
     if (rc == 0)
-        rc = kvk_attn(&w->g, &w->pages, j->layer, items, (uint32_t)j->n_items,
-                      zmq_msg_data(&m->tensor[0]), zmq_msg_data(&out[0]),
-                      j->want_lse ? zmq_msg_data(&out[1]) : NULL, &opts, w->pool);
+        rc = kvk_write_kv(&w->g, &w->pages, j->layer, items, (uint32_t)j->n_items, k, v, &opts);
+    if (rc == 0)
+        rc = kvk_attn(&w->g, &w->pages, j->layer, items, (uint32_t)j->n_items, q,
+                      zmq_msg_data(&out[0]), j->want_lse ? zmq_msg_data(&out[1]) : NULL, &opts,
+                      w->pool);
+    for (int i = 0; i < 3; i++)
+        free(scratch[i]);
     if (rc)
         snprintf(why, sizeof(why), "kernel failed: %s", kv_strerror(rc));
 reply:
