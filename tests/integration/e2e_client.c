@@ -153,9 +153,10 @@ int main(int argc, char **argv)
     CALL(kvc_seq_close(c, b.id));
     CALL(kvc_seq_close(c, f.id));
     check_stats(c, "closed", 0, 1);
+    uint32_t dtype = m->dtype; /* m is the client's: gone after kvc_close */
     kvc_close(&c);
     printf("attend retries after a worker died: %d\n", worker_retries);
-    printf("max relative error %.3g (tolerance %.0e); %s\n", worst_rel, kvs_tolerance(m->dtype),
+    printf("max relative error %.3g (tolerance %.0e); %s\n", worst_rel, kvs_tolerance(dtype),
            failures ? "FAILED" : "all checks passed");
     free(tokens);
     free(f.tokens);
