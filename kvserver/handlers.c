@@ -13,6 +13,7 @@
 
 #include "log.h"
 #include "proto/kverr.h"
+#include "proto/validate.h"
 
 /* ---- connections ---- */
 
@@ -171,11 +172,6 @@ static void on_fork(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uint3
 static void on_extend(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uint32_t t)
 {
     const Kvarena__Extend *x = e->extend;
-    if (x->n_tokens == 0 || x->n_tokens > s->cfg.max_extend_tokens) {
-        reply_status(s, m, e->req_id, x->n_tokens ? KV_ERR_TOOBIG : KV_ERR_INVAL,
-                     "extend takes 1..%u tokens, got %zu", s->cfg.max_extend_tokens, x->n_tokens);
-        return;
-    }
     uint32_t cached = 0;
     int rc = kvs_seq_extend(&s->seqs, x->seq, t, x->tokens, (uint32_t)x->n_tokens, &cached);
     if (rc) {
@@ -197,11 +193,6 @@ static void on_extend(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uin
 static void on_lookup(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uint32_t t)
 {
     const Kvarena__Lookup *l = e->lookup;
-    if (l->n_tokens > s->cfg.max_extend_tokens) {
-        reply_status(s, m, e->req_id, KV_ERR_TOOBIG, "lookup takes at most %u tokens",
-                     s->cfg.max_extend_tokens);
-        return;
-    }
     Kvarena__LookupReply lr = KVARENA__LOOKUP_REPLY__INIT;
     lr.cached = kvs_prefix_match(&s->seqs, t, l->tokens, (uint32_t)l->n_tokens, NULL);
     Kvarena__Envelope r = KVARENA__ENVELOPE__INIT;
@@ -211,23 +202,11 @@ static void on_lookup(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uin
     reply(s, s->client, m, &r);
 }
 
-/* Validates an Attend completely; on success fills job items (pages not yet pinned). */
-static int attend_check(kvs_server *s, kvp_msg *m, const Kvarena__Attend *a, uint32_t t,
-                        kvs_job *job, char *why, size_t why_len)
+/* Checks an Attend (already checked by kvp_check_request) against the sequences' state; on
+ * success fills the job's items (pages not yet pinned). */
+static int attend_check(kvs_server *s, const Kvarena__Attend *a, uint32_t t, kvs_job *job,
+                        char *why, size_t why_len)
 {
-    const kvs_config *c = &s->cfg;
-    if (a->n_items == 0 || a->n_items > c->max_batch_tokens) {
-        snprintf(why, why_len, "attend takes 1..%u items, got %zu", c->max_batch_tokens, a->n_items);
-        return a->n_items ? KV_ERR_TOOBIG : KV_ERR_INVAL;
-    }
-    if (a->layer >= c->layers) {
-        snprintf(why, why_len, "layer %u out of range (model has %u)", a->layer, c->layers);
-        return KV_ERR_INVAL;
-    }
-    if (!isfinite(a->scale) || a->scale < 0) {
-        snprintf(why, why_len, "scale must be finite and >= 0");
-        return KV_ERR_INVAL;
-    }
     uint64_t tokens = 0;
     s->stamp_now++;
     for (size_t i = 0; i < a->n_items; i++) {
@@ -254,18 +233,6 @@ static int attend_check(kvs_server *s, kvp_msg *m, const Kvarena__Attend *a, uin
             return KV_ERR_STATE;
         }
         tokens += it->n_new;
-    }
-    if (tokens > c->max_batch_tokens) {
-        snprintf(why, why_len, "batch of %llu tokens, max_batch_tokens is %u",
-                 (unsigned long long)tokens, c->max_batch_tokens);
-        return KV_ERR_TOOBIG;
-    }
-    size_t q = tokens * c->q_heads * c->head_dim * sizeof(float);
-    size_t kv = tokens * c->kv_heads * c->head_dim * sizeof(float);
-    if (m->n_tensors != 3 || zmq_msg_size(&m->tensor[0]) != q ||
-        zmq_msg_size(&m->tensor[1]) != kv || zmq_msg_size(&m->tensor[2]) != kv) {
-        snprintf(why, why_len, "attend wants 3 frames Q (%zu bytes), K and V (%zu bytes each)", q, kv);
-        return KV_ERR_PROTO;
     }
     job->tokens = (uint32_t)tokens;
     job->items = calloc(a->n_items, sizeof(kvs_job_item));
@@ -299,7 +266,7 @@ static void on_attend(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uin
     zmq_msg_init(&job->route);
     for (int i = 0; i < 3; i++)
         zmq_msg_init(&job->tensor[i]);
-    int rc = attend_check(s, m, e->attend, t, job, why, sizeof(why));
+    int rc = attend_check(s, e->attend, t, job, why, sizeof(why));
     if (rc) {
         kvs_job_free(job);
         reply_status(s, m, e->req_id, rc, "%s", why);
@@ -382,8 +349,13 @@ void kvs_handle_client(kvs_server *s, kvp_msg *m)
         reply_status(s, m, 0, KV_ERR_PROTO, "undecodable envelope (%zu bytes)", zmq_msg_size(&m->env));
         return;
     }
-    if (e->body_case != KVARENA__ENVELOPE__BODY_ATTEND && m->n_tensors != 0) {
-        reply_status(s, m, e->req_id, KV_ERR_PROTO, "unexpected tensor frames");
+    size_t frames[KVP_MAX_FRAMES];
+    for (int i = 0; i < m->n_tensors; i++)
+        frames[i] = zmq_msg_size(&m->tensor[i]);
+    char why[256];
+    int rc = kvp_check_request(e, &s->limits, frames, m->n_tensors, NULL, why, sizeof(why));
+    if (rc) {
+        reply_status(s, m, e->req_id, rc, "%s", why);
         goto out;
     }
     if (e->body_case == KVARENA__ENVELOPE__BODY_HELLO) {
@@ -408,9 +380,8 @@ void kvs_handle_client(kvs_server *s, kvp_msg *m)
     case KVARENA__ENVELOPE__BODY_LOOKUP: on_lookup(s, m, e, c->tenant); break;
     case KVARENA__ENVELOPE__BODY_ATTEND: on_attend(s, m, e, c->tenant); break;
     case KVARENA__ENVELOPE__BODY_STATS: on_stats(s, s->client, m, e->req_id); break;
-    default:
-        reply_status(s, m, e->req_id, KV_ERR_PROTO, "message type %d is not a client request",
-                     (int)e->body_case);
+    default: /* kvp_check_request let only client requests through */
+        reply_status(s, m, e->req_id, KV_ERR_INTERNAL, "unhandled message type %d", (int)e->body_case);
     }
 out:
     kvarena__envelope__free_unpacked(e, NULL);

@@ -115,7 +115,9 @@ int kvs_seq_fork(kvs_seqs *ss, uint64_t id, uint32_t tenant, uint64_t *child)
     if (ss->n_free == 0)
         return KV_ERR_NOMEM;
     kvs_seq *c = &ss->s[ss->free_slots[ss->n_free - 1]];
-    if (pt_reserve(c, s->n_pt) != 0)
+    /* at least what kvs_seq_open reserves: a live sequence always has a page table array
+     * (forking an empty sequence into a never-used slot passed NULL to memcpy) */
+    if (pt_reserve(c, s->n_pt > 8 ? s->n_pt : 8) != 0)
         return KV_ERR_NOMEM;
     kva_seq *crec = slot_take(ss, tenant);
     memcpy(c->pt, s->pt, sizeof(uint32_t) * s->n_pt);

@@ -13,6 +13,7 @@
 
 #include "config.h"
 #include "pages.h"
+#include "proto/validate.h"
 #include "proto/wire.h"
 #include "seq.h"
 #include "shm.h"
@@ -73,6 +74,7 @@ typedef struct kvs_worker {
 
 typedef struct kvs_server {
     kvs_config cfg;
+    kvp_limits limits;          /* geometry and request limits, for kvp_check_request */
     kvs_shm shm;
     kvs_pages pages;
     kvs_seqs seqs;

@@ -26,7 +26,7 @@ int kvs_shm_create(kvs_shm *shm, const kvs_config *c)
         .layers = c->layers, .q_heads = c->q_heads, .kv_heads = c->kv_heads,
         .head_dim = c->head_dim, .page_tokens = c->page_tokens, .dtype = c->dtype,
         .n_pages = c->pages, .max_seqs = c->max_seqs, .page_bytes = kvk_page_bytes(&g),
-        .epoch = 1, .server_pid = getpid(),
+        .epoch = 1, .server_pid = getpid(), .max_batch_tokens = c->max_batch_tokens,
     };
     if (kva_layout(&hd) != 0) {
         KVS_ERROR("arena of %u pages of %llu bytes is too large", c->pages,

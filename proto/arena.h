@@ -52,7 +52,7 @@ typedef struct kva_header {
     uint64_t tick;           /* server's logical clock, for last-use ticks */
     uint64_t next_seq_gen;   /* generation counter for sequence ids */
     int32_t server_pid;      /* pid of the server that owns the region now */
-    uint32_t reserved0;
+    uint32_t max_batch_tokens; /* largest job (sum of n_new) the server sends a worker */
 } kva_header;
 
 enum kva_page_state {

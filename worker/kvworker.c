@@ -23,6 +23,7 @@
 #include "kvserver/log.h"
 #include "proto/arena.h"
 #include "proto/kverr.h"
+#include "proto/validate.h"
 #include "proto/wire.h"
 
 typedef struct worker {
@@ -107,38 +108,20 @@ static int job_check(const worker *w, const Kvarena__Job *j, const kvp_msg *m, k
                      uint64_t *tokens, char *why, size_t why_len)
 {
     const kva_header *h = w->h;
-    if (j->epoch != h->epoch || j->layer >= h->layers || j->n_items == 0) {
-        snprintf(why, why_len, "job epoch %llu / layer %u / %zu items do not fit the arena",
-                 (unsigned long long)j->epoch, j->layer, j->n_items);
+    if (j->epoch != h->epoch) {
+        snprintf(why, why_len, "job for arena epoch %llu, arena is at %llu",
+                 (unsigned long long)j->epoch, (unsigned long long)h->epoch);
         return KV_ERR_INVAL;
     }
-    uint64_t t = 0;
-    for (size_t i = 0; i < j->n_items; i++) {
-        const Kvarena__JobItem *it = j->items[i];
-        uint64_t len = (uint64_t)it->n_kv + it->n_new;
-        if (it->n_new == 0 || it->n_pages != (len + h->page_tokens - 1) / h->page_tokens) {
-            snprintf(why, why_len, "item %zu: %zu pages for %llu tokens", i, it->n_pages,
-                     (unsigned long long)len);
-            return KV_ERR_INVAL;
-        }
-        for (size_t p = 0; p < it->n_pages; p++)
-            if (it->pages[p] >= h->n_pages) {
-                snprintf(why, why_len, "item %zu: page %u out of range", i, it->pages[p]);
-                return KV_ERR_INVAL;
-            }
-        items[i] = (kvk_item){ it->pages, it->n_kv, it->n_new };
-        t += it->n_new;
-    }
-    size_t q = t * h->q_heads * h->head_dim * sizeof(float);
-    size_t kv = t * h->kv_heads * h->head_dim * sizeof(float);
-    zmq_msg_t *f = (zmq_msg_t *)m->tensor;
-    if (m->n_tensors != 3 || zmq_msg_size(&f[0]) != q || zmq_msg_size(&f[1]) != kv ||
-        zmq_msg_size(&f[2]) != kv) {
-        snprintf(why, why_len, "job frames disagree with its items");
-        return KV_ERR_PROTO;
-    }
-    *tokens = t;
-    return 0;
+    kvp_limits lim = { h->layers, h->q_heads, h->kv_heads, h->head_dim, h->max_batch_tokens, 0 };
+    size_t frames[KVP_MAX_FRAMES];
+    for (int i = 0; i < m->n_tensors; i++)
+        frames[i] = zmq_msg_size((zmq_msg_t *)&m->tensor[i]);
+    int rc = kvp_check_job(j, &lim, h->n_pages, h->page_tokens, frames, m->n_tensors, tokens,
+                           why, why_len);
+    for (size_t i = 0; rc == 0 && i < j->n_items; i++)
+        items[i] = (kvk_item){ j->items[i]->pages, j->items[i]->n_kv, j->items[i]->n_new };
+    return rc;
 }
 
 /* A frame's data as floats. ZeroMQ does not promise alignment (small messages live inside
@@ -179,7 +162,7 @@ static void run_job(worker *w, kvp_msg *m, const Kvarena__Envelope *e)
     uint64_t tokens = 0;
     zmq_msg_t out[2];
     int n_out = 0, rc;
-    kvk_item *items = calloc(j->n_items ? j->n_items : 1, sizeof(kvk_item));
+    kvk_item *items = calloc(j->n_items ? j->n_items : 1, sizeof(kvk_item)); /* before checks: n_items is bounded by the message size */
     if (!items) {
         rc = KV_ERR_NOMEM;
         goto reply;
