@@ -1,0 +1,177 @@
+/* arena_fixture.h — a kvarena arena in private memory for the unit tests of kvserver's page
+ * allocator (pages.c) and sequences (seq.c).
+ *
+ * The region is built the way kvserver/shm.c builds the shared one (header with magic,
+ * version and a geometry the kernels accept, kva_layout, zeroed descriptors with parent
+ * KVA_NO_PAGE), but in aligned_alloc'ed memory, so a test needs no /dev/shm and no server.
+ * Each test gets a fresh arena from the cmocka setup (fx_setup) and loses it in the teardown
+ * (fx_teardown), so a failing assert leaks nothing. The size of the arena comes from the
+ * test's prestate (an fx_cfg).
+ *
+ * fx_check() is what every test calls after each mutating step: kvs_pages_check() and the
+ * accounting identity n_free + in use + cached == n, recounted from the descriptors. */
+#ifndef KVARENA_ARENA_FIXTURE_H
+#define KVARENA_ARENA_FIXTURE_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <sodium.h>
+
+#include "kernels/kvkernels.h"
+#include "kvserver/pages.h"
+#include "kvserver/seq.h"
+#include "proto/arena.h"
+#include "proto/kverr.h"
+
+/* Geometry: small but real (kvk_geom_check accepts it): 2 layers, GQA 4:2, 64-dim heads,
+ * 4 tokens per page, fp32 -> 8 KiB pages. */
+#define FX_LAYERS 2u
+#define FX_P 4u
+
+typedef struct fx_cfg {
+    uint32_t n_pages;
+    uint32_t max_seqs;
+    uint32_t n_tenants;
+} fx_cfg;
+
+typedef struct fx {
+    kva_header *h;      /* the region, h->total_bytes long */
+    kvs_pages pg;
+    kvs_seqs ss;
+    uint8_t salt[KVS_MAX_TENANTS][KVA_HASH_BYTES];
+} fx;
+
+static inline int fx_setup(void **state)
+{
+    const fx_cfg *cfg = *state;
+    fx *f = calloc(1, sizeof(*f));
+    if (!f)
+        return -1;
+    kva_header hd = {
+        .magic = KVA_MAGIC, .version = KVA_FORMAT_VERSION, .layout_version = KVK_LAYOUT_VERSION,
+        .layers = FX_LAYERS, .q_heads = 4, .kv_heads = 2, .head_dim = 64,
+        .page_tokens = FX_P, .dtype = KVK_F32,
+        .n_pages = cfg->n_pages, .max_seqs = cfg->max_seqs,
+    };
+    kvk_geom g = { hd.layers, hd.q_heads, hd.kv_heads, hd.head_dim, hd.page_tokens, KVK_F32 };
+    if (kvk_geom_check(&g) != 0)
+        goto fail;
+    hd.page_bytes = kvk_page_bytes(&g);
+    if (kva_layout(&hd) != 0)
+        goto fail;
+    f->h = aligned_alloc(4096, (hd.total_bytes + 4095) / 4096 * 4096);
+    if (!f->h)
+        goto fail;
+    memset(f->h, 0, hd.total_bytes);
+    *f->h = hd;
+    if (kva_header_check(f->h, hd.total_bytes, NULL, 0) != 0)
+        goto fail;
+    for (uint32_t p = 0; p < hd.n_pages; p++)
+        kva_page_at(f->h, p)->parent = KVA_NO_PAGE;
+    for (uint32_t t = 0; t < KVS_MAX_TENANTS; t++)
+        for (uint32_t i = 0; i < KVA_HASH_BYTES; i++)
+            f->salt[t][i] = (uint8_t)(0x5a ^ (t * 31 + i));
+    if (kvs_pages_init(&f->pg, f->h, cfg->n_tenants) != 0)
+        goto fail;
+    if (kvs_seqs_init(&f->ss, f->h, &f->pg, (const uint8_t (*)[KVA_HASH_BYTES])f->salt) != 0) {
+        kvs_pages_free(&f->pg);
+        goto fail;
+    }
+    *state = f;
+    return 0;
+fail:
+    free(f->h);
+    free(f);
+    return -1;
+}
+
+static inline int fx_teardown(void **state)
+{
+    fx *f = *state;
+    kvs_seqs_free(&f->ss);
+    kvs_pages_free(&f->pg);
+    free(f->h);
+    free(f);
+    return 0;
+}
+
+#define FX_TEST(fn, cfg) cmocka_unit_test_prestate_setup_teardown(fn, fx_setup, fx_teardown, (void *)(cfg))
+
+/* Pages neither free nor cached, recounted from the descriptors. */
+static inline uint32_t fx_in_use(const fx *f)
+{
+    uint32_t n = 0;
+    for (uint32_t p = 0; p < f->pg.n; p++) {
+        const kva_page *d = kvs_page(&f->pg, p);
+        n += d->state != KVA_PAGE_FREE && !(d->state == KVA_PAGE_COMMITTED && d->ref == 0);
+    }
+    return n;
+}
+
+static inline void fx_check(const fx *f)
+{
+    assert_int_equal(kvs_pages_check(&f->pg), 0);
+    uint32_t free_count = 0;
+    for (uint32_t p = 0; p < f->pg.n; p++)
+        free_count += kvs_page(&f->pg, p)->state == KVA_PAGE_FREE;
+    assert_int_equal(free_count, f->pg.n_free);
+    assert_int_equal(f->pg.n_free + fx_in_use(f) + f->pg.n_cached, f->pg.n);
+}
+
+/* tokens[i] = base + i */
+static inline void fx_tokens(uint32_t *tokens, uint32_t n, uint32_t base)
+{
+    for (uint32_t i = 0; i < n; i++)
+        tokens[i] = base + i;
+}
+
+/* Runs the layers of a sequence's pending tokens (what the Attends of one extend do). */
+static inline void fx_layers_done(fx *f, uint64_t id, uint32_t tenant)
+{
+    kva_seq *rec = kvs_seq_find(&f->ss, id, tenant);
+    assert_non_null(rec);
+    assert_true(rec->pending > 0);
+    for (uint32_t l = 0; l < f->h->layers; l++) {
+        assert_int_equal(rec->next_layer, l);
+        kvs_seq_layer_done(&f->ss, rec);
+        fx_check(f);
+    }
+    assert_int_equal(rec->pending, 0);
+}
+
+/* Opens a sequence of tenant, extends it with tokens and completes every layer; returns
+ * its id, the cached-prefix length in *cached. */
+static inline uint64_t fx_seq_fill(fx *f, uint32_t tenant, const uint32_t *tokens, uint32_t n,
+                                   uint32_t *cached)
+{
+    uint64_t id = 0;
+    uint32_t c = UINT32_MAX;
+    assert_int_equal(kvs_seq_open(&f->ss, tenant, &id), 0);
+    assert_int_equal(kvs_seq_extend(&f->ss, id, tenant, tokens, n, &c), 0);
+    fx_check(f);
+    fx_layers_done(f, id, tenant);
+    if (cached)
+        *cached = c;
+    return id;
+}
+
+/* The page table of a live sequence (borrowed). */
+static inline const kvs_seq *fx_priv(const fx *f, uint64_t id, uint32_t tenant)
+{
+    kva_seq *rec = kvs_seq_find(&f->ss, id, tenant);
+    assert_non_null(rec);
+    return kvs_seq_priv(&f->ss, rec);
+}
+
+static inline uint8_t *fx_page_data(const fx *f, uint32_t p)
+{
+    return kva_data(f->h) + (size_t)p * f->h->page_bytes;
+}
+
+#endif
