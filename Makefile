@@ -61,6 +61,7 @@ include worker/worker.mk
 include client/client.mk
 include tests/tests.mk
 include tests/integration/integration.mk
+include tests/fuzz/fuzz.mk
 
 all: $(ALL_TARGETS)
 
@@ -86,6 +87,6 @@ test: deps
 	B=$(B) tests/run.sh $(UNIT_TESTS) $(INTEG_TESTS)
 
 clean:
-	rm -rf build build-san build-fuzz
+	rm -rf build build-san build-fuzz build-clang
 
 -include $(shell find $(B)/obj -name '*.d' 2>/dev/null)

@@ -119,6 +119,8 @@ static int apply(kvs_config *c, const char *section, const char *name, const cha
     U64("server", "max_msg_bytes", max_msg_bytes);
     if (!strcmp(section, "server") && !strcmp(name, "keep_shm"))
         return parse_bool(value, &c->keep_shm);
+    if (!strcmp(section, "server") && !strcmp(name, "fresh"))
+        return parse_bool(value, &c->fresh);
     if (!strcmp(section, "server") && !strcmp(name, "log_level"))
         return (c->log_level = kvs_log_parse(value)) < 0 ? -1 : 0;
     U32("model", "layers", layers);

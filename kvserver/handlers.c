@@ -126,10 +126,21 @@ static const char *seq_err(int rc)
     }
 }
 
+/* The live sequence a retried open or fork created, or 0. */
+static uint64_t created_by(const kvs_server *s, uint32_t t, uint64_t req_id)
+{
+    for (uint32_t slot = 0; slot < s->cfg.max_seqs; slot++) {
+        const kva_seq *rec = kva_seq_at(s->shm.h, slot);
+        if (rec->state == KVA_SEQ_LIVE && rec->tenant == t && rec->last_req == req_id)
+            return rec->id;
+    }
+    return 0;
+}
+
 static void on_seq_open(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uint32_t t)
 {
-    uint64_t id = 0;
-    int rc = kvs_seq_open(&s->seqs, t, &id);
+    uint64_t id = e->retry ? created_by(s, t, e->req_id) : 0;
+    int rc = id ? 0 : kvs_seq_open(&s->seqs, t, &id);
     if (rc) {
         reply_status(s, m, e->req_id, rc, "sequence table full (%u sequences)", s->cfg.max_seqs);
         return;
@@ -146,6 +157,8 @@ static void on_seq_open(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, u
 static void on_seq_close(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uint32_t t)
 {
     int rc = kvs_seq_close(&s->seqs, e->seq_close->seq, t);
+    if (rc == KV_ERR_NOSEQ && e->retry)
+        rc = 0; /* closed by the first try */
     if (rc)
         reply_status(s, m, e->req_id, rc, "%s", seq_err(rc));
     else
@@ -154,8 +167,8 @@ static void on_seq_close(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, 
 
 static void on_fork(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uint32_t t)
 {
-    uint64_t child = 0;
-    int rc = kvs_seq_fork(&s->seqs, e->fork->seq, t, &child);
+    uint64_t child = e->retry ? created_by(s, t, e->req_id) : 0;
+    int rc = child ? 0 : kvs_seq_fork(&s->seqs, e->fork->seq, t, &child);
     if (rc) {
         reply_status(s, m, e->req_id, rc, "%s", rc == KV_ERR_NOMEM ? "sequence table full" : seq_err(rc));
         return;
@@ -172,13 +185,17 @@ static void on_fork(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uint3
 static void on_extend(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uint32_t t)
 {
     const Kvarena__Extend *x = e->extend;
+    kva_seq *rec = kvs_seq_find(&s->seqs, x->seq, t);
     uint32_t cached = 0;
-    int rc = kvs_seq_extend(&s->seqs, x->seq, t, x->tokens, (uint32_t)x->n_tokens, &cached);
+    int rc = 0;
+    if (e->retry && rec && rec->last_req == e->req_id && rec->pending > 0)
+        cached = rec->last_cached; /* applied by the first try: answer from the record */
+    else
+        rc = kvs_seq_extend(&s->seqs, x->seq, t, x->tokens, (uint32_t)x->n_tokens, &cached);
     if (rc) {
         reply_status(s, m, e->req_id, rc, "%s", seq_err(rc));
         return;
     }
-    kva_seq *rec = kvs_seq_find(&s->seqs, x->seq, t);
     Kvarena__ExtendReply xr = KVARENA__EXTEND_REPLY__INIT;
     xr.cached = cached;
     xr.len = rec->len;
@@ -202,13 +219,51 @@ static void on_lookup(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uin
     reply(s, s->client, m, &r);
 }
 
-/* Checks an Attend (already checked by kvp_check_request) against the sequences' state; on
- * success fills the job's items (pages not yet pinned). */
-static int attend_check(kvs_server *s, const Kvarena__Attend *a, uint32_t t, kvs_job *job,
-                        char *why, size_t why_len)
+/* How one item of an Attend is served. */
+enum item_kind { ITEM_BAD = 0, ITEM_RUN, ITEM_REPLAY };
+
+/* A retried Attend may find its item already applied (the reply was lost to a timeout or a
+ * server restart): then the layer is REPLAYED — attention over the K/V the first try
+ * wrote, nothing written or advanced again. Anything else must be the normal next step. */
+static int item_kind(const kvs_server *s, const kva_seq *rec, const Kvarena__Attend *a,
+                     const Kvarena__AttendItem *it, int retry, uint64_t req_id)
 {
-    uint64_t tokens = 0;
+    if (rec->pending > 0 && it->n_new == rec->pending && a->layer == rec->next_layer)
+        return ITEM_RUN;
+    if (!retry || rec->last_req != req_id)
+        return ITEM_BAD;
+    if (rec->pending > 0 && it->n_new == rec->pending && a->layer + 1 == rec->next_layer)
+        return ITEM_REPLAY;
+    if (rec->pending == 0 && a->layer + 1 == s->cfg.layers && it->n_new <= rec->len)
+        return ITEM_REPLAY;
+    return ITEM_BAD;
+}
+
+/* The job in flight (queued or running) with this id, or NULL. */
+static kvs_job *job_find(kvs_server *s, uint64_t id)
+{
+    for (uint32_t i = 0; i < s->cfg.workers; i++)
+        if (s->workers[i].job && s->workers[i].job->id == id)
+            return s->workers[i].job;
+    for (uint32_t t = 0; t < s->cfg.n_tenants; t++)
+        for (kvs_job *j = s->queue_head[t]; j; j = j->next)
+            if (j->id == id)
+                return j;
+    return NULL;
+}
+
+/* Checks an Attend (already checked by kvp_check_request) against the sequences' state; on
+ * success fills the job's items (pages not yet pinned). KV_ERR_BUSY with *dup set: the same
+ * request is still in flight (a retry that came too early). */
+static int attend_check(kvs_server *s, const Kvarena__Envelope *e, uint32_t t, kvs_job *job,
+                        kvs_job **dup, char *why, size_t why_len)
+{
+    const Kvarena__Attend *a = e->attend;
+    const uint32_t P = s->cfg.page_tokens;
     s->stamp_now++;
+    job->items = calloc(a->n_items, sizeof(kvs_job_item));
+    if (!job->items)
+        return KV_ERR_NOMEM;
     for (size_t i = 0; i < a->n_items; i++) {
         const Kvarena__AttendItem *it = a->items[i];
         kva_seq *rec = kvs_seq_find(&s->seqs, it->seq, t);
@@ -223,41 +278,38 @@ static int attend_check(kvs_server *s, const Kvarena__Attend *a, uint32_t t, kvs
             return KV_ERR_INVAL;
         }
         s->stamp[slot] = s->stamp_now;
-        if (kvs_seq_priv(&s->seqs, rec)->busy_job) {
+        kvs_seq *sq = kvs_seq_priv(&s->seqs, rec);
+        if (sq->busy_job) {
+            kvs_job *j = job_find(s, sq->busy_job);
+            if (e->retry && j && j->req_id == e->req_id)
+                *dup = j;
             snprintf(why, why_len, "item %zu: sequence has a job in flight", i);
             return KV_ERR_BUSY;
         }
-        if (rec->pending == 0 || it->n_new != rec->pending || a->layer != rec->next_layer) {
+        int kind = item_kind(s, rec, a, it, e->retry, e->req_id);
+        if (kind == ITEM_BAD) {
             snprintf(why, why_len, "item %zu: sequence expects layer %u with n_new %u, got layer %u n_new %u",
                      i, rec->next_layer, rec->pending, a->layer, it->n_new);
             return KV_ERR_STATE;
         }
-        tokens += it->n_new;
-    }
-    job->tokens = (uint32_t)tokens;
-    job->items = calloc(a->n_items, sizeof(kvs_job_item));
-    if (!job->items)
-        return KV_ERR_NOMEM;
-    job->n_items = (uint32_t)a->n_items;
-    for (size_t i = 0; i < a->n_items; i++) {
-        kva_seq *rec = kvs_seq_find(&s->seqs, a->items[i]->seq, t);
-        kvs_seq *sq = kvs_seq_priv(&s->seqs, rec);
-        kvs_job_item *ji = &job->items[i];
+        kvs_job_item *ji = &job->items[job->n_items++];
         ji->seq = rec->id;
-        ji->n_kv = rec->len;
-        ji->n_new = rec->pending;
-        ji->pages = malloc(sizeof(uint32_t) * sq->n_pt);
+        ji->replay = kind == ITEM_REPLAY;
+        ji->n_new = it->n_new;
+        ji->n_kv = rec->pending ? rec->len : rec->len - it->n_new;
+        ji->n_pages = (ji->n_kv + ji->n_new + P - 1) / P;
+        ji->pages = malloc(sizeof(uint32_t) * ji->n_pages);
         if (!ji->pages)
             return KV_ERR_NOMEM;
-        memcpy(ji->pages, sq->pt, sizeof(uint32_t) * sq->n_pt);
-        ji->n_pages = sq->n_pt;
+        memcpy(ji->pages, sq->pt, sizeof(uint32_t) * ji->n_pages);
+        job->tokens += it->n_new;
     }
     return 0;
 }
 
 static void on_attend(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uint32_t t)
 {
-    kvs_job *job = calloc(1, sizeof(*job));
+    kvs_job *job = calloc(1, sizeof(*job)), *dup = NULL;
     char why[256] = "";
     if (!job) {
         reply_status(s, m, e->req_id, KV_ERR_NOMEM, "server out of memory");
@@ -266,10 +318,13 @@ static void on_attend(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uin
     zmq_msg_init(&job->route);
     for (int i = 0; i < 3; i++)
         zmq_msg_init(&job->tensor[i]);
-    int rc = attend_check(s, e->attend, t, job, why, sizeof(why));
+    int rc = attend_check(s, e, t, job, &dup, why, sizeof(why));
     if (rc) {
         kvs_job_free(job);
-        reply_status(s, m, e->req_id, rc, "%s", why);
+        if (dup) /* the first try is still running: its reply goes to this connection */
+            zmq_msg_copy(&dup->route, &m->route);
+        else
+            reply_status(s, m, e->req_id, rc, "%s", why);
         return;
     }
     job->id = s->next_job_id++;
@@ -368,6 +423,7 @@ void kvs_handle_client(kvs_server *s, kvp_msg *m)
         goto out;
     }
     c->last_seen_ms = kvs_now_ms();
+    s->seqs.req_id = e->req_id;
     if (s->stopping) {
         reply_status(s, m, e->req_id, KV_ERR_SHUTDOWN, NULL);
         goto out;

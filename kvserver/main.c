@@ -11,9 +11,11 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: kvserver [--config FILE] [--set section.key=value]... [--workers N]\n"
-            "                [--threads T] [--name NAME] [--runtime-dir DIR] [--keep-shm]\n"
+            "                [--threads T] [--name NAME] [--runtime-dir DIR] [--keep-shm] [--fresh]\n"
             "                [--log-level error|warn|info|debug]\n"
-            "Serves the KV arena described by FILE (see deploy/kvarena.ini for every key).\n");
+            "Serves the KV arena described by FILE (see deploy/kvarena.ini for every key). An arena\n"
+            "left by a previous server (killed, or --keep-shm) is validated and reused: its\n"
+            "committed pages and open sequences survive; --fresh discards it instead.\n");
 }
 
 int main(int argc, char **argv)
@@ -37,6 +39,9 @@ int main(int argc, char **argv)
             return 0;
         } else if (!strcmp(a, "--keep-shm")) {
             c->keep_shm = 1;
+            takes = 0;
+        } else if (!strcmp(a, "--fresh")) {
+            c->fresh = 1;
             takes = 0;
         } else if (!v) {
             usage(stderr);

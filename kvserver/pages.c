@@ -291,16 +291,6 @@ static int alloc_arrays(kvs_pages *pg)
     return 0;
 }
 
-/* A descriptor a restarted server may keep: a known live state other than WRITING (whose
- * data was never valid), a known tenant, counts within the page, a parent in range. */
-static int desc_valid(const kvs_pages *pg, const kva_page *d)
-{
-    return (d->state == KVA_PAGE_OPEN || d->state == KVA_PAGE_COMMITTED) &&
-           d->tenant < pg->n_tenants && d->ntok <= pg->h->page_tokens && d->nvalid <= d->ntok &&
-           (d->parent == NONE || d->parent < pg->n) &&
-           (d->state != KVA_PAGE_COMMITTED || d->nvalid == pg->h->page_tokens);
-}
-
 int kvs_pages_init(kvs_pages *pg, kva_header *h, uint32_t n_tenants)
 {
     memset(pg, 0, sizeof(*pg));
@@ -317,44 +307,43 @@ int kvs_pages_init(kvs_pages *pg, kva_header *h, uint32_t n_tenants)
         kvs_pages_free(pg);
         return rc;
     }
-    /* Pass 1: states, tenants, free list and index; children counts are recomputed. */
+    /* Pass 1: free list, tenant counts, prefix index. */
     for (uint32_t p = 0; p < pg->n; p++) {
         kva_page *d = kvs_page(pg, p);
         d->children = 0;
-        if (!desc_valid(pg, d) || (d->state == KVA_PAGE_COMMITTED && kvs_prefix_find(pg, d->hash) != NONE))
-            d->state = KVA_PAGE_FREE; /* torn, never written, or a duplicate hash */
-        if (d->state == KVA_PAGE_FREE) {
-            d->ref = d->ntok = d->nvalid = 0;
+        if (d->state == KVA_PAGE_FREE || d->tenant >= n_tenants) {
+            uint64_t gen = d->gen;
+            memset(d, 0, sizeof(*d));
+            d->gen = gen;
             d->parent = NONE;
             pg->free_stack[pg->n_free++] = p;
             continue;
         }
         pg->tenant[d->tenant].pages++;
-        if (d->state == KVA_PAGE_COMMITTED)
+        if (d->state != KVA_PAGE_COMMITTED)
+            continue;
+        if (kvs_prefix_find(pg, d->hash) == NONE)
             index_insert(pg, p);
-        d->ref = 0; /* references are re-taken by the sequences the caller restores */
+        else
+            d->state = KVA_PAGE_OPEN; /* a duplicate block: still valid data, not shareable */
     }
-    /* Pass 2: children counts from parent links. */
+    /* Pass 2: children counts from parent links (kvs_arena_recover left no orphan). */
     for (uint32_t p = 0; p < pg->n; p++) {
         kva_page *d = kvs_page(pg, p);
-        if (d->state != KVA_PAGE_FREE && d->parent != NONE) {
-            if (kvs_page(pg, d->parent)->state == KVA_PAGE_FREE)
-                return KV_ERR_INVAL; /* orphan: the caller should start from a fresh arena */
+        if (d->state != KVA_PAGE_FREE && d->parent != NONE)
             kvs_page(pg, d->parent)->children++;
-        }
     }
-    /* Pass 3: every committed page is cached until a sequence takes it; OPEN pages are
-     * referenced by their sequences (the caller restores them, else kvs_page_unref frees). */
+    /* Pass 3: unreferenced committed pages are cached; leaves among them are evictable. */
     for (uint32_t p = 0; p < pg->n; p++) {
         kva_page *d = kvs_page(pg, p);
-        if (d->state == KVA_PAGE_COMMITTED) {
+        if (d->state == KVA_PAGE_COMMITTED && d->ref == 0) {
             pg->n_cached++;
             pg->tenant[d->tenant].cached++;
             if (d->children == 0)
                 lru_insert(pg, p, 1);
         }
     }
-    return 0;
+    return kvs_pages_check(pg);
 }
 
 void kvs_pages_free(kvs_pages *pg)

@@ -43,9 +43,9 @@ typedef struct kvs_pages {
     uint64_t hits, misses, evictions; /* counters since start */
 } kvs_pages;
 
-/* Builds the private indexes from the descriptors of an initialised arena h. Pages that
- * were WRITING are freed (their data was never valid); OPEN pages keep nvalid tokens.
- * Returns 0, KV_ERR_NOMEM (malloc) or KV_ERR_INVAL (inconsistent descriptors). */
+/* Builds the private indexes from the descriptors of arena h: a fresh one (all FREE) or one
+ * kvs_arena_recover() made consistent (states, ref counts, no orphans). Children counts are
+ * recomputed. Returns 0, KV_ERR_NOMEM (malloc) or KV_ERR_INTERNAL (inconsistent). */
 int kvs_pages_init(kvs_pages *pg, kva_header *h, uint32_t n_tenants);
 void kvs_pages_free(kvs_pages *pg);
 

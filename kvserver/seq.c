@@ -59,6 +59,7 @@ static kva_seq *slot_take(kvs_seqs *ss, uint32_t tenant)
     rec->id = (++ss->h->next_seq_gen << SLOT_BITS) | slot;
     rec->tenant = tenant;
     rec->tail = NONE;
+    rec->last_req = ss->req_id;
     rec->state = KVA_SEQ_LIVE;
     ss->s[slot].n_pt = 0;
     ss->s[slot].busy_job = 0;
@@ -159,8 +160,9 @@ static uint32_t page_fill(kvs_seqs *ss, uint32_t p, const uint32_t *tokens, uint
     return k;
 }
 
-/* Replaces the shared partial tail of s with a private copy (allocation checked before). */
-static void tail_copy(kvs_seqs *ss, kvs_seq *s, kva_seq *rec)
+/* Replaces the shared partial tail of s with a private copy (allocation checked before);
+ * returns the copy. */
+static uint32_t tail_copy(kvs_seqs *ss, kvs_seq *s, const kva_seq *rec)
 {
     uint32_t old = s->pt[s->n_pt - 1];
     kva_page *od = kvs_page(ss->pg, old);
@@ -175,8 +177,8 @@ static void tail_copy(kvs_seqs *ss, kvs_seq *s, kva_seq *rec)
     d->ntok = d->nvalid = od->nvalid;
     d->state = KVA_PAGE_OPEN;
     s->pt[s->n_pt - 1] = p;
-    rec->tail = p;
     kvs_page_unref(ss->pg, old);
+    return p;
 }
 
 int kvs_seq_extend(kvs_seqs *ss, uint64_t id, uint32_t tenant, const uint32_t *tokens,
@@ -219,11 +221,14 @@ int kvs_seq_extend(kvs_seqs *ss, uint64_t id, uint32_t tenant, const uint32_t *t
         free(hit_pages);
         return rc;
     }
-    /* 3. nothing can fail from here */
+    /* 3. nothing can fail from here. The record is written last, in one place: a server
+     * killed in between leaves the record as it was (kvs_arena_recover truncates the tail
+     * page and frees the pages no record names). */
+    uint32_t tail = rec->tail;
     for (uint32_t i = 0; i < hit / P; i++) {
         kvs_page_ref(ss->pg, hit_pages[i]);
         s->pt[s->n_pt++] = hit_pages[i];
-        rec->tail = hit_pages[i];
+        tail = hit_pages[i];
     }
     free(hit_pages);
     uint32_t full_pages = n / P; /* full pages of the prompt: hits or misses for the stats */
@@ -232,22 +237,25 @@ int kvs_seq_extend(kvs_seqs *ss, uint64_t id, uint32_t tenant, const uint32_t *t
         ss->pg->misses += full_pages - hit / P;
     }
     if (cow)
-        tail_copy(ss, s, rec);
+        tail = tail_copy(ss, s, rec);
     const uint32_t *t = tokens + hit;
     uint32_t left = m;
     if (room)
-        left -= page_fill(ss, rec->tail, t, left);
+        left -= page_fill(ss, tail, t, left);
     while (left) {
         int err = 0;
-        uint32_t p = kvs_page_alloc(ss->pg, tenant, rec->tail, &err);
+        uint32_t p = kvs_page_alloc(ss->pg, tenant, tail, &err);
         assert(p != NONE);
         left -= page_fill(ss, p, t + (m - left), left);
         s->pt[s->n_pt++] = p;
-        rec->tail = p;
+        tail = p;
     }
+    rec->tail = tail;
     rec->len += hit;
     rec->pending = m;
     rec->next_layer = 0;
+    rec->last_req = ss->req_id;
+    rec->last_cached = hit;
     if (cached)
         *cached = hit;
     return 0;
@@ -258,8 +266,12 @@ void kvs_seq_layer_done(kvs_seqs *ss, kva_seq *rec)
     const uint32_t P = page_tokens(ss);
     kvs_seq *s = kvs_seq_priv(ss, rec);
     assert(rec->pending > 0 && rec->next_layer < ss->h->layers);
-    if (++rec->next_layer < ss->h->layers)
+    if (rec->next_layer + 1 < ss->h->layers) {
+        rec->next_layer++;
         return;
+    }
+    /* the last layer: pages first, the record last (see kvs_seq_extend); a server killed
+     * in between leaves next_layer at the last layer, and repeating it is harmless */
     for (uint32_t i = rec->len / P; i < s->n_pt; i++) {
         uint32_t p = s->pt[i];
         kva_page *d = kvs_page(ss->pg, p);
@@ -285,6 +297,25 @@ void kvs_seq_layer_done(kvs_seqs *ss, kva_seq *rec)
     rec->next_layer = 0;
 }
 
+/* The page table of a live record (validated by kvs_arena_recover): its tail's parent chain,
+ * root first. Page references are already counted in the descriptors. */
+static int seq_rebuild(kvs_seqs *ss, const kva_seq *rec)
+{
+    kvs_seq *s = kvs_seq_priv(ss, rec);
+    uint32_t n = 0;
+    for (uint32_t p = rec->tail; p != NONE; p = kvs_page(ss->pg, p)->parent)
+        n++;
+    if (pt_reserve(s, n + 8) != 0)
+        return KV_ERR_NOMEM;
+    s->n_pt = n;
+    for (uint32_t p = rec->tail; p != NONE; p = kvs_page(ss->pg, p)->parent)
+        s->pt[--n] = p;
+    s->busy_job = 0;
+    ss->live++;
+    ss->per_tenant[rec->tenant]++;
+    return 0;
+}
+
 int kvs_seqs_init(kvs_seqs *ss, kva_header *h, kvs_pages *pg, const uint8_t (*salts)[KVA_HASH_BYTES])
 {
     memset(ss, 0, sizeof(*ss));
@@ -300,8 +331,12 @@ int kvs_seqs_init(kvs_seqs *ss, kva_header *h, kvs_pages *pg, const uint8_t (*sa
     memcpy(ss->salt, salts, KVA_HASH_BYTES * (size_t)pg->n_tenants);
     for (uint32_t slot = h->max_seqs; slot-- > 0;) {
         kva_seq *rec = kva_seq_at(h, slot);
-        if (rec->state == KVA_SEQ_LIVE) /* restore is the restart issue's; drop for now */
-            rec->state = KVA_SEQ_FREE;
+        if (rec->state == KVA_SEQ_LIVE && seq_rebuild(ss, rec) == 0)
+            continue;
+        if (rec->state == KVA_SEQ_LIVE) {
+            kvs_seqs_free(ss);
+            return KV_ERR_NOMEM;
+        }
         rec->id = 0;
         ss->free_slots[ss->n_free++] = slot;
     }

@@ -30,10 +30,13 @@ typedef struct kvs_seqs {
     uint32_t live;           /* open sequences */
     uint32_t per_tenant[KVS_MAX_TENANTS]; /* open sequences per tenant */
     uint8_t (*salt)[KVA_HASH_BYTES];      /* per-tenant hash salts, n_tenants entries */
+    uint64_t req_id;         /* request being applied: open, fork and extend record it in the
+                              * record they change (kva_seq.last_req), in the same store */
 } kvs_seqs;
 
-/* Sets up the private state for the arena's sequence table; live records found in it are
- * restored (their pages referenced again). salts: one per tenant, copied.
+/* Sets up the private state for the arena's sequence table. Live records found in it (left
+ * consistent by kvs_arena_recover, their page references counted) get their page tables
+ * back. salts: one per tenant, copied.
  * Returns 0 or KV_ERR_NOMEM. */
 int kvs_seqs_init(kvs_seqs *ss, kva_header *h, kvs_pages *pg, const uint8_t (*salts)[KVA_HASH_BYTES]);
 void kvs_seqs_free(kvs_seqs *ss);

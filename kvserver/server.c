@@ -19,6 +19,7 @@
 
 #include "log.h"
 #include "proto/kverr.h"
+#include "recover.h"
 
 uint64_t kvs_now_ms(void)
 {
@@ -123,14 +124,23 @@ int kvs_server_start(kvs_server *s)
         KVS_ERROR("signalfd failed: %s", strerror(errno));
         return KV_ERR_IO;
     }
-    if ((rc = kvs_shm_create(&s->shm, c)))
+    uint8_t salts[KVS_MAX_TENANTS][KVA_HASH_BYTES], thash[KVA_HASH_BYTES];
+    tenant_salts(c, salts);
+    crypto_generichash(thash, sizeof(thash), salts[0], sizeof(salts[0]) * c->n_tenants, NULL, 0);
+    int attached = 0;
+    if ((rc = kvs_shm_open(&s->shm, c, thash, &attached)))
         return rc;
+    if (attached) {
+        kvs_recover_stats st;
+        if ((rc = kvs_arena_recover(s->shm.h, c->n_tenants, (const uint8_t(*)[KVA_HASH_BYTES])salts, &st)))
+            return rc;
+        KVS_INFO("recovered: %u committed pages, %u open pages, %u sequences; dropped %u pages "
+                 "and %u sequence records", st.committed, st.open, st.seqs, st.dropped, st.seqs_dropped);
+    }
     if ((rc = kvs_pages_init(&s->pages, s->shm.h, c->n_tenants)))
         return rc;
     for (uint32_t t = 0; t < c->n_tenants; t++)
         s->pages.tenant[t].quota = c->tenant[t].quota_pages;
-    uint8_t salts[KVS_MAX_TENANTS][KVA_HASH_BYTES];
-    tenant_salts(c, salts);
     if ((rc = kvs_seqs_init(&s->seqs, s->shm.h, &s->pages, (const uint8_t(*)[KVA_HASH_BYTES])salts)))
         return rc;
     s->conns = calloc(KVS_MAX_CONNS, sizeof(kvs_conn));

@@ -4,6 +4,7 @@
 #include "shm.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
@@ -15,10 +16,8 @@
 #include "log.h"
 #include "proto/kverr.h"
 
-int kvs_shm_create(kvs_shm *shm, const kvs_config *c)
+static int create(kvs_shm *shm, const kvs_config *c, const uint8_t tenants_hash[KVA_HASH_BYTES])
 {
-    memset(shm, 0, sizeof(*shm));
-    snprintf(shm->name, sizeof(shm->name), "/kvarena-%s", c->name);
     kvk_geom g = { c->layers, c->q_heads, c->kv_heads, c->head_dim, c->page_tokens,
                    (kvk_dtype)c->dtype };
     kva_header hd = {
@@ -33,8 +32,7 @@ int kvs_shm_create(kvs_shm *shm, const kvs_config *c)
                   (unsigned long long)hd.page_bytes);
         return KV_ERR_INVAL;
     }
-    if (shm_unlink(shm->name) == 0)
-        KVS_WARN("replaced an old shared memory segment %s", shm->name);
+    memcpy(hd.tenants_hash, tenants_hash, KVA_HASH_BYTES);
     int fd = shm_open(shm->name, O_RDWR | O_CREAT | O_EXCL, 0600);
     if (fd < 0) {
         KVS_ERROR("shm_open(%s, O_CREAT|O_EXCL, 0600) failed: %s", shm->name, strerror(errno));
@@ -58,13 +56,117 @@ int kvs_shm_create(kvs_shm *shm, const kvs_config *c)
     *shm->h = hd;
     for (uint32_t i = 0; i < hd.n_pages; i++)
         kva_page_at(shm->h, i)->parent = KVA_NO_PAGE;
-    KVS_INFO("arena %s: %u pages of %llu bytes (%u tokens), %.1f MiB", shm->name, hd.n_pages,
+    KVS_INFO("created arena %s: %u pages of %llu bytes (%u tokens), %.1f MiB", shm->name, hd.n_pages,
              (unsigned long long)hd.page_bytes, hd.page_tokens, hd.total_bytes / 1048576.0);
     return 0;
 fail:
     close(fd);
     shm_unlink(shm->name);
     return KV_ERR_IO;
+}
+
+/* Another live kvserver owning the region would be a second metadata writer. */
+static int owner_alive(pid_t pid)
+{
+    char path[64], comm[64] = "";
+    if (pid <= 0 || pid == getpid() || kill(pid, 0) != 0)
+        return 0;
+    snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f) {
+        if (!fgets(comm, sizeof(comm), f))
+            comm[0] = 0;
+        fclose(f);
+    }
+    return strncmp(comm, "kvserver", 8) == 0;
+}
+
+#define MISMATCH(field) \
+    if (h->field != want->field) { \
+        KVS_ERROR("arena %s was built with " #field " = %llu, the config says %llu: start with " \
+                  "--fresh to discard it (its cache is lost)", shm->name, \
+                  (unsigned long long)h->field, (unsigned long long)want->field); \
+        return KV_ERR_INVAL; \
+    }
+
+static int attach_check(const kvs_shm *shm, const kva_header *h, const kva_header *want)
+{
+    char why[256];
+    if (kva_header_check(h, shm->bytes, why, sizeof(why)) != 0) {
+        KVS_ERROR("arena %s cannot be reused: %s; start with --fresh to discard it", shm->name, why);
+        return KV_ERR_INVAL;
+    }
+    MISMATCH(layers) MISMATCH(q_heads) MISMATCH(kv_heads) MISMATCH(head_dim)
+    MISMATCH(page_tokens) MISMATCH(dtype) MISMATCH(n_pages) MISMATCH(max_seqs)
+    if (memcmp(h->tenants_hash, want->tenants_hash, KVA_HASH_BYTES) != 0) {
+        KVS_ERROR("arena %s was built for other tenants (names or order changed): start with "
+                  "--fresh to discard it", shm->name);
+        return KV_ERR_INVAL;
+    }
+    if (owner_alive(h->server_pid)) {
+        KVS_ERROR("arena %s is in use by kvserver pid %d", shm->name, (int)h->server_pid);
+        return KV_ERR_INVAL;
+    }
+    return 0;
+}
+
+static int attach(kvs_shm *shm, int fd, const kvs_config *c, const uint8_t tenants_hash[KVA_HASH_BYTES])
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        KVS_ERROR("fstat(%s) failed: %s", shm->name, strerror(errno));
+        return KV_ERR_IO;
+    }
+    void *p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+        KVS_ERROR("mmap(%s, %lld bytes) failed: %s", shm->name, (long long)st.st_size, strerror(errno));
+        return KV_ERR_IO;
+    }
+    shm->h = p;
+    shm->bytes = (size_t)st.st_size;
+    kvk_geom g = { c->layers, c->q_heads, c->kv_heads, c->head_dim, c->page_tokens,
+                   (kvk_dtype)c->dtype };
+    kva_header want = { .layers = c->layers, .q_heads = c->q_heads, .kv_heads = c->kv_heads,
+                        .head_dim = c->head_dim, .page_tokens = c->page_tokens, .dtype = c->dtype,
+                        .n_pages = c->pages, .max_seqs = c->max_seqs,
+                        .page_bytes = kvk_page_bytes(&g) };
+    memcpy(want.tenants_hash, tenants_hash, KVA_HASH_BYTES);
+    int rc = shm->bytes < KVA_HEADER_BYTES ? KV_ERR_INVAL : attach_check(shm, shm->h, &want);
+    if (rc) {
+        munmap(p, shm->bytes);
+        shm->h = NULL;
+        return rc;
+    }
+    KVS_INFO("attaching arena %s left by pid %d: epoch %llu, %u pages", shm->name,
+             (int)shm->h->server_pid, (unsigned long long)shm->h->epoch + 1, shm->h->n_pages);
+    shm->h->epoch++; /* jobs of the old server's workers no longer match */
+    shm->h->server_pid = getpid();
+    shm->h->max_batch_tokens = c->max_batch_tokens;
+    return 0;
+}
+
+int kvs_shm_open(kvs_shm *shm, const kvs_config *c, const uint8_t tenants_hash[KVA_HASH_BYTES],
+                 int *attached)
+{
+    memset(shm, 0, sizeof(*shm));
+    snprintf(shm->name, sizeof(shm->name), "/kvarena-%s", c->name);
+    *attached = 0;
+    if (c->fresh) {
+        if (shm_unlink(shm->name) == 0)
+            KVS_WARN("--fresh: discarded the old arena %s", shm->name);
+        return create(shm, c, tenants_hash);
+    }
+    int fd = shm_open(shm->name, O_RDWR, 0);
+    if (fd < 0 && errno == ENOENT)
+        return create(shm, c, tenants_hash);
+    if (fd < 0) {
+        KVS_ERROR("shm_open(%s, O_RDWR) failed: %s", shm->name, strerror(errno));
+        return KV_ERR_IO;
+    }
+    int rc = attach(shm, fd, c, tenants_hash);
+    close(fd);
+    *attached = rc == 0;
+    return rc;
 }
 
 void kvs_shm_close(kvs_shm *shm, int unlink_name)

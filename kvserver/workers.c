@@ -182,6 +182,7 @@ int kvs_worker_send_job(kvs_server *s, kvs_worker *w, kvs_job *job)
         items[i].n_pages = job->items[i].n_pages;
         items[i].n_kv = job->items[i].n_kv;
         items[i].n_new = job->items[i].n_new;
+        items[i].skip_write = job->items[i].replay;
         ptrs[i] = &items[i];
     }
     jm.job_id = job->id;

@@ -53,6 +53,8 @@ typedef struct kva_header {
     uint64_t next_seq_gen;   /* generation counter for sequence ids */
     int32_t server_pid;      /* pid of the server that owns the region now */
     uint32_t max_batch_tokens; /* largest job (sum of n_new) the server sends a worker */
+    uint8_t tenants_hash[KVA_HASH_BYTES]; /* BLAKE2b of the tenant names in order: page and
+                                           * sequence tenant indexes mean the same on restart */
 } kva_header;
 
 enum kva_page_state {
@@ -84,13 +86,16 @@ enum kva_seq_state { KVA_SEQ_FREE = 0, KVA_SEQ_LIVE = 1 };
  * its tail page; len + pending tokens are reserved in it. */
 typedef struct kva_seq {
     uint64_t id;             /* (generation << 32) | slot; 0 when free */
+    uint64_t last_req;       /* request id of the last request that changed it (open, fork,
+                              * extend, attend): a retried request is answered, not re-applied */
     uint32_t state;          /* kva_seq_state */
     uint32_t tenant;         /* owner tenant index */
     uint32_t len;            /* tokens whose KV is written for all layers */
     uint32_t pending;        /* tokens reserved after len, being written layer by layer */
     uint32_t next_layer;     /* next layer to attend for the pending tokens */
     uint32_t tail;           /* last page, KVA_NO_PAGE when empty */
-    uint8_t pad[32];         /* one cache line per record */
+    uint32_t last_cached;    /* the cached count answered to last_req when it was an extend */
+    uint8_t pad[20];         /* one cache line per record */
 } kva_seq;
 
 _Static_assert(sizeof(kva_header) <= KVA_HEADER_BYTES, "header fits its block");

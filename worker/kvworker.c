@@ -155,6 +155,21 @@ static int out_frame(zmq_msg_t *f, size_t n)
     return 0;
 }
 
+/* Writes the new K/V rows of the job's items, except items marked skip_write (a replay of
+ * a layer whose K/V the first try wrote: those pages may be committed, hence immutable). */
+static int write_kv(const worker *w, const Kvarena__Job *j, const kvk_item *items,
+                    const float *k, const float *v, const kvk_attn_opts *opts)
+{
+    size_t row = (size_t)w->g.kv_heads * w->g.head_dim, off = 0;
+    int rc = 0;
+    for (size_t i = 0; i < j->n_items && rc == 0; i++) {
+        if (!j->items[i]->skip_write)
+            rc = kvk_write_kv(&w->g, &w->pages, j->layer, &items[i], 1, k + off, v + off, opts);
+        off += row * items[i].n_new;
+    }
+    return rc;
+}
+
 static void run_job(worker *w, kvp_msg *m, const Kvarena__Envelope *e)
 {
     const Kvarena__Job *j = e->job;
@@ -184,7 +199,7 @@ static void run_job(worker *w, kvp_msg *m, const Kvarena__Envelope *e)
     const float *v = frame_floats(&m->tensor[2], &scratch[2]);
     rc = q && k && v ? 0 : KV_ERR_NOMEM;
     if (rc == 0)
-        rc = kvk_write_kv(&w->g, &w->pages, j->layer, items, (uint32_t)j->n_items, k, v, &opts);
+        rc = write_kv(w, j, items, k, v, &opts);
     if (rc == 0)
         rc = kvk_attn(&w->g, &w->pages, j->layer, items, (uint32_t)j->n_items, q,
                       zmq_msg_data(&out[0]), j->want_lse ? zmq_msg_data(&out[1]) : NULL, &opts,
