@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <zmq.h>
 
 #include "client/kvrpc.h"
@@ -28,12 +29,17 @@ _Static_assert((int)KVC_OK == (int)KV_OK, "KVC_OK");
 _Static_assert((int)KVC_ERR_INTERNAL == -(KV_ERR_COUNT - 1), "new KV_ERR_* code: add it to kvclient.h");
 
 #define KVC_DEFAULT_TIMEOUT 10000  /* ms */
+#define KVC_DEFAULT_ATTEMPT 2000   /* ms */
 #define KVC_ERRLEN 256
 
 struct kvc_client {
     void *ctx;                 /* own ZeroMQ context: clients are independent of each other */
     void *sock;                /* DEALER connected to the server's client endpoint */
     int timeout_ms;            /* per call */
+    int attempt_ms;            /* per try before reconnecting and resending */
+    char endpoint[256];        /* to reconnect to */
+    char hello_tenant[128];    /* Hello fields, sent again after a reconnect */
+    char hello_name[128];
     uint64_t next_id;          /* req_id of the next request */
     kvc_model model;           /* from the Hello reply */
     char tenant[128];          /* from the Hello reply */
@@ -69,8 +75,43 @@ static int fail(kvc_client *c, int code, const char *fmt, ...)
     return code;
 }
 
-/* One round trip: sends env (+frames), receives the reply into *rep, turns a reply status
- * into the call's result and checks the body case. On a nonzero return *rep is empty. */
+/* A fresh socket and a Hello (one try) after a timeout: the server may have been restarted
+ * and forgotten this connection. Failures are left to the caller's next try. */
+static void reconnect(kvc_client *c, int attempt_ms)
+{
+    void *s = kvr_socket_open(c->ctx, c->endpoint);
+    if (!s)
+        return;
+    zmq_close(c->sock);
+    c->sock = s;
+    Kvarena__Hello h = KVARENA__HELLO__INIT;
+    h.version = KVP_VERSION;
+    h.tenant = c->hello_tenant;
+    h.client_name = c->hello_name;
+    Kvarena__Envelope env = KVARENA__ENVELOPE__INIT;
+    env.req_id = c->next_id++;
+    env.body_case = KVARENA__ENVELOPE__BODY_HELLO;
+    env.hello = &h;
+    kvr_reply rep;
+    kvr_call(c->sock, &env, NULL, 0, attempt_ms, &rep);
+    kvr_reply_clear(&rep);
+}
+
+/* Whether a try should be repeated: no reply, or a server that is going away or does not
+ * know this connection (it restarted). Hello itself is never repeated here. */
+static int retriable(const Kvarena__Envelope *env, int rc, const kvr_reply *rep)
+{
+    if (env->body_case == KVARENA__ENVELOPE__BODY_HELLO)
+        return 0;
+    if (rc == KV_ERR_TIMEOUT || rc == KV_ERR_IO)
+        return 1;
+    return rc == 0 && (rep->env->status == KV_ERR_SHUTDOWN || rep->env->status == KV_ERR_AUTH);
+}
+
+/* One request: sends env (+frames) and receives the reply into *rep, resending it (same
+ * req_id, retry flag) on a new connection while retriable() and time is left. Turns a reply
+ * status into the call's result and checks the body case. On a nonzero return *rep is
+ * empty. */
 static int call(kvc_client *c, Kvarena__Envelope *env, const kvr_frame *frames, int n_frames,
                 Kvarena__Envelope__BodyCase want, kvr_reply *rep)
 {
@@ -78,7 +119,23 @@ static int call(kvc_client *c, Kvarena__Envelope *env, const kvr_frame *frames, 
     env->req_id = c->next_id++;
     if (c->next_id == 0)
         c->next_id = 1;
-    int rc = kvr_call(c->sock, env, frames, n_frames, c->timeout_ms, rep);
+    env->retry = 0;
+    int64_t deadline = kvr_now_ns() + (int64_t)c->timeout_ms * 1000000;
+    int rc;
+    for (;;) {
+        int64_t left = (deadline - kvr_now_ns()) / 1000000;
+        int attempt = left < c->attempt_ms ? (int)left : c->attempt_ms;
+        rc = attempt > 0 ? kvr_call(c->sock, env, frames, n_frames, attempt, rep) : KV_ERR_TIMEOUT;
+        if (attempt <= 0 || !retriable(env, rc, rep) || kvr_now_ns() >= deadline)
+            break;
+        if (rc == 0) {
+            kvr_reply_clear(rep);
+            if (kvr_now_ns() + 50000000 < deadline) /* a server shutting down: let it go */
+                nanosleep(&(struct timespec){ 0, 50000000 }, NULL);
+        }
+        reconnect(c, attempt);
+        env->retry = 1;
+    }
     switch (rc) {
     case 0:
         break;
@@ -153,6 +210,10 @@ int kvc_connect(const char *endpoint, const kvc_opts *opts, kvc_client **out)
     }
     if (!opts)
         opts = &no_opts;
+    if (strlen(endpoint) >= sizeof(((kvc_client *)0)->endpoint)) {
+        snprintf(connect_err, sizeof connect_err, "endpoint longer than 255 bytes");
+        return KVC_ERR_INVAL;
+    }
     if (opts->timeout_ms < 0) {
         snprintf(connect_err, sizeof connect_err, "negative timeout_ms %d", opts->timeout_ms);
         return KVC_ERR_INVAL;
@@ -163,6 +224,10 @@ int kvc_connect(const char *endpoint, const kvc_opts *opts, kvc_client **out)
         return KVC_ERR_IO;
     }
     c->timeout_ms = opts->timeout_ms ? opts->timeout_ms : KVC_DEFAULT_TIMEOUT;
+    c->attempt_ms = opts->attempt_ms > 0 ? opts->attempt_ms : KVC_DEFAULT_ATTEMPT;
+    snprintf(c->endpoint, sizeof c->endpoint, "%s", endpoint);
+    snprintf(c->hello_tenant, sizeof c->hello_tenant, "%s", opts->tenant ? opts->tenant : "default");
+    snprintf(c->hello_name, sizeof c->hello_name, "%s", opts->name ? opts->name : "");
     c->next_id = kvr_random_id();
     int rc = KVC_ERR_IO;
     c->ctx = zmq_ctx_new();

@@ -2,7 +2,9 @@
  *
  * A kvc_client is one connection (a ZeroMQ DEALER socket) to the server's client endpoint.
  * It is not thread-safe: use one client per thread. Every call is synchronous, carries a
- * request id, and waits at most the client's timeout for the reply.
+ * request id, and waits at most the client's timeout for the reply. A call that gets no
+ * reply within attempt_ms (the server was restarted, say) reconnects and resends the same
+ * request: the caller sees a delay, not an error, and nothing is applied twice.
  *
  * ERRORS: every int function returns 0 (KVC_OK) on success or a negative KVC_ERR_* code;
  * kvc_strerror() describes it and kvc_last_error() returns the server's detail message for
@@ -46,7 +48,11 @@ typedef struct kvc_client kvc_client;
 typedef struct kvc_opts {
     const char *tenant;      /* development mode: tenant to act as; NULL = "default" */
     const char *name;        /* free text shown in the server's log; may be NULL */
-    int timeout_ms;          /* per call; 0 means 10000 */
+    int timeout_ms;          /* per call, retries included; 0 means 10000 */
+    int attempt_ms;          /* per try: with no reply by then the client reconnects and sends
+                              * the request again, same request id, until timeout_ms; the
+                              * server answers a request it already applied from its record.
+                              * 0 means 2000 */
 } kvc_opts;
 
 /* Model shape the server's arena was built for (from the Hello reply). */

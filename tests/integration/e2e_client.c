@@ -5,7 +5,8 @@
  * contiguous KV. Then: a second sequence with the same prompt must hit the prefix cache; a
  * fork must diverge correctly (copy-on-write of the shared partial tail); the stats must
  * add up at every stage and come back to nothing in use after closing.
- * Usage: e2e_client ENDPOINT TENANT PROMPT_LEN DECODE_STEPS. Exit 0 only if all passed. */
+ * Usage: e2e_client ENDPOINT TENANT PROMPT_LEN DECODE_STEPS [ATTEMPT_MS]. Exit 0 only if
+ * all passed. Fault tests run it while they kill workers or the server. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,12 +92,13 @@ static void check_stats(kvc_client *c, const char *when, uint32_t seqs, int none
 
 int main(int argc, char **argv)
 {
-    if (argc != 5) {
-        fprintf(stderr, "usage: e2e_client ENDPOINT TENANT PROMPT_LEN DECODE_STEPS\n");
+    if (argc != 5 && argc != 6) {
+        fprintf(stderr, "usage: e2e_client ENDPOINT TENANT PROMPT_LEN DECODE_STEPS [ATTEMPT_MS]\n");
         return 2;
     }
     uint32_t prompt = (uint32_t)atoi(argv[3]), steps = (uint32_t)atoi(argv[4]);
-    kvc_opts opts = { .tenant = argv[2], .name = "e2e_client", .timeout_ms = 30000 };
+    kvc_opts opts = { .tenant = argv[2], .name = "e2e_client", .timeout_ms = 60000,
+                      .attempt_ms = argc == 6 ? atoi(argv[5]) : 0 };
     kvc_client *c = NULL;
     int rc = kvc_connect(argv[1], &opts, &c);
     if (rc) {

@@ -4,7 +4,7 @@ $(B)/tests/e2e_client: $(B)/obj/tests/integration/e2e_client.o $(B)/obj/client/e
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
 
-INTEG_TESTS += tests/integration/test_e2e.sh tests/fault/test_worker_kill.sh
+INTEG_TESTS += tests/integration/test_e2e.sh tests/fault/test_worker_kill.sh tests/fault/test_server_restart.sh
 .PHONY: tests
 tests: $(B)/kvserver $(B)/kvworker $(B)/kvctl $(B)/tests/e2e_client
 
