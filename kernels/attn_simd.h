@@ -23,6 +23,14 @@
 #endif
 
 #define KB 64                       /* keys per block: a multiple of VL and QK_NR */
+/* Narrow (decode) tiles use short blocks so the widened K/V stay in L1 and the work per
+ * block is small next to DRAM latency; they prefetch KB_NARROW_AHEAD blocks ahead. */
+#ifndef KB_NARROW /* tunable at build time, e.g. -DKB_NARROW=32 */
+#define KB_NARROW 16
+#endif
+#ifndef KB_NARROW_AHEAD
+#define KB_NARROW_AHEAD 8
+#endif
 #define PV_MR 4                     /* query rows per PV register block */
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
@@ -331,10 +339,15 @@ static void tile_run(const kvk_call *c, const kvk_task *t, size_t row0, float *s
         b.l[m] = 0.0f;
     }
     memset(acc, 0, (size_t)m4 * D * sizeof(float));
-    for (uint32_t kb = t->k0; kb < t->k1; kb += KB) {
-        uint32_t n = t->k1 - kb < KB ? t->k1 - kb : KB, n_pad = (n + 15) & ~15u;
-        if (kb + KB < t->k1)
-            prefetch_block(c, it, t->kv_head, kb + KB, t->k1 - kb - KB < KB ? t->k1 - kb - KB : KB);
+    uint32_t bk = wide ? KB : KB_NARROW, ahead = wide ? KB : KB_NARROW * KB_NARROW_AHEAD;
+    if (!wide) /* the first blocks' prefetch; later ones are asked for one block at a time */
+        prefetch_block(c, it, t->kv_head, t->k0, t->k1 - t->k0 < ahead ? t->k1 - t->k0 : ahead);
+    for (uint32_t kb = t->k0; kb < t->k1; kb += bk) {
+        uint32_t n = t->k1 - kb < bk ? t->k1 - kb : bk, n_pad = (n + 15) & ~15u;
+        if (kb + ahead < t->k1) {
+            uint32_t left = t->k1 - kb - ahead;
+            prefetch_block(c, it, t->kv_head, kb + ahead, left < bk ? left : bk);
+        }
         load_block(c, it, t->kv_head, 0, kb, n, n_pad, b.kf);
         load_block(c, it, t->kv_head, 1, kb, n, n_pad, b.vf);
         size_t sm = wide ? 1 : KB, sn = wide ? mp : 1;

@@ -1,0 +1,467 @@
+/* bench_kernels.c — libkvkernels throughput against this machine's measured limits.
+ *
+ * In one run: read bandwidth (a STREAM-like sum over 1 GiB) and fp32 FMA peak (a
+ * register-only loop) for each ISA, with the same thread count as the kernels; then decode
+ * (GB/s of K+V read, against bandwidth) and causal prefill (GFLOP/s, against FMA peak) for
+ * each ISA, plus a naive non-paged baseline. Decode pages are scattered over a 2 GiB arena
+ * and every iteration reads a different part of it, so K/V come from DRAM, not the LLC.
+ * Big buffers ask for transparent hugepages, as the arena does (DESIGN.md), so page walks
+ * do not distort the figures. The slow baselines (scalar reference, naive) are timed on one
+ * call for decode and on the last 64 query rows for prefill, to keep the run short.
+ * Usage: bench_kernels [all|limits|decode|prefill [isa|naive]] (default: all, every ISA).
+ * Output: one `BENCH name=... isa=... value=... unit=... limit=... pct=...` line per figure. */
+#include <immintrin.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+
+#include "kvkernels.h"
+
+#define NTH 2
+#define Q_HEADS 32
+#define KV_HEADS 8
+#define HEAD_DIM 128
+#define PAGE 16
+#define ARENA_BYTES (2ull << 30)
+#define BW_BYTES (1ull << 30)
+#define TAIL 64               /* query rows the slow prefill baselines are timed on */
+
+static const char *const isa_names[] = { "scalar", "avx2", "avx512" };
+enum { N_ISA = 3 };
+
+/* Page-aligned memory with hugepages advised; never freed before exit unless by the caller
+ * with munmap. */
+static void *big_alloc(size_t bytes)
+{
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        perror("mmap");
+        exit(1);
+    }
+    madvise(p, bytes, MADV_HUGEPAGE);
+    return p;
+}
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void bench_line(const char *name, const char *isa, double value, const char *unit,
+                       double limit)
+{
+    printf("BENCH name=%s isa=%s value=%.2f unit=%s limit=%.2f pct=%.1f\n", name, isa, value,
+           unit, limit, limit > 0 ? 100.0 * value / limit : 0.0);
+    fflush(stdout);
+}
+
+/* Runs fn(arg, ith) on NTH threads (the caller is one) and returns the wall time. */
+static double par_run(void *(*fn)(void *), void **args)
+{
+    pthread_t t[NTH];
+    double t0 = now();
+    for (int i = 1; i < NTH; i++)
+        pthread_create(&t[i], NULL, fn, args[i]);
+    fn(args[0]);
+    for (int i = 1; i < NTH; i++)
+        pthread_join(t[i], NULL);
+    return now() - t0;
+}
+
+/* ---- machine limits ---- */
+
+typedef struct bw_arg {
+    const float *p;
+    size_t n;
+    int isa;
+    float out;
+} bw_arg;
+
+static float sum_scalar(const float *p, size_t n)
+{
+    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (size_t i = 0; i < n; i += 4) {
+        s0 += p[i];
+        s1 += p[i + 1];
+        s2 += p[i + 2];
+        s3 += p[i + 3];
+    }
+    return s0 + s1 + s2 + s3;
+}
+
+__attribute__((target("avx2"))) static float sum_avx2(const float *p, size_t n)
+{
+    __m256 a = _mm256_setzero_ps(), b = a, c = a, d = a;
+    for (size_t i = 0; i < n; i += 32) {
+        a = _mm256_add_ps(a, _mm256_load_ps(p + i));
+        b = _mm256_add_ps(b, _mm256_load_ps(p + i + 8));
+        c = _mm256_add_ps(c, _mm256_load_ps(p + i + 16));
+        d = _mm256_add_ps(d, _mm256_load_ps(p + i + 24));
+    }
+    float r[8];
+    _mm256_storeu_ps(r, _mm256_add_ps(_mm256_add_ps(a, b), _mm256_add_ps(c, d)));
+    return r[0] + r[1] + r[2] + r[3] + r[4] + r[5] + r[6] + r[7];
+}
+
+__attribute__((target("avx512f"))) static float sum_avx512(const float *p, size_t n)
+{
+    __m512 a = _mm512_setzero_ps(), b = a, c = a, d = a;
+    for (size_t i = 0; i < n; i += 64) {
+        a = _mm512_add_ps(a, _mm512_load_ps(p + i));
+        b = _mm512_add_ps(b, _mm512_load_ps(p + i + 16));
+        c = _mm512_add_ps(c, _mm512_load_ps(p + i + 32));
+        d = _mm512_add_ps(d, _mm512_load_ps(p + i + 48));
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a, b), _mm512_add_ps(c, d)));
+}
+
+static void *bw_thread(void *p)
+{
+    bw_arg *a = p;
+    a->out = a->isa == 2 ? sum_avx512(a->p, a->n) : a->isa == 1 ? sum_avx2(a->p, a->n)
+                                                                 : sum_scalar(a->p, a->n);
+    return NULL;
+}
+
+static double measure_bw(const float *buf, int isa)
+{
+    bw_arg a[NTH];
+    void *args[NTH];
+    size_t n = BW_BYTES / sizeof(float) / NTH;
+    double best = 1e30;
+    for (int i = 0; i < NTH; i++) {
+        a[i] = (bw_arg){ buf + i * n, n, isa, 0 };
+        args[i] = &a[i];
+    }
+    for (int rep = 0; rep < 4; rep++)
+        best = fmin(best, par_run(bw_thread, args));
+    if (a[0].out == 12345.0f) /* keep the sums alive */
+        printf("#\n");
+    return BW_BYTES / best / 1e9;
+}
+
+#define FMA_ITERS 20000000L
+
+typedef struct fma_arg {
+    int isa;
+    float out;
+} fma_arg;
+
+/* 12 independent chains hide the 4-cycle FMA latency on 2 ports. */
+#define FMA_BODY(T, SET1, FMA, REDUCE)                                                   \
+    T x0 = SET1(1.0f), x1 = SET1(1.1f), x2 = SET1(1.2f), x3 = SET1(1.3f), x4 = SET1(1.4f), \
+      x5 = SET1(1.5f), x6 = SET1(1.6f), x7 = SET1(1.7f), x8 = SET1(1.8f), x9 = SET1(1.9f), \
+      x10 = SET1(2.0f), x11 = SET1(2.1f), m = SET1(0.999999f), c = SET1(1e-7f);          \
+    for (long i = 0; i < FMA_ITERS; i++) {                                                \
+        x0 = FMA(x0, m, c); x1 = FMA(x1, m, c); x2 = FMA(x2, m, c); x3 = FMA(x3, m, c);    \
+        x4 = FMA(x4, m, c); x5 = FMA(x5, m, c); x6 = FMA(x6, m, c); x7 = FMA(x7, m, c);    \
+        x8 = FMA(x8, m, c); x9 = FMA(x9, m, c); x10 = FMA(x10, m, c); x11 = FMA(x11, m, c); \
+        __asm__ volatile("" : "+x"(x0), "+x"(x1), "+x"(x2), "+x"(x3));                   \
+    }                                                                                     \
+    return REDUCE(x0) + REDUCE(x1) + REDUCE(x2) + REDUCE(x3) + REDUCE(x4) + REDUCE(x5) +  \
+           REDUCE(x6) + REDUCE(x7) + REDUCE(x8) + REDUCE(x9) + REDUCE(x10) + REDUCE(x11);
+
+static inline float id1(float x) { return x; }
+__attribute__((target("fma"))) static float fma_scalar(void)
+{
+    FMA_BODY(float, id1, fmaf, id1)
+}
+
+__attribute__((target("avx2,fma"))) static inline float red8(__m256 x) { return _mm256_cvtss_f32(x); }
+__attribute__((target("avx2,fma"))) static float fma_avx2(void)
+{
+    FMA_BODY(__m256, _mm256_set1_ps, _mm256_fmadd_ps, red8)
+}
+
+__attribute__((target("avx512f"))) static inline float red16(__m512 x) { return _mm512_cvtss_f32(x); }
+__attribute__((target("avx512f"))) static float fma_avx512(void)
+{
+    FMA_BODY(__m512, _mm512_set1_ps, _mm512_fmadd_ps, red16)
+}
+
+static void *fma_thread(void *p)
+{
+    fma_arg *a = p;
+    a->out = a->isa == 2 ? fma_avx512() : a->isa == 1 ? fma_avx2() : fma_scalar();
+    return NULL;
+}
+
+static double measure_fma(int isa)
+{
+    fma_arg a[NTH];
+    void *args[NTH];
+    for (int i = 0; i < NTH; i++) {
+        a[i] = (fma_arg){ isa, 0 };
+        args[i] = &a[i];
+    }
+    double best = 1e30;
+    for (int rep = 0; rep < 2; rep++)
+        best = fmin(best, par_run(fma_thread, args));
+    int lanes = isa == 2 ? 16 : isa == 1 ? 8 : 1;
+    return (double)NTH * FMA_ITERS * 12 * lanes * 2 / best / 1e9;
+}
+
+/* ---- the arena ---- */
+
+typedef struct bench {
+    kvk_geom g;
+    kvk_pages pg;
+    uint32_t *perm;          /* shuffled page indices */
+    uint32_t next;           /* where the next call takes its pages from in perm */
+    kvk_pool *pool;
+    float *q, *o;
+} bench;
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+
+static uint64_t rnd(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+}
+
+typedef struct fill_arg {
+    uint16_t *p;
+    size_t n;
+} fill_arg;
+
+/* Finite fp16 values in [-1, 1): keeps logits realistic and never NaN. */
+static void *fill_thread(void *p)
+{
+    fill_arg *a = p;
+    uint32_t x = (uint32_t)(uintptr_t)a->p | 1;
+    for (size_t i = 0; i < a->n; i++) {
+        x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+        a->p[i] = (uint16_t)(x & 0xbbff);
+    }
+    return NULL;
+}
+
+static void bench_init(bench *b)
+{
+    b->g = (kvk_geom){ 2, Q_HEADS, KV_HEADS, HEAD_DIM, PAGE, KVK_F16 };
+    size_t pb = kvk_page_bytes(&b->g);
+    b->pg.n_pages = (uint32_t)(ARENA_BYTES / pb);
+    b->pg.base = big_alloc((size_t)b->pg.n_pages * pb);
+    fill_arg fa[NTH];
+    void *args[NTH];
+    size_t n = (size_t)b->pg.n_pages * pb / 2 / NTH;
+    for (int i = 0; i < NTH; i++) {
+        fa[i] = (fill_arg){ (uint16_t *)b->pg.base + i * n, n };
+        args[i] = &fa[i];
+    }
+    par_run(fill_thread, args);
+    b->perm = malloc(b->pg.n_pages * sizeof(uint32_t));
+    for (uint32_t i = 0; i < b->pg.n_pages; i++)
+        b->perm[i] = i;
+    for (uint32_t i = b->pg.n_pages - 1; i > 0; i--) {
+        uint32_t j = (uint32_t)(rnd() % (i + 1)), t = b->perm[i];
+        b->perm[i] = b->perm[j];
+        b->perm[j] = t;
+    }
+    b->pool = kvk_pool_create(NTH);
+    size_t qn = (size_t)2048 * Q_HEADS * HEAD_DIM;
+    b->q = malloc(qn * sizeof(float));
+    b->o = malloc(qn * sizeof(float));
+    for (size_t i = 0; i < qn; i++)
+        b->q[i] = (float)((double)(rnd() >> 11) * 0x1p-53 * 2 - 1);
+}
+
+/* Page tables for `batch` items of n_kv + n_new tokens, taken round-robin from the shuffled
+ * pages so consecutive calls touch different memory. */
+static void take_items(bench *b, kvk_item *items, uint32_t **tables, int batch, uint32_t n_kv,
+                       uint32_t n_new)
+{
+    uint32_t np = (n_kv + n_new + PAGE - 1) / PAGE;
+    for (int i = 0; i < batch; i++) {
+        if (b->next + np > b->pg.n_pages)
+            b->next = 0;
+        tables[i] = b->perm + b->next;
+        b->next += np;
+        items[i] = (kvk_item){ tables[i], n_kv, n_new };
+    }
+}
+
+/* ---- the naive non-paged baseline: contiguous fp16 K/V per head, plain loops ---- */
+
+typedef struct naive_arg {
+    const uint16_t *k, *v;   /* [kv_heads][n][D] */
+    const float *q;          /* [n_q][Q_HEADS][D] */
+    float *o;
+    uint32_t n, n_q, h0, h1; /* keys, query rows (the last n_q positions), q heads [h0, h1) */
+} naive_arg;
+
+static void *naive_thread(void *p)
+{
+    naive_arg *a = p;
+    float *s = malloc(a->n * sizeof(float));
+    float scale = 1.0f / sqrtf(HEAD_DIM);
+    for (uint32_t r = 0; r < a->n_q; r++)
+        for (uint32_t qh = a->h0; qh < a->h1; qh++) {
+            const float *q = a->q + ((size_t)r * Q_HEADS + qh) * HEAD_DIM;
+            size_t kvh = qh / (Q_HEADS / KV_HEADS);
+            uint32_t keys = a->n - a->n_q + r + 1; /* causal */
+            float mx = -INFINITY, l = 0;
+            for (uint32_t j = 0; j < keys; j++) {
+                const uint16_t *k = a->k + (kvh * a->n + j) * HEAD_DIM;
+                float x = 0;
+                for (int d = 0; d < HEAD_DIM; d++)
+                    x += q[d] * kvk_f16_to_f32(k[d]);
+                s[j] = x * scale;
+                mx = fmaxf(mx, s[j]);
+            }
+            float *o = a->o + ((size_t)r * Q_HEADS + qh) * HEAD_DIM;
+            memset(o, 0, HEAD_DIM * sizeof(float));
+            for (uint32_t j = 0; j < keys; j++) {
+                float e = expf(s[j] - mx);
+                const uint16_t *v = a->v + (kvh * a->n + j) * HEAD_DIM;
+                l += e;
+                for (int d = 0; d < HEAD_DIM; d++)
+                    o[d] += e * kvk_f16_to_f32(v[d]);
+            }
+            for (int d = 0; d < HEAD_DIM; d++)
+                o[d] /= l;
+        }
+    free(s);
+    return NULL;
+}
+
+static double naive_run(const uint16_t *k, const uint16_t *v, const float *q, float *o,
+                        uint32_t n, uint32_t n_q)
+{
+    naive_arg a[NTH];
+    void *args[NTH];
+    for (int i = 0; i < NTH; i++) {
+        a[i] = (naive_arg){ k, v, q, o, n, n_q, Q_HEADS * i / NTH, Q_HEADS * (i + 1) / NTH };
+        args[i] = &a[i];
+    }
+    return par_run(naive_thread, args);
+}
+
+/* ---- cases ---- */
+
+/* Seconds per call of kvk_attn: repeated (fresh pages each time) for about `budget` s. */
+static double time_attn(bench *b, int batch, uint32_t n_kv, uint32_t n_new, double budget,
+                        int min_iters)
+{
+    kvk_item items[8];
+    uint32_t *tables[8];
+    kvk_attn_opts op = kvk_attn_opts_default();
+    take_items(b, items, tables, batch, n_kv, n_new);
+    if (min_iters > 1) /* warm-up: pool threads, page faults of the outputs */
+        kvk_attn(&b->g, &b->pg, 1, items, batch, b->q, b->o, NULL, &op, b->pool);
+    double total = 0;
+    int iters = 0;
+    while (total < budget || iters < min_iters) {
+        take_items(b, items, tables, batch, n_kv, n_new);
+        double t0 = now();
+        int rc = kvk_attn(&b->g, &b->pg, 1, items, batch, b->q, b->o, NULL, &op, b->pool);
+        total += now() - t0;
+        iters++;
+        if (rc) {
+            fprintf(stderr, "kvk_attn failed: %d\n", rc);
+            exit(1);
+        }
+    }
+    return total / iters;
+}
+
+int main(int argc, char **argv)
+{
+    const char *only = argc > 1 && strcmp(argv[1], "all") ? argv[1] : "";
+    const char *isa_only = argc > 2 ? argv[2] : NULL;
+    int run_naive = !isa_only || !strcmp(isa_only, "naive");
+    int do_lim = !*only || !strcmp(only, "limits"), do_dec = !*only || !strcmp(only, "decode");
+    int do_pre = !*only || !strcmp(only, "prefill");
+    double bw, peak;
+    int have[N_ISA];
+    const char *best = kvk_isa_name();
+    float *buf = big_alloc(BW_BYTES);
+    memset(buf, 0, BW_BYTES);
+    for (int i = 0; i < N_ISA; i++) {
+        have[i] = kvk_isa_set(isa_names[i]) == 0 && (!isa_only || !strcmp(isa_only, isa_names[i]));
+        if (!have[i] || !do_lim)
+            continue;
+        bw = measure_bw(buf, i);
+        bench_line("read_bandwidth", isa_names[i], bw, "GB/s", bw);
+        peak = measure_fma(i);
+        bench_line("fma_peak", isa_names[i], peak, "GFLOP/s", peak);
+    }
+
+    bench b;
+    bench_init(&b);
+    static const uint32_t lens[] = { 4096, 32768 };
+    static const int batches[] = { 1, 8 };
+    for (int li = 0; li < 2 * do_dec; li++)
+        for (int bi = 0; bi < 2; bi++) {
+            char name[64];
+            uint32_t len = lens[li];
+            int batch = batches[bi];
+            double bytes = (double)batch * len * KV_HEADS * HEAD_DIM * 2 * 2;
+            snprintf(name, sizeof(name), "decode_b%d_kv%u", batch, len);
+            for (int i = 0; i < N_ISA; i++) {
+                if (!have[i])
+                    continue;
+                kvk_isa_set(isa_names[i]);
+                double t = time_attn(&b, batch, len - 1, 1, i ? 0.5 : 0.0, i ? 3 : 1);
+                /* the limit is measured right before: other load on the machine hits both */
+                bench_line(name, isa_names[i], bytes / t / 1e9, "GB/s", measure_bw(buf, i));
+            }
+            /* naive: one contiguous copy per sequence; batch 1 suffices for its rate */
+            uint16_t *k = malloc((size_t)KV_HEADS * len * HEAD_DIM * 2);
+            uint16_t *v = malloc((size_t)KV_HEADS * len * HEAD_DIM * 2);
+            fill_arg fk = { k, (size_t)KV_HEADS * len * HEAD_DIM }, fv = { v, fk.n };
+            fill_thread(&fk);
+            fill_thread(&fv);
+            double t = run_naive ? naive_run(k, v, b.q, b.o, len, 1) : 0;
+            if (run_naive)
+                bench_line(name, "naive", bytes / batch / t / 1e9, "GB/s", measure_bw(buf, 0));
+            free(k);
+            free(v);
+        }
+    static const uint32_t plens[] = { 512, 2048 };
+    for (int li = 0; li < 2 * do_pre; li++) {
+        char name[64];
+        uint32_t n = plens[li];
+        double flops = 4.0 * n * n * HEAD_DIM * Q_HEADS / 2;
+        snprintf(name, sizeof(name), "prefill_%u", n);
+        /* baselines: the last TAIL rows (the costliest ones), counted exactly */
+        double tail_flops = 0;
+        for (uint32_t r = n - TAIL; r < n; r++)
+            tail_flops += 4.0 * (r + 1) * HEAD_DIM * Q_HEADS;
+        for (int i = 0; i < N_ISA; i++) {
+            if (!have[i])
+                continue;
+            kvk_isa_set(isa_names[i]);
+            double t = i ? time_attn(&b, 1, 0, n, 1.0, 3) : time_attn(&b, 1, n - TAIL, TAIL, 0, 1);
+            bench_line(name, isa_names[i], (i ? flops : tail_flops) / t / 1e9, "GFLOP/s",
+                       measure_fma(i));
+        }
+        uint16_t *k = malloc((size_t)KV_HEADS * n * HEAD_DIM * 2);
+        uint16_t *v = malloc((size_t)KV_HEADS * n * HEAD_DIM * 2);
+        fill_arg fk = { k, (size_t)KV_HEADS * n * HEAD_DIM }, fv = { v, fk.n };
+        fill_thread(&fk);
+        fill_thread(&fv);
+        double t = run_naive ? naive_run(k, v, b.q, b.o, n, TAIL) : 0;
+        if (run_naive)
+            bench_line(name, "naive", tail_flops / t / 1e9, "GFLOP/s", measure_fma(0));
+        free(k);
+        free(v);
+    }
+    kvk_isa_set(best);
+    munmap(buf, BW_BYTES);
+    kvk_pool_destroy(&b.pool);
+    munmap(b.pg.base, (size_t)b.pg.n_pages * kvk_page_bytes(&b.g));
+    free(b.perm);
+    free(b.q);
+    free(b.o);
+    return 0;
+}
