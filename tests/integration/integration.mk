@@ -4,7 +4,7 @@ $(B)/tests/e2e_client: $(B)/obj/tests/integration/e2e_client.o $(B)/obj/client/e
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
 
-INTEG_TESTS += tests/integration/test_e2e.sh tests/fault/test_worker_kill.sh tests/fault/test_server_restart.sh
+INTEG_TESTS += tests/integration/test_e2e.sh tests/fault/test_worker_kill.sh tests/fault/test_server_restart.sh tests/fault/test_worker_freeze.sh
 .PHONY: tests
 tests: $(B)/kvserver $(B)/kvworker $(B)/kvctl $(B)/tests/e2e_client
 
@@ -16,3 +16,11 @@ $(B)/tests/bench_e2e: $(B)/obj/tests/bench/bench_e2e.o $(B)/obj/client/examples/
 bench: deps
 	$(MAKE) all $(B)/tests/bench_e2e
 	B=$(B) tests/bench/bench_e2e.sh
+
+$(B)/tests/mem_pressure: $(B)/obj/tests/fault/mem_pressure.o $(B)/obj/client/examples/synth.o \
+                         $(B)/libkvclient.a $(KERNELS_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
+INTEG_TESTS += tests/fault/test_mem_pressure.sh
+tests: $(B)/tests/mem_pressure
+
