@@ -2,6 +2,7 @@
 #   make          build servers, worker, libraries, kvctl, demo
 #   make run      install missing packages, build, launch server + workers, run the demo
 #   make test     the full suite (unit + real-process integration); SANITIZE=1 for ASan+UBSan
+#   make soak     the fault tests at length
 #   make bench    end-to-end latency next to a raw ZeroMQ round trip
 #   make bench-kernels   kernel throughput against the machine's measured limits
 CC ?= gcc
@@ -30,7 +31,7 @@ CPPFLAGS += -I. -Iproto -I$(B)/gen $(PKG_CFLAGS)
 LDFLAGS += $(SANFLAGS)
 LDLIBS += -lpthread -lm
 
-.PHONY: all deps run test bench bench-kernels clean fuzz
+.PHONY: all deps run test soak bench bench-kernels clean fuzz
 all:
 
 # ---- generated protobuf-c code (never committed) ----
@@ -85,6 +86,13 @@ run: deps
 test: deps
 	$(MAKE) all tests
 	B=$(B) tests/run.sh $(UNIT_TESTS) $(INTEG_TESTS)
+
+# The fault tests at length: thousands of worker kills, dozens of server restarts.
+soak: deps
+	$(MAKE) all tests
+	B=$(B) KILLS=$${KILLS:-3000} RESTARTS=$${RESTARTS:-40} FREEZES=$${FREEZES:-30} SECONDS_LOAD=$${SECONDS_LOAD:-60} \
+	  KV_TEST_TIMEOUT=3600 tests/run.sh tests/fault/test_worker_kill.sh tests/fault/test_server_restart.sh \
+	  tests/fault/test_worker_freeze.sh tests/fault/test_mem_pressure.sh
 
 clean:
 	rm -rf build build-san build-fuzz build-clang

@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "client/examples/synth.h"
 #include "client/kvclient.h"
@@ -110,8 +112,10 @@ int main(int argc, char **argv)
     printf("model: %u layers, %u/%u heads x %u, page %u, dtype %u\n", m->layers, m->q_heads,
            m->kv_heads, m->head_dim, P, m->dtype);
     uint32_t *tokens = malloc(sizeof(uint32_t) * (total + 64));
+    /* tokens of this run only: a server that served other runs has nothing of them cached */
+    uint64_t stream = (uint64_t)getpid() << 16 ^ (uint64_t)time(NULL);
     for (uint32_t i = 0; i < total + 64; i++)
-        tokens[i] = kvs_token(7, i);
+        tokens[i] = kvs_token(stream, i);
     check_stats(c, "start", 0, 1);
 
     /* 1. prefill + decode, every row checked */
@@ -135,7 +139,7 @@ int main(int argc, char **argv)
     seq_state f = { 0, malloc(sizeof(uint32_t) * (total + 64)), b.n };
     memcpy(f.tokens, tokens, sizeof(uint32_t) * b.n);
     for (uint32_t i = b.n; i < total + 64; i++)
-        f.tokens[i] = kvs_token(99, i);
+        f.tokens[i] = kvs_token(stream + 1, i);
     CALL(kvc_seq_fork(c, b.id, &f.id));
     for (uint32_t i = 0; i < 2 * P + 3; i++) {
         step(c, &f, 1);

@@ -65,3 +65,37 @@ kv_check_pages() {
     [ $((free + used + cached)) -eq "$total" ] || die "free $free + in use $used + cached $cached != total $total"
     [ "${1:-}" != idle ] || [ "$used" -eq 0 ] || die "$used pages still in use with no sequence open"
 }
+
+# kv_clients_start ARGS...: runs e2e_client ARGS again and again in the background (each
+# run on fresh tokens) until kv_clients_stop, so a fault test can go on as long as it likes.
+kv_clients_start() {
+    rm -f "$KV_DIR.stop" "$KV_DIR.failed"
+    (
+        runs=0
+        while [ ! -e "$KV_DIR.stop" ]; do
+            if ! "$B/tests/e2e_client" "$KV_EP" alice "$@" > "$KV_DIR.client" 2>&1; then
+                cp "$KV_DIR.client" "$KV_DIR.failed"
+                break
+            fi
+            runs=$((runs + 1))
+            echo "$runs" > "$KV_DIR.runs"
+        done
+    ) &
+    KV_CLIENTS=$!
+}
+
+# kv_clients_stop: lets the current run finish; fails the test if any run failed.
+kv_clients_stop() {
+    touch "$KV_DIR.stop"
+    wait "$KV_CLIENTS" || true
+    if [ -e "$KV_DIR.failed" ]; then
+        cat "$KV_DIR.failed" >&2
+        die "a client run failed"
+    fi
+    echo "client runs completed: $(cat "$KV_DIR.runs" 2>/dev/null || echo 0)"
+    grep -h "retries\|max relative" "$KV_DIR.client" || true
+    rm -f "$KV_DIR.stop" "$KV_DIR.client" "$KV_DIR.runs"
+}
+
+# kv_clients_alive: the client loop is still running (no run failed).
+kv_clients_alive() { kill -0 "$KV_CLIENTS" 2>/dev/null; }
