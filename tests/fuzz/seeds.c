@@ -1,0 +1,184 @@
+/* seeds — writes the seed corpus of the fuzz targets: a few valid serialized messages per
+ * target in the format of tests/fuzz/fuzz_input.h, and valid arena headers.
+ * Usage: seeds DIR (writes DIR/fuzz_envelope/, DIR/fuzz_job/, DIR/fuzz_arena_header/,
+ * which must exist). Run by `make fuzz-corpus`; its output is committed under
+ * tests/fuzz/corpus/. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/kvkernels.h"
+#include "proto/arena.h"
+#include "tests/fuzz/fuzz_input.h"
+
+static const char *dir;
+
+static void write_file(const char *target, const char *name, const void *a, size_t na,
+                       const void *b, size_t nb)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/%s/%s", dir, target, name);
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(a, 1, na, f) != na || (nb && fwrite(b, 1, nb, f) != nb) || fclose(f) != 0) {
+        perror(path);
+        exit(1);
+    }
+}
+
+/* [flags][sizes][envelope] */
+static void message(const char *target, const char *name, int config, int honest,
+                    const uint32_t *frames, int n_frames, const Kvarena__Envelope *e)
+{
+    uint8_t head[1 + 4 * KVP_MAX_FRAMES];
+    head[0] = (uint8_t)(n_frames | (honest ? FZ_HONEST : 0) | config << 5);
+    for (int i = 0; i < n_frames; i++)
+        for (int b = 0; b < 4; b++)
+            head[1 + 4 * i + b] = (uint8_t)(frames[i] >> (8 * b));
+    size_t len = kvarena__envelope__get_packed_size(e);
+    uint8_t *buf = malloc(len ? len : 1);
+    kvarena__envelope__pack(e, buf);
+    write_file(target, name, head, 1 + 4 * (size_t)n_frames, buf, len);
+    free(buf);
+}
+
+static void envelope_seeds(void)
+{
+    Kvarena__Envelope e = KVARENA__ENVELOPE__INIT;
+    e.req_id = 7;
+    Kvarena__Hello h = KVARENA__HELLO__INIT;
+    h.version = KVP_VERSION;
+    h.tenant = (char *)"alice";
+    h.client_name = (char *)"seed";
+    e.body_case = KVARENA__ENVELOPE__BODY_HELLO;
+    e.hello = &h;
+    message("fuzz_envelope", "hello", 0, 0, NULL, 0, &e);
+
+    uint32_t toks[5] = { 1, 2, 3, 40000, 0xffffffffu };
+    Kvarena__Extend x = KVARENA__EXTEND__INIT;
+    x.seq = 0x100000003ull;
+    x.tokens = toks;
+    x.n_tokens = 5;
+    e.body_case = KVARENA__ENVELOPE__BODY_EXTEND;
+    e.extend = &x;
+    message("fuzz_envelope", "extend", 1, 0, NULL, 0, &e);
+
+    Kvarena__Lookup l = KVARENA__LOOKUP__INIT;
+    l.tokens = toks;
+    l.n_tokens = 3;
+    e.body_case = KVARENA__ENVELOPE__BODY_LOOKUP;
+    e.lookup = &l;
+    message("fuzz_envelope", "lookup", 0, 0, NULL, 0, &e);
+
+    Kvarena__Fork fk = KVARENA__FORK__INIT;
+    fk.seq = 0x200000001ull;
+    e.body_case = KVARENA__ENVELOPE__BODY_FORK;
+    e.fork = &fk;
+    message("fuzz_envelope", "fork", 0, 0, NULL, 0, &e);
+
+    Kvarena__Stats st = KVARENA__STATS__INIT;
+    e.body_case = KVARENA__ENVELOPE__BODY_STATS;
+    e.stats = &st;
+    message("fuzz_envelope", "stats", 0, 0, NULL, 0, &e);
+
+    Kvarena__AttendItem it[2] = { KVARENA__ATTEND_ITEM__INIT, KVARENA__ATTEND_ITEM__INIT };
+    Kvarena__AttendItem *itp[2] = { &it[0], &it[1] };
+    it[0].seq = 0x100000000ull;
+    it[0].n_new = 3;
+    it[1].seq = 0x100000001ull;
+    it[1].n_new = 1;
+    Kvarena__Attend a = KVARENA__ATTEND__INIT;
+    a.layer = 1;
+    a.items = itp;
+    a.n_items = 2;
+    a.want_lse = 1;
+    a.scale = 0.125f;
+    e.body_case = KVARENA__ENVELOPE__BODY_ATTEND;
+    e.attend = &a;
+    size_t f[3];
+    fz_qkv_bytes(&fz_configs[1].lim, 4, f);
+    uint32_t frames[3] = { (uint32_t)f[0], (uint32_t)f[1], (uint32_t)f[2] };
+    message("fuzz_envelope", "attend_exact", 1, 0, frames, 3, &e);
+    message("fuzz_envelope", "attend_honest", 0, 1, frames, 3, &e);
+    frames[2] -= 4;
+    message("fuzz_envelope", "attend_short_v", 1, 0, frames, 3, &e);
+}
+
+static void job_seed(const char *name, int config, uint32_t n_kv, uint32_t n_new)
+{
+    const fz_config *c = &fz_configs[config];
+    uint64_t len = (uint64_t)n_kv + n_new;
+    uint32_t np = (uint32_t)((len + c->page_tokens - 1) / c->page_tokens);
+    uint32_t *pages = malloc(sizeof(uint32_t) * np);
+    for (uint32_t p = 0; p < np; p++)
+        pages[p] = (p * 7 + 1) % c->n_pages;
+    Kvarena__JobItem it = KVARENA__JOB_ITEM__INIT, *itp = &it;
+    it.pages = pages;
+    it.n_pages = np;
+    it.n_kv = n_kv;
+    it.n_new = n_new;
+    Kvarena__Job j = KVARENA__JOB__INIT;
+    j.job_id = 42;
+    j.layer = c->lim.layers - 1;
+    j.items = &itp;
+    j.n_items = 1;
+    j.scale = 0;
+    j.epoch = 3;
+    Kvarena__Envelope e = KVARENA__ENVELOPE__INIT;
+    e.req_id = 42;
+    e.body_case = KVARENA__ENVELOPE__BODY_JOB;
+    e.job = &j;
+    size_t f[3];
+    fz_qkv_bytes(&c->lim, n_new, f);
+    uint32_t frames[3] = { (uint32_t)f[0], (uint32_t)f[1], (uint32_t)f[2] };
+    message("fuzz_job", name, config, 1, frames, 3, &e);
+    free(pages);
+}
+
+static void header_seed(const char *name, kvk_geom g, uint32_t n_pages, uint32_t max_seqs,
+                        int64_t region_delta)
+{
+    static kva_header h;
+    memset(&h, 0, sizeof(h));
+    h.magic = KVA_MAGIC;
+    h.version = KVA_FORMAT_VERSION;
+    h.layout_version = KVK_LAYOUT_VERSION;
+    h.layers = g.layers;
+    h.q_heads = g.q_heads;
+    h.kv_heads = g.kv_heads;
+    h.head_dim = g.head_dim;
+    h.page_tokens = g.page_tokens;
+    h.dtype = g.dtype;
+    h.n_pages = n_pages;
+    h.max_seqs = max_seqs;
+    h.page_bytes = kvk_page_bytes(&g);
+    h.epoch = 1;
+    h.max_batch_tokens = 16384;
+    if (kva_layout(&h) != 0) {
+        fprintf(stderr, "seed %s: no layout\n", name);
+        exit(1);
+    }
+    uint64_t region = h.total_bytes + (uint64_t)region_delta;
+    uint8_t r[8];
+    for (int b = 0; b < 8; b++)
+        r[b] = (uint8_t)(region >> (8 * b));
+    write_file("fuzz_arena_header", name, r, 8, &h, sizeof(h));
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: seeds DIR\n");
+        return 2;
+    }
+    dir = argv[1];
+    envelope_seeds();
+    job_seed("job_default", 0, 20, 5);
+    job_seed("job_tiny", 1, 0, 7);
+    job_seed("job_one_page", 2, 0, 1);
+    job_seed("job_huge_pages", 3, 100, 1);
+    header_seed("default", (kvk_geom){ 4, 8, 2, 64, 16, KVK_F16 }, 2048, 4096, 0);
+    header_seed("fp32_odd", (kvk_geom){ 3, 6, 3, 40, 5, KVK_F32 }, 7, 3, 4096);
+    header_seed("bf16_small", (kvk_geom){ 1, 1, 1, 8, 1, KVK_BF16 }, 1, 1, 0);
+    header_seed("short_region", (kvk_geom){ 2, 4, 2, 16, 8, KVK_F16 }, 16, 16, -1);
+    return 0;
+}
