@@ -40,6 +40,8 @@ struct kvc_client {
     char endpoint[256];        /* to reconnect to */
     char hello_tenant[128];    /* Hello fields, sent again after a reconnect */
     char hello_name[128];
+    kvr_curve curve;           /* CURVE keys, when has_curve */
+    int has_curve;
     uint64_t next_id;          /* req_id of the next request */
     kvc_model model;           /* from the Hello reply */
     char tenant[128];          /* from the Hello reply */
@@ -75,23 +77,31 @@ static int fail(kvc_client *c, int code, const char *fmt, ...)
     return code;
 }
 
+/* The Hello of this client: h and env are filled, env points to h. */
+static void hello_init(kvc_client *c, Kvarena__Hello *h, Kvarena__Envelope *env)
+{
+    kvarena__hello__init(h);
+    h->version = KVP_VERSION;
+    h->tenant = c->hello_tenant;
+    h->client_name = c->hello_name;
+    kvarena__envelope__init(env);
+    env->body_case = KVARENA__ENVELOPE__BODY_HELLO;
+    env->hello = h;
+}
+
 /* A fresh socket and a Hello (one try) after a timeout: the server may have been restarted
  * and forgotten this connection. Failures are left to the caller's next try. */
 static void reconnect(kvc_client *c, int attempt_ms)
 {
-    void *s = kvr_socket_open(c->ctx, c->endpoint);
+    void *s = kvr_socket_open(c->ctx, c->endpoint, c->has_curve ? &c->curve : NULL);
     if (!s)
         return;
     zmq_close(c->sock);
     c->sock = s;
-    Kvarena__Hello h = KVARENA__HELLO__INIT;
-    h.version = KVP_VERSION;
-    h.tenant = c->hello_tenant;
-    h.client_name = c->hello_name;
-    Kvarena__Envelope env = KVARENA__ENVELOPE__INIT;
+    Kvarena__Hello h;
+    Kvarena__Envelope env;
+    hello_init(c, &h, &env);
     env.req_id = c->next_id++;
-    env.body_case = KVARENA__ENVELOPE__BODY_HELLO;
-    env.hello = &h;
     kvr_reply rep;
     kvr_call(c->sock, &env, NULL, 0, attempt_ms, &rep);
     kvr_reply_clear(&rep);
@@ -171,15 +181,11 @@ static int model_check(const Kvarena__HelloReply *h)
            h->page_tokens > 0 && h->q_heads % h->kv_heads == 0 && h->dtype <= 2;
 }
 
-static int hello(kvc_client *c, const kvc_opts *opts)
+static int hello(kvc_client *c)
 {
-    Kvarena__Hello h = KVARENA__HELLO__INIT;
-    h.version = KVP_VERSION;
-    h.tenant = (char *)(opts->tenant ? opts->tenant : "default");
-    h.client_name = (char *)(opts->name ? opts->name : "");
-    Kvarena__Envelope env = KVARENA__ENVELOPE__INIT;
-    env.body_case = KVARENA__ENVELOPE__BODY_HELLO;
-    env.hello = &h;
+    Kvarena__Hello h;
+    Kvarena__Envelope env;
+    hello_init(c, &h, &env);
     kvr_reply rep;
     int rc = call(c, &env, NULL, 0, KVARENA__ENVELOPE__BODY_HELLO_REPLY, &rep);
     if (rc != 0)
@@ -226,17 +232,34 @@ int kvc_connect(const char *endpoint, const kvc_opts *opts, kvc_client **out)
     c->timeout_ms = opts->timeout_ms ? opts->timeout_ms : KVC_DEFAULT_TIMEOUT;
     c->attempt_ms = opts->attempt_ms > 0 ? opts->attempt_ms : KVC_DEFAULT_ATTEMPT;
     snprintf(c->endpoint, sizeof c->endpoint, "%s", endpoint);
-    snprintf(c->hello_tenant, sizeof c->hello_tenant, "%s", opts->tenant ? opts->tenant : "default");
+    /* with keys, the server knows the tenant: a Hello that names none just confirms it */
+    snprintf(c->hello_tenant, sizeof c->hello_tenant, "%s",
+             opts->tenant ? opts->tenant : opts->server_key ? "" : "default");
     snprintf(c->hello_name, sizeof c->hello_name, "%s", opts->name ? opts->name : "");
     c->next_id = kvr_random_id();
     int rc = KVC_ERR_IO;
+    if (opts->server_key) {
+        const char *keys[3] = { opts->server_key, opts->public_key, opts->secret_key };
+        char *dst[3] = { c->curve.server_key, c->curve.public_key, c->curve.secret_key };
+        uint8_t raw[32];
+        for (int i = 0; i < 3; i++) {
+            if (!keys[i] || strlen(keys[i]) != 40 || !zmq_z85_decode(raw, keys[i])) {
+                snprintf(connect_err, sizeof connect_err, "server_key, public_key and secret_key "
+                         "must be 40-character Z85 keys");
+                rc = KVC_ERR_INVAL;
+                goto fail;
+            }
+            memcpy(dst[i], keys[i], 41);
+        }
+        c->has_curve = 1;
+    }
     c->ctx = zmq_ctx_new();
     if (!c->ctx) {
         snprintf(connect_err, sizeof connect_err, "zmq_ctx_new() failed: %s",
                  zmq_strerror(errno));
         goto fail;
     }
-    c->sock = kvr_socket_open(c->ctx, endpoint);
+    c->sock = kvr_socket_open(c->ctx, endpoint, c->has_curve ? &c->curve : NULL);
     if (!c->sock) {
         int e = errno;
         snprintf(connect_err, sizeof connect_err, "zmq_connect(\"%.200s\") failed: %s",
@@ -244,7 +267,7 @@ int kvc_connect(const char *endpoint, const kvc_opts *opts, kvc_client **out)
         rc = (e == EINVAL || e == EPROTONOSUPPORT) ? KVC_ERR_INVAL : KVC_ERR_IO;
         goto fail;
     }
-    rc = hello(c, opts);
+    rc = hello(c);
     if (rc != 0) {
         snprintf(connect_err, sizeof connect_err, "hello to %.200s: %s%s%s", endpoint,
                  kv_strerror(rc), c->err[0] ? ": " : "", c->err);

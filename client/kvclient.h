@@ -53,6 +53,12 @@ typedef struct kvc_opts {
                               * the request again, same request id, until timeout_ms; the
                               * server answers a request it already applied from its record.
                               * 0 means 2000 */
+    const char *server_key;  /* authenticated mode: the server's CURVE public key (Z85, 40
+                              * characters); with public_key and secret_key, this client's
+                              * key pair. The server knows the tenant from the key. NULL =
+                              * development mode (ipc only, tenant named above). */
+    const char *public_key;
+    const char *secret_key;
 } kvc_opts;
 
 /* Model shape the server's arena was built for (from the Hello reply). */

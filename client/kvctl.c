@@ -23,6 +23,8 @@ static const char usage_text[] =
     "commands:\n"
     "  stats [--json]   arena, prefix cache, jobs, workers and tenants\n"
     "  ping             round-trip time to the server\n"
+    "  keygen           a new CURVE key pair (Z85): a tenant's public_key for the server's\n"
+    "                   config and the pair for its clients, or the server's own key\n"
     "ADMIN_EP defaults to $KVARENA_ADMIN or " DEFAULT_ADMIN "; MS to 5000.\n";
 
 static int usage(const char *why)
@@ -39,7 +41,7 @@ static int admin_call(const char *ep, int timeout_ms, Kvarena__Envelope *req, kv
 {
     memset(rep, 0, sizeof *rep);
     void *ctx = zmq_ctx_new();
-    void *sock = ctx ? kvr_socket_open(ctx, ep) : NULL;
+    void *sock = ctx ? kvr_socket_open(ctx, ep, NULL) : NULL;
     if (!sock) {
         fprintf(stderr, "kvctl: cannot connect to %s: %s\n", ep, zmq_strerror(errno));
         if (ctx)
@@ -250,6 +252,15 @@ int main(int argc, char **argv)
         return usage("no command");
     if (!strcmp(cmd, "stats"))
         return cmd_stats(ep, timeout_ms, json);
+    if (!strcmp(cmd, "keygen")) {
+        char pub[41], sec[41];
+        if (zmq_curve_keypair(pub, sec) != 0) {
+            fprintf(stderr, "kvctl: zmq_curve_keypair failed: %s\n", zmq_strerror(errno));
+            return 1;
+        }
+        printf("public_key = %s\nsecret_key = %s\n", pub, sec);
+        return 0;
+    }
     if (!strcmp(cmd, "ping")) {
         if (json)
             return usage("--json goes with stats");

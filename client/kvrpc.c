@@ -22,13 +22,16 @@ int64_t kvr_now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-void *kvr_socket_open(void *ctx, const char *endpoint)
+void *kvr_socket_open(void *ctx, const char *endpoint, const kvr_curve *curve)
 {
     void *s = zmq_socket(ctx, ZMQ_DEALER);
     if (!s)
         return NULL;
     int linger = 0;
     if (zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
+        (curve && (zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, curve->server_key, 40) != 0 ||
+                   zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, curve->public_key, 40) != 0 ||
+                   zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, curve->secret_key, 40) != 0)) ||
         zmq_connect(s, endpoint) != 0) {
         int e = errno;
         zmq_close(s);

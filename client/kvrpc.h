@@ -31,9 +31,16 @@ typedef struct kvr_reply {
     kvp_msg msg;             /* the frames: msg.tensor[0 .. msg.n_tensors) */
 } kvr_reply;
 
-/* A DEALER socket connected to endpoint, ZMQ_LINGER 0. NULL on failure with errno set
- * (EINVAL / EPROTONOSUPPORT for a malformed endpoint). */
-KVR_API void *kvr_socket_open(void *ctx, const char *endpoint);
+/* CURVE keys of a client (Z85, 40 characters each), for a server in authenticated mode. */
+typedef struct kvr_curve {
+    char server_key[41];   /* the server's public key */
+    char public_key[41];   /* this client's key pair */
+    char secret_key[41];
+} kvr_curve;
+
+/* A DEALER socket connected to endpoint, ZMQ_LINGER 0, a CURVE client if curve is not NULL.
+ * NULL on failure with errno set (EINVAL / EPROTONOSUPPORT for a malformed endpoint). */
+KVR_API void *kvr_socket_open(void *ctx, const char *endpoint, const kvr_curve *curve);
 
 /* A random nonzero 64-bit number (getrandom; time and pid if that fails): the first
  * request id of a connection, so ids of two connections or two runs do not collide. */

@@ -6,7 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
+#include <zmq.h>
 
 #include "kernels/kvkernels.h"
 #include "log.h"
@@ -110,6 +112,7 @@ static int apply(kvs_config *c, const char *section, const char *name, const cha
     STR("server", "admin_endpoint", admin_ep);
     STR("server", "events_endpoint", events_ep);
     STR("server", "worker_path", worker_path);
+    STR("server", "secret_key_file", secret_key_file);
     U32("server", "workers", workers);
     U32("server", "threads", threads);
     U32("server", "heartbeat_ms", heartbeat_ms);
@@ -148,6 +151,13 @@ static int apply(kvs_config *c, const char *section, const char *name, const cha
             return parse_u32(value, &t->quota_pages);
         if (!strcmp(name, "weight"))
             return parse_u32(value, &t->weight) || t->weight == 0 ? -1 : 0;
+        if (!strcmp(name, "public_key")) {
+            uint8_t raw[32];
+            if (strlen(value) != 40 || !zmq_z85_decode(raw, value))
+                return -1;
+            memcpy(t->public_key, value, 41);
+            return 0;
+        }
     }
     return -2;
 }
@@ -211,6 +221,34 @@ static void default_ep(char *ep, const char *dir, const char *file)
         snprintf(ep, KVS_PATH_MAX, "ipc://%.200s/%s", dir, file);
 }
 
+/* Reads the server's Z85 secret key (first 40 characters of the file, which must not be
+ * readable by others). */
+static int read_secret(kvs_config *c, char *err, size_t err_len)
+{
+    struct stat st;
+    FILE *f = fopen(c->secret_key_file, "r");
+    if (!f) {
+        snprintf(err, err_len, "cannot open secret_key_file %s: %s", c->secret_key_file, strerror(errno));
+        return -1;
+    }
+    char buf[64] = "";
+    int ok = fstat(fileno(f), &st) == 0 && fgets(buf, sizeof(buf), f) != NULL;
+    fclose(f);
+    if (ok && (st.st_mode & 077)) {
+        snprintf(err, err_len, "secret_key_file %s is readable by others (chmod 600)", c->secret_key_file);
+        return -1;
+    }
+    buf[strcspn(buf, " \t\r\n")] = 0;
+    uint8_t raw[32];
+    if (!ok || strlen(buf) != 40 || !zmq_z85_decode(raw, buf)) {
+        snprintf(err, err_len, "secret_key_file %s does not hold a 40-character Z85 key "
+                 "(kvctl keygen makes one)", c->secret_key_file);
+        return -1;
+    }
+    memcpy(c->secret_key, buf, 41);
+    return 0;
+}
+
 int kvs_config_finish(kvs_config *c, char *err, size_t err_len)
 {
     kvk_geom g = { c->layers, c->q_heads, c->kv_heads, c->head_dim, c->page_tokens,
@@ -238,6 +276,14 @@ int kvs_config_finish(kvs_config *c, char *err, size_t err_len)
     }
     if (c->n_tenants == 0)
         tenant_get(c, "default");
+    if (c->secret_key_file[0] && read_secret(c, err, err_len) != 0)
+        return KV_ERR_INVAL;
+    for (uint32_t t = 0; c->secret_key_file[0] && t < c->n_tenants; t++)
+        if (!c->tenant[t].public_key[0]) {
+            snprintf(err, err_len, "tenant %s has no public_key: with secret_key_file every "
+                     "tenant is known by its clients' CURVE key", c->tenant[t].name);
+            return KV_ERR_INVAL;
+        }
     default_ep(c->client_ep, c->runtime_dir, "client.sock");
     default_ep(c->worker_ep, c->runtime_dir, "worker.sock");
     default_ep(c->admin_ep, c->runtime_dir, "admin.sock");

@@ -14,6 +14,7 @@ typedef struct kvs_tenant_cfg {
     char name[KVS_NAME_MAX];   /* [tenant.NAME] */
     uint32_t quota_pages;      /* quota = pages; 0 = unlimited */
     uint32_t weight;           /* weight = share of the job queue, >= 1 */
+    char public_key[41];       /* public_key = Z85 CURVE key of its clients ("" = none) */
 } kvs_tenant_cfg;
 
 typedef struct kvs_config {
@@ -25,6 +26,9 @@ typedef struct kvs_config {
     char admin_ep[KVS_PATH_MAX];      /* admin_endpoint (default ipc://DIR/admin.sock) */
     char events_ep[KVS_PATH_MAX];     /* events_endpoint (default ipc://DIR/events.sock) */
     char worker_path[KVS_PATH_MAX];   /* worker_path (default: kvworker beside kvserver) */
+    char secret_key_file[KVS_PATH_MAX]; /* secret_key_file: the server's Z85 CURVE secret key;
+                                         * set = authenticated mode (tenants by client key) */
+    char secret_key[41];              /* read from secret_key_file by kvs_config_finish */
     uint32_t workers;                 /* workers = kvworker processes */
     uint32_t threads;                 /* threads = kernel threads per worker */
     uint32_t heartbeat_ms;            /* heartbeat_ms: worker heartbeat interval */

@@ -1,8 +1,10 @@
 /* handlers.c — client and admin requests: validate everything, then apply, then answer.
  *
- * Tenant identity: in this development mode a connection names its tenant in Hello; the
+ * Tenant identity: in authenticated mode the ZAP handler (server.c) names the tenant of
+ * each CURVE connection from its client key, and ZeroMQ stamps it on every message as
+ * User-Id; in development mode a connection names its tenant in Hello. Either way the
  * server remembers it by the connection's routing id (which ZeroMQ assigns, so a client
- * cannot take another's). No field of any later request can change it. */
+ * cannot take another's), and no field of any later request can change it. */
 #include "server.h"
 
 #include <math.h>
@@ -48,6 +50,22 @@ static kvs_conn *conn_add(kvs_server *s, zmq_msg_t *route, uint32_t tenant)
     return c;
 }
 
+/* The tenant the ZAP handler put on this connection's messages (authenticated mode), or
+ * "" (development mode: no User-Id). */
+static const char *authenticated_tenant(const kvs_server *s, kvp_msg *m)
+{
+    const char *uid = s->cfg.secret_key[0] ? zmq_msg_gets(&m->env, "User-Id") : NULL;
+    return uid ? uid : "";
+}
+
+static uint32_t tenant_index(const kvs_server *s, const char *name)
+{
+    uint32_t t = 0;
+    while (t < s->cfg.n_tenants && strcmp(s->cfg.tenant[t].name, name) != 0)
+        t++;
+    return t;
+}
+
 /* ---- replies ---- */
 
 static void reply(kvs_server *s, void *sock, kvp_msg *m, Kvarena__Envelope *env)
@@ -88,9 +106,17 @@ static void on_hello(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e)
         return;
     }
     const char *want = h->tenant && h->tenant[0] ? h->tenant : s->cfg.tenant[0].name;
-    uint32_t t = 0;
-    while (t < s->cfg.n_tenants && strcmp(s->cfg.tenant[t].name, want) != 0)
-        t++;
+    const char *key_tenant = authenticated_tenant(s, m);
+    if (s->cfg.secret_key[0]) {
+        /* the key decides; a Hello may only confirm it */
+        if (h->tenant && h->tenant[0] && strcmp(h->tenant, key_tenant) != 0) {
+            reply_status(s, m, e->req_id, KV_ERR_AUTH, "this client key belongs to tenant '%s', not '%.64s'",
+                         key_tenant, h->tenant);
+            return;
+        }
+        want = key_tenant;
+    }
+    uint32_t t = tenant_index(s, want);
     if (t == s->cfg.n_tenants) {
         reply_status(s, m, e->req_id, KV_ERR_AUTH, "unknown tenant '%.64s'", want);
         return;
@@ -420,6 +446,10 @@ void kvs_handle_client(kvs_server *s, kvp_msg *m)
     kvs_conn *c = conn_find(s, &m->route);
     if (!c) {
         reply_status(s, m, e->req_id, KV_ERR_AUTH, "say Hello first");
+        goto out;
+    }
+    if (s->cfg.secret_key[0] && tenant_index(s, authenticated_tenant(s, m)) != c->tenant) {
+        reply_status(s, m, e->req_id, KV_ERR_AUTH, "connection and key disagree: say Hello again");
         goto out;
     }
     c->last_seen_ms = kvs_now_ms();

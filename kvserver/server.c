@@ -46,6 +46,11 @@ static void *open_socket(kvs_server *s, int type, const char *ep, const char *wh
     int linger = 0, one = 1;
     int64_t maxmsg = (int64_t)s->cfg.max_msg_bytes;
     zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof(linger));
+    if (!strcmp(what, "client") && s->cfg.secret_key[0]) {
+        zmq_setsockopt(sock, ZMQ_CURVE_SERVER, &one, sizeof(one));
+        zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, s->cfg.secret_key, 40);
+        zmq_setsockopt(sock, ZMQ_ZAP_DOMAIN, "kvarena", 7);
+    }
     if (type == ZMQ_ROUTER) {
         zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof(maxmsg));
         if (!strcmp(what, "worker")) /* a send to a dead worker must fail, not vanish */
@@ -77,16 +82,84 @@ static int runtime_dir(const kvs_config *c)
     return 0;
 }
 
+/* Local sockets (workers, admin, events) are ipc files in the 0700 runtime dir; the client
+ * socket may be tcp only when clients authenticate with CURVE keys. */
 static int check_endpoints(const kvs_config *c)
 {
-    const char *eps[] = { c->client_ep, c->worker_ep, c->admin_ep, c->events_ep };
-    for (int i = 0; i < 4; i++)
-        if (strncmp(eps[i], "ipc://", 6) != 0 && strncmp(eps[i], "inproc://", 9) != 0) {
-            KVS_ERROR("endpoint %s: only ipc:// endpoints are served in this version (tcp "
-                      "needs CURVE authentication, which is not built yet)", eps[i]);
+    const char *local[] = { c->worker_ep, c->admin_ep, c->events_ep };
+    for (int i = 0; i < 3; i++)
+        if (strncmp(local[i], "ipc://", 6) != 0) {
+            KVS_ERROR("endpoint %s: worker, admin and events endpoints must be ipc://", local[i]);
             return KV_ERR_INVAL;
         }
+    if (strncmp(c->client_ep, "ipc://", 6) != 0 && !c->secret_key[0]) {
+        KVS_ERROR("client endpoint %s: a network endpoint needs CURVE authentication "
+                  "(server.secret_key_file and a public_key per tenant)", c->client_ep);
+        return KV_ERR_INVAL;
+    }
     return 0;
+}
+
+/* The ZAP handler (RFC 27): a REP socket in the server's context that ZeroMQ asks, during
+ * each CURVE handshake on the client socket, whether a client key may connect. Known keys
+ * get their tenant's name as User-Id, which then comes with every message of that
+ * connection; unknown keys are refused before any request is read. */
+static void *zap_open(kvs_server *s)
+{
+    void *zap = zmq_socket(s->zctx, ZMQ_REP);
+    int linger = 0;
+    zmq_setsockopt(zap, ZMQ_LINGER, &linger, sizeof(linger));
+    if (zmq_bind(zap, "inproc://zeromq.zap.01") != 0) {
+        KVS_ERROR("zmq_bind(inproc://zeromq.zap.01) failed: %s", zmq_strerror(errno));
+        zmq_close(zap);
+        return NULL;
+    }
+    return zap;
+}
+
+static void zap_handle(kvs_server *s)
+{
+    zmq_msg_t f[8];
+    int n = 0, more = 1;
+    while (more && n < 8) {
+        zmq_msg_init(&f[n]);
+        if (zmq_msg_recv(&f[n], s->zap, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&f[n]);
+            return;
+        }
+        more = zmq_msg_more(&f[n++]);
+    }
+    const char *tenant = NULL;
+    /* version, request id, domain, address, routing id, mechanism, client key */
+    if (n == 7 && zmq_msg_size(&f[5]) == 5 && !memcmp(zmq_msg_data(&f[5]), "CURVE", 5) &&
+        zmq_msg_size(&f[6]) == 32) {
+        char z85[41];
+        zmq_z85_encode(z85, zmq_msg_data(&f[6]), 32);
+        for (uint32_t t = 0; t < s->cfg.n_tenants && !tenant; t++)
+            if (!strcmp(z85, s->cfg.tenant[t].public_key))
+                tenant = s->cfg.tenant[t].name;
+        if (!tenant)
+            KVS_WARN("refused a client with unknown key %s", z85);
+    }
+    const char *code = tenant ? "200" : "400";
+    const char *text = tenant ? "OK" : "unknown client key";
+    zmq_send(s->zap, "1.0", 3, ZMQ_SNDMORE);
+    zmq_send(s->zap, n > 1 ? zmq_msg_data(&f[1]) : "", n > 1 ? zmq_msg_size(&f[1]) : 0, ZMQ_SNDMORE);
+    zmq_send(s->zap, code, 3, ZMQ_SNDMORE);
+    zmq_send(s->zap, text, strlen(text), ZMQ_SNDMORE);
+    zmq_send(s->zap, tenant ? tenant : "", tenant ? strlen(tenant) : 0, ZMQ_SNDMORE);
+    zmq_send(s->zap, "", 0, 0);
+    while (more) { /* drop the rest of an over-long request */
+        zmq_msg_t x;
+        zmq_msg_init(&x);
+        if (zmq_msg_recv(&x, s->zap, ZMQ_DONTWAIT) < 0)
+            more = 0;
+        else
+            more = zmq_msg_more(&x);
+        zmq_msg_close(&x);
+    }
+    for (int i = 0; i < n; i++)
+        zmq_msg_close(&f[i]);
 }
 
 /* Tenant salts: BLAKE2b-256 of the tenant's name, so a restarted server finds the same
@@ -149,14 +222,21 @@ int kvs_server_start(kvs_server *s)
     if (!s->conns || !s->workers || !s->stamp)
         return KV_ERR_NOMEM;
     s->zctx = zmq_ctx_new();
-    if (!s->zctx ||
+    if (!s->zctx || (c->secret_key[0] && !(s->zap = zap_open(s))) ||
         !(s->client = open_socket(s, ZMQ_ROUTER, c->client_ep, "client")) ||
         !(s->worker_sock = open_socket(s, ZMQ_ROUTER, c->worker_ep, "worker")) ||
         !(s->admin = open_socket(s, ZMQ_ROUTER, c->admin_ep, "admin")) ||
         !(s->events = open_socket(s, ZMQ_PUB, c->events_ep, "events")))
         return KV_ERR_IO;
-    KVS_WARN("DEVELOPMENT MODE: no CURVE keys; clients name their tenant in Hello. Sockets are "
-             "ipc files in %s (0700): only uid %d can connect.", c->runtime_dir, (int)getuid());
+    if (c->secret_key[0]) {
+        char pub[41];
+        zmq_curve_public(pub, c->secret_key);
+        KVS_INFO("authenticated mode: CURVE, server public key %s; a client's tenant is the one "
+                 "its key is listed under", pub);
+    } else {
+        KVS_WARN("DEVELOPMENT MODE: no CURVE keys; clients name their tenant in Hello. Sockets "
+                 "are ipc files in %s (0700): only uid %d can connect.", c->runtime_dir, (int)getuid());
+    }
     for (uint32_t t = 0; t < c->n_tenants; t++)
         KVS_INFO("tenant %s: quota %u pages, weight %u", c->tenant[t].name,
                  c->tenant[t].quota_pages, c->tenant[t].weight);
@@ -225,10 +305,12 @@ int kvs_server_run(kvs_server *s)
         { s->client, 0, ZMQ_POLLIN, 0 },
         { s->admin, 0, ZMQ_POLLIN, 0 },
         { NULL, s->sigfd, ZMQ_POLLIN, 0 },
+        { s->zap, 0, ZMQ_POLLIN, 0 },
     };
+    int n_items = s->zap ? 5 : 4;
     long tick = s->cfg.heartbeat_ms / 2;
     while (!s->stopping) {
-        int n = zmq_poll(items, 4, tick);
+        int n = zmq_poll(items, n_items, tick);
         if (n < 0 && errno != EINTR) {
             KVS_ERROR("zmq_poll failed: %s", zmq_strerror(errno));
             return KV_ERR_IO;
@@ -241,6 +323,8 @@ int kvs_server_run(kvs_server *s)
             drain_socket(s, s->client, kvs_handle_client);
         if (items[2].revents & ZMQ_POLLIN)
             drain_socket(s, s->admin, kvs_handle_admin);
+        if (n_items == 5 && (items[4].revents & ZMQ_POLLIN))
+            zap_handle(s);
         kvs_workers_tick(s);
         kvs_jobs_dispatch(s);
     }
@@ -266,8 +350,8 @@ void kvs_server_stop(kvs_server *s)
             s->queue_head[t] = j->next;
             kvs_job_finish(s, j, KV_ERR_SHUTDOWN, "server shutting down", NULL, 0);
         }
-    void *socks[] = { s->client, s->worker_sock, s->admin, s->events };
-    for (int i = 0; i < 4; i++)
+    void *socks[] = { s->client, s->worker_sock, s->admin, s->events, s->zap };
+    for (int i = 0; i < 5; i++)
         if (socks[i])
             zmq_close(socks[i]);
     if (s->zctx)

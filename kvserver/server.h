@@ -81,6 +81,7 @@ typedef struct kvs_server {
     kvs_seqs seqs;
     void *zctx;
     void *client, *worker_sock, *admin, *events; /* ROUTER, ROUTER, ROUTER, PUB */
+    void *zap;                  /* ZAP handler (REP), authenticated mode only */
     int sigfd;                  /* signalfd: SIGCHLD, SIGINT, SIGTERM */
     int stopping;
     kvs_conn *conns;            /* KVS_MAX_CONNS entries */

@@ -100,7 +100,11 @@ int main(int argc, char **argv)
     }
     uint32_t prompt = (uint32_t)atoi(argv[3]), steps = (uint32_t)atoi(argv[4]);
     kvc_opts opts = { .tenant = argv[2], .name = "e2e_client", .timeout_ms = 60000,
-                      .attempt_ms = argc == 6 ? atoi(argv[5]) : 0 };
+                      .attempt_ms = argc == 6 ? atoi(argv[5]) : 0,
+                      /* authenticated mode (test_curve.sh): keys from the environment */
+                      .server_key = getenv("KVARENA_SERVER_KEY"),
+                      .public_key = getenv("KVARENA_PUBLIC_KEY"),
+                      .secret_key = getenv("KVARENA_SECRET_KEY") };
     kvc_client *c = NULL;
     int rc = kvc_connect(argv[1], &opts, &c);
     if (rc) {

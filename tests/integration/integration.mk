@@ -4,9 +4,13 @@ $(B)/tests/e2e_client: $(B)/obj/tests/integration/e2e_client.o $(B)/obj/client/e
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
 
-INTEG_TESTS += tests/integration/test_e2e.sh tests/fault/test_worker_kill.sh tests/fault/test_server_restart.sh tests/fault/test_worker_freeze.sh
+$(B)/tests/curve_client: $(B)/obj/tests/integration/curve_client.o $(B)/libkvclient.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
+
+INTEG_TESTS += tests/integration/test_e2e.sh tests/integration/test_curve.sh tests/fault/test_worker_kill.sh tests/fault/test_server_restart.sh tests/fault/test_worker_freeze.sh
 .PHONY: tests
-tests: $(B)/kvserver $(B)/kvworker $(B)/kvctl $(B)/tests/e2e_client
+tests: $(B)/kvserver $(B)/kvworker $(B)/kvctl $(B)/tests/e2e_client $(B)/tests/curve_client
 
 # make bench: end-to-end latency next to a raw ZeroMQ round trip (same run).
 $(B)/tests/bench_e2e: $(B)/obj/tests/bench/bench_e2e.o $(B)/obj/client/examples/synth.o \
@@ -24,10 +28,3 @@ $(B)/tests/mem_pressure: $(B)/obj/tests/fault/mem_pressure.o $(B)/obj/client/exa
 INTEG_TESTS += tests/fault/test_mem_pressure.sh
 tests: $(B)/tests/mem_pressure
 
-# Bad input on every socket (tests/fault/test_bad_input.sh): raw DEALERs + libkvclient.
-$(B)/tests/bad_input: $(B)/obj/tests/fault/bad_input.o $(B)/obj/client/examples/synth.o \
-                      $(B)/libkvclient.a $(KERNELS_LIB)
-	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
-INTEG_TESTS += tests/fault/test_bad_input.sh
-tests: $(B)/tests/bad_input
