@@ -68,11 +68,12 @@ static uint32_t tenant_index(const kvs_server *s, const char *name)
 
 /* ---- replies ---- */
 
-static void reply(kvs_server *s, void *sock, kvp_msg *m, Kvarena__Envelope *env)
+/* Sends env (its body set by the caller) as the reply to request req_id. */
+static void reply(void *sock, kvp_msg *m, uint64_t req_id, Kvarena__Envelope *env)
 {
+    env->req_id = req_id;
     if (kvp_send(sock, &m->route, env, NULL, 0) != 0)
         KVS_DEBUG("reply dropped: %s", zmq_strerror(zmq_errno()));
-    (void)s;
 }
 
 static void reply_status(kvs_server *s, kvp_msg *m, uint64_t req_id, int status, const char *fmt, ...)
@@ -134,10 +135,9 @@ static void on_hello(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e)
     hr.dtype = s->cfg.dtype;
     hr.max_batch_tokens = s->cfg.max_batch_tokens;
     Kvarena__Envelope r = KVARENA__ENVELOPE__INIT;
-    r.req_id = e->req_id;
     r.body_case = KVARENA__ENVELOPE__BODY_HELLO_REPLY;
     r.hello_reply = &hr;
-    reply(s, s->client, m, &r);
+    reply(s->client, m, e->req_id, &r);
 }
 
 static const char *seq_err(int rc)
@@ -174,10 +174,9 @@ static void on_seq_open(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, u
     Kvarena__SeqOpenReply so = KVARENA__SEQ_OPEN_REPLY__INIT;
     so.seq = id;
     Kvarena__Envelope r = KVARENA__ENVELOPE__INIT;
-    r.req_id = e->req_id;
     r.body_case = KVARENA__ENVELOPE__BODY_SEQ_OPEN_REPLY;
     r.seq_open_reply = &so;
-    reply(s, s->client, m, &r);
+    reply(s->client, m, e->req_id, &r);
 }
 
 static void on_seq_close(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uint32_t t)
@@ -202,10 +201,9 @@ static void on_fork(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uint3
     Kvarena__ForkReply fr = KVARENA__FORK_REPLY__INIT;
     fr.seq = child;
     Kvarena__Envelope r = KVARENA__ENVELOPE__INIT;
-    r.req_id = e->req_id;
     r.body_case = KVARENA__ENVELOPE__BODY_FORK_REPLY;
     r.fork_reply = &fr;
-    reply(s, s->client, m, &r);
+    reply(s->client, m, e->req_id, &r);
 }
 
 static void on_extend(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uint32_t t)
@@ -227,10 +225,9 @@ static void on_extend(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uin
     xr.len = rec->len;
     xr.pending = rec->pending;
     Kvarena__Envelope r = KVARENA__ENVELOPE__INIT;
-    r.req_id = e->req_id;
     r.body_case = KVARENA__ENVELOPE__BODY_EXTEND_REPLY;
     r.extend_reply = &xr;
-    reply(s, s->client, m, &r);
+    reply(s->client, m, e->req_id, &r);
 }
 
 static void on_lookup(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uint32_t t)
@@ -239,10 +236,9 @@ static void on_lookup(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uin
     Kvarena__LookupReply lr = KVARENA__LOOKUP_REPLY__INIT;
     lr.cached = kvs_prefix_match(&s->seqs, t, l->tokens, (uint32_t)l->n_tokens, NULL);
     Kvarena__Envelope r = KVARENA__ENVELOPE__INIT;
-    r.req_id = e->req_id;
     r.body_case = KVARENA__ENVELOPE__BODY_LOOKUP_REPLY;
     r.lookup_reply = &lr;
-    reply(s, s->client, m, &r);
+    reply(s->client, m, e->req_id, &r);
 }
 
 /* How one item of an Attend is served. */
@@ -417,10 +413,9 @@ static void on_stats(kvs_server *s, void *sock, kvp_msg *m, uint64_t req_id)
     st.tenants = tp;
     st.n_tenants = s->cfg.n_tenants;
     Kvarena__Envelope r = KVARENA__ENVELOPE__INIT;
-    r.req_id = req_id;
     r.body_case = KVARENA__ENVELOPE__BODY_STATS_REPLY;
     r.stats_reply = &st;
-    reply(s, sock, m, &r);
+    reply(sock, m, req_id, &r);
 }
 
 void kvs_handle_client(kvs_server *s, kvp_msg *m)

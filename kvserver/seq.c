@@ -90,14 +90,23 @@ int kvs_seq_open(kvs_seqs *ss, uint32_t tenant, uint64_t *id)
     return 0;
 }
 
-int kvs_seq_close(kvs_seqs *ss, uint64_t id, uint32_t tenant)
+/* The record of id if it may change now: live, the tenant's, no job in flight and (unless
+ * pending_ok) no pending tokens. Else NULL with *rc NOSEQ, BUSY or STATE. */
+static kva_seq *seq_idle(const kvs_seqs *ss, uint64_t id, uint32_t tenant, int pending_ok, int *rc)
 {
     kva_seq *rec = kvs_seq_find(ss, id, tenant);
+    *rc = !rec ? KV_ERR_NOSEQ : kvs_seq_priv(ss, rec)->busy_job ? KV_ERR_BUSY
+          : rec->pending && !pending_ok ? KV_ERR_STATE : 0;
+    return *rc ? NULL : rec;
+}
+
+int kvs_seq_close(kvs_seqs *ss, uint64_t id, uint32_t tenant)
+{
+    int rc;
+    kva_seq *rec = seq_idle(ss, id, tenant, 1, &rc);
     if (!rec)
-        return KV_ERR_NOSEQ;
+        return rc;
     kvs_seq *s = kvs_seq_priv(ss, rec);
-    if (s->busy_job)
-        return KV_ERR_BUSY;
     kvs_pages_pin(ss->pg, s->pt, s->n_pt, 0);
     slot_release(ss, rec);
     return 0;
@@ -105,14 +114,11 @@ int kvs_seq_close(kvs_seqs *ss, uint64_t id, uint32_t tenant)
 
 int kvs_seq_fork(kvs_seqs *ss, uint64_t id, uint32_t tenant, uint64_t *child)
 {
-    kva_seq *rec = kvs_seq_find(ss, id, tenant);
+    int rc;
+    kva_seq *rec = seq_idle(ss, id, tenant, 0, &rc);
     if (!rec)
-        return KV_ERR_NOSEQ;
+        return rc;
     kvs_seq *s = kvs_seq_priv(ss, rec);
-    if (s->busy_job)
-        return KV_ERR_BUSY;
-    if (rec->pending)
-        return KV_ERR_STATE;
     if (ss->n_free == 0)
         return KV_ERR_NOMEM;
     kvs_seq *c = &ss->s[ss->free_slots[ss->n_free - 1]];
@@ -185,14 +191,11 @@ int kvs_seq_extend(kvs_seqs *ss, uint64_t id, uint32_t tenant, const uint32_t *t
                    uint32_t n, uint32_t *cached)
 {
     const uint32_t P = page_tokens(ss);
-    kva_seq *rec = kvs_seq_find(ss, id, tenant);
+    int rc;
+    kva_seq *rec = seq_idle(ss, id, tenant, 0, &rc);
     if (!rec)
-        return KV_ERR_NOSEQ;
+        return rc;
     kvs_seq *s = kvs_seq_priv(ss, rec);
-    if (s->busy_job)
-        return KV_ERR_BUSY;
-    if (rec->pending)
-        return KV_ERR_STATE;
     if (n == 0 || (uint64_t)rec->len + n > UINT32_MAX / 2)
         return KV_ERR_INVAL;
 
@@ -214,7 +217,7 @@ int kvs_seq_extend(kvs_seqs *ss, uint64_t id, uint32_t tenant, const uint32_t *t
     }
     uint32_t rest = m > room ? m - room : 0;
     uint32_t need = cow + (rest + P - 1) / P;
-    int rc = kvs_pages_can_alloc(ss->pg, tenant, need, reserved);
+    rc = kvs_pages_can_alloc(ss->pg, tenant, need, reserved);
     if (rc == 0)
         rc = pt_reserve(s, s->n_pt + hit / P + need + 1);
     if (rc) {
