@@ -28,3 +28,10 @@ $(B)/tests/mem_pressure: $(B)/obj/tests/fault/mem_pressure.o $(B)/obj/client/exa
 INTEG_TESTS += tests/fault/test_mem_pressure.sh
 tests: $(B)/tests/mem_pressure
 
+# Bad input on every socket (tests/fault/test_bad_input.sh): raw DEALERs + libkvclient.
+$(B)/tests/bad_input: $(B)/obj/tests/fault/bad_input.o $(B)/obj/client/examples/synth.o \
+                      $(B)/libkvclient.a $(KERNELS_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
+INTEG_TESTS += tests/fault/test_bad_input.sh
+tests: $(B)/tests/bad_input
