@@ -79,6 +79,9 @@ int kvp_check_job(const Kvarena__Job *j, const kvp_limits *lim, uint32_t n_pages
     for (size_t i = 0; i < j->n_items; i++) {
         const Kvarena__JobItem *it = j->items[i];
         uint64_t len = (uint64_t)it->n_kv + it->n_new;
+        if (len > UINT32_MAX - 1) /* the kernels' positions and position + 1 are uint32 */
+            FAIL(KV_ERR_INVAL, "item %zu: %llu tokens do not fit 32-bit positions", i,
+                 (unsigned long long)len);
         if (it->n_new == 0 || it->n_pages != (len + page_tokens - 1) / page_tokens)
             FAIL(KV_ERR_INVAL, "item %zu: %zu pages for %llu tokens", i, it->n_pages,
                  (unsigned long long)len);
