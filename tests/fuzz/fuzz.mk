@@ -11,7 +11,8 @@
 # fuzzer runtime builds and tests as before. The libraries come from this Makefile's own
 # rules, re-run with B=build-fuzz CC=clang and the sanitizers plus coverage instrumentation
 # in SANFLAGS. Each run works on a copy of the seeds under build-fuzz/corpus/ (new inputs
-# never land in the repository); crashes are written to build-fuzz/artifacts/.
+# never land in the repository); crashes are written to build-fuzz/artifacts/. Each target
+# has a dictionary (tests/fuzz/<target>.dict) of the tags and limit values it compares.
 FUZZ_B := build-fuzz
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
@@ -43,6 +44,7 @@ define fuzz_run
 	    cp tests/fuzz/corpus/$$t/* $$work/; \
 	    echo "== $$t: $(1) s"; \
 	    $(FUZZ_B)/fuzz/$$t -max_total_time=$(1) -print_final_stats=1 -max_len=8192 \
+	        -dict=tests/fuzz/$$t.dict \
 	        -artifact_prefix=$(FUZZ_B)/artifacts/$$t- $$work 2>$(FUZZ_B)/$$t.log || \
 	        { tail -40 $(FUZZ_B)/$$t.log >&2; echo "$$t: FAILED (log $(FUZZ_B)/$$t.log)" >&2; exit 1; }; \
 	    grep -E '^stat::(number_of_executed_units|peak_rss_mb)' $(FUZZ_B)/$$t.log | tr '\n' ' '; \

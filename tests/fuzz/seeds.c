@@ -176,6 +176,7 @@ int main(int argc, char **argv)
     job_seed("job_tiny", 1, 0, 7);
     job_seed("job_one_page", 2, 0, 1);
     job_seed("job_huge_pages", 3, 100, 1);
+    job_seed("job_len_max", 3, 0xfffffffdu, 1);   /* 2^32 - 2 tokens: the largest accepted */
     job_seed("job_len_2_32", 3, 0xffffffffu, 1); /* regression: was accepted */
     header_seed("default", (kvk_geom){ 4, 8, 2, 64, 16, KVK_F16 }, 2048, 4096, 0);
     header_seed("fp32_odd", (kvk_geom){ 3, 6, 3, 40, 5, KVK_F32 }, 7, 3, 4096);
