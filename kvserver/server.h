@@ -61,6 +61,7 @@ enum kvs_worker_state { KVS_W_DOWN = 0, KVS_W_STARTING, KVS_W_READY, KVS_W_BUSY 
 typedef struct kvs_worker {
     int index;
     pid_t pid;                  /* 0 when not running */
+    uint64_t token;             /* random secret of this process (its Ready and Heartbeats) */
     int state;                  /* kvs_worker_state */
     uint8_t rid[KVP_MAX_ROUTE]; /* routing id of its job socket (from Ready) */
     uint8_t rid_len;
@@ -94,6 +95,8 @@ typedef struct kvs_server {
     uint64_t *stamp;            /* per sequence slot: last Attend that named it */
     uint64_t stamp_now;
     uint64_t start_ms;
+    uint64_t dropped;           /* worker-socket messages dropped since the last warning */
+    uint64_t dropped_warn_ms;   /* when that warning was logged (one per second at most) */
 } kvs_server;
 
 uint64_t kvs_now_ms(void);

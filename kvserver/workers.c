@@ -18,6 +18,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "log.h"
 #include "proto/kverr.h"
 
@@ -34,7 +36,9 @@ static void exec_worker(const kvs_server *s, const kvs_worker *w)
     sigprocmask(SIG_SETMASK, &none, NULL); /* the server's blocked set is inherited */
     signal(SIGPIPE, SIG_DFL);
     prctl(PR_SET_PDEATHSIG, SIGKILL);
-    char idx[16], threads[16], hb[16], shm[sizeof(s->shm.name)], lvl[16];
+    char idx[16], threads[16], hb[16], shm[sizeof(s->shm.name)], lvl[16], tok[24];
+    snprintf(tok, sizeof(tok), "%llu", (unsigned long long)w->token);
+    setenv("KVARENA_WORKER_TOKEN", tok, 1); /* not argv: /proc/PID/environ is private */
     snprintf(idx, sizeof(idx), "%d", w->index);
     snprintf(threads, sizeof(threads), "%u", s->cfg.threads);
     snprintf(hb, sizeof(hb), "%u", s->cfg.heartbeat_ms);
@@ -50,6 +54,7 @@ static void exec_worker(const kvs_server *s, const kvs_worker *w)
 
 static int spawn(kvs_server *s, kvs_worker *w)
 {
+    randombytes_buf(&w->token, sizeof(w->token));
     pid_t pid = fork();
     if (pid < 0) {
         KVS_ERROR("fork() for worker %d failed: %s", w->index, strerror(errno));
@@ -161,11 +166,25 @@ static kvs_worker *by_route(kvs_server *s, zmq_msg_t *route)
     return NULL;
 }
 
-static kvs_worker *by_index_pid(kvs_server *s, uint32_t index, int32_t pid)
+static kvs_worker *by_token(kvs_server *s, uint32_t index, int32_t pid, uint64_t token)
 {
-    if (index >= s->cfg.workers || pid <= 0 || s->workers[index].pid != pid)
+    if (index >= s->cfg.workers || pid <= 0 || s->workers[index].pid != pid ||
+        s->workers[index].token != token)
         return NULL;
     return &s->workers[index];
+}
+
+/* Forged or stale messages on the worker socket are dropped; say so once a second at most,
+ * so a flood cannot flood the log too. */
+static void dropped(kvs_server *s, const char *what)
+{
+    uint64_t now = kvs_now_ms();
+    s->dropped++;
+    if (now - s->dropped_warn_ms < 1000)
+        return;
+    KVS_WARN("worker socket: dropped %llu message(s), last: %s", (unsigned long long)s->dropped, what);
+    s->dropped = 0;
+    s->dropped_warn_ms = now;
 }
 
 int kvs_worker_send_job(kvs_server *s, kvs_worker *w, kvs_job *job)
@@ -225,9 +244,9 @@ out:
 
 static void on_ready(kvs_server *s, kvp_msg *m, const Kvarena__Ready *r)
 {
-    kvs_worker *w = by_index_pid(s, r->index, r->pid);
+    kvs_worker *w = by_token(s, r->index, r->pid, r->token);
     if (!w || zmq_msg_size(&m->route) > KVP_MAX_ROUTE) {
-        KVS_WARN("Ready from unknown worker index %u pid %d: ignored", r->index, r->pid);
+        dropped(s, "Ready from an unknown worker");
         return;
     }
     if (w->job) /* a worker only says Ready again after losing its job: treat as lost */
@@ -245,8 +264,7 @@ static void on_job_done(kvs_server *s, kvs_worker *w, kvp_msg *m, const Kvarena_
 {
     kvs_job *job = w->job;
     if (!job || job->id != e->req_id) {
-        KVS_WARN("worker %d: reply for job %llu it is not running: ignored", w->index,
-                 (unsigned long long)e->req_id);
+        dropped(s, "reply for a job the worker is not running");
         return;
     }
     w->job = NULL;
@@ -276,24 +294,26 @@ void kvs_handle_worker(kvs_server *s, kvp_msg *m)
 {
     Kvarena__Envelope *e = kvp_decode(&m->env);
     if (!e) {
-        KVS_WARN("undecodable message on the worker socket: dropped");
+        dropped(s, "undecodable");
         return;
     }
     if (e->body_case == KVARENA__ENVELOPE__BODY_HEARTBEAT) {
-        kvs_worker *w = by_index_pid(s, e->heartbeat->index, e->heartbeat->pid);
+        kvs_worker *w = by_token(s, e->heartbeat->index, e->heartbeat->pid, e->heartbeat->token);
         if (w)
             w->last_seen_ms = kvs_now_ms();
+        else
+            dropped(s, "Heartbeat from an unknown worker");
     } else if (e->body_case == KVARENA__ENVELOPE__BODY_READY) {
         on_ready(s, m, e->ready);
     } else {
         kvs_worker *w = by_route(s, &m->route);
         if (!w)
-            KVS_WARN("message from an unknown or fenced worker: dropped");
+            dropped(s, "message from an unknown or fenced worker");
         else if (e->body_case == KVARENA__ENVELOPE__BODY_JOB_DONE) {
             w->last_seen_ms = kvs_now_ms();
             on_job_done(s, w, m, e);
         } else
-            KVS_WARN("worker %d sent message type %d: dropped", w->index, (int)e->body_case);
+            dropped(s, "unexpected message type from a worker");
     }
     kvarena__envelope__free_unpacked(e, NULL);
 }

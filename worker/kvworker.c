@@ -29,6 +29,7 @@
 typedef struct worker {
     const char *shm_name, *endpoint;
     int index, threads, heartbeat_ms;
+    uint64_t token;         /* KVARENA_WORKER_TOKEN: proves to the server we are its child */
     kva_header *h;          /* the mapped arena */
     size_t bytes;
     kvk_geom g;
@@ -91,6 +92,7 @@ static void *heartbeat_main(void *arg)
     Kvarena__Heartbeat b = KVARENA__HEARTBEAT__INIT;
     b.index = (uint32_t)w->index;
     b.pid = getpid();
+    b.token = w->token;
     Kvarena__Envelope e = KVARENA__ENVELOPE__INIT;
     e.body_case = KVARENA__ENVELOPE__BODY_HEARTBEAT;
     e.heartbeat = &b;
@@ -234,6 +236,7 @@ static int serve(worker *w)
     rd.pid = getpid();
     rd.threads = (uint32_t)w->threads;
     rd.index = (uint32_t)w->index;
+    rd.token = w->token;
     Kvarena__Envelope e = KVARENA__ENVELOPE__INIT;
     e.body_case = KVARENA__ENVELOPE__BODY_READY;
     e.ready = &rd;
@@ -280,6 +283,9 @@ int main(int argc, char **argv)
                         "[--heartbeat-ms MS] (started by kvserver)\n");
         return 2;
     }
+    const char *tok = getenv("KVARENA_WORKER_TOKEN");
+    w.token = tok ? strtoull(tok, NULL, 10) : 0;
+    unsetenv("KVARENA_WORKER_TOKEN");
     struct sigaction sa = { .sa_handler = on_signal };
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);

@@ -20,7 +20,8 @@
  *                  sending tenant's own sequence sees the values.
  *   admin socket   garbage, empty, too many frames, frames after Stats, every non-admin type.
  *   worker socket  garbage, empty, too many frames, forged Ready (unknown index, wrong pid,
- *                  pid 0), Heartbeat with a foreign pid, forged JobDone for job ids 1..N
+ *                  pid 0, a real worker's index and pid without its token), Heartbeat with
+ *                  a foreign pid or a wrong token, forged JobDone for job ids 1..N
  *                  with an O frame, a Job naming page 0xffffffff, and a socket that borrows
  *                  a real worker's routing id: all ignored, workers stay ready with the
  *                  same pids and no restart.
@@ -821,6 +822,8 @@ static void worker_cases(void)
         { "Ready with pid 0", 0, 0 },
         { "Ready with pid -1", 0, -1 },
         { "Ready with index 2^32-1", 0xffffffffu, pids[0] },
+        /* the real index and pid, published by stats, without the spawn-time token */
+        { "Ready of a real worker without its token", 0, pids[0] },
     };
     for (size_t i = 0; i < sizeof(readies) / sizeof(readies[0]); i++) {
         rd.index = readies[i].index;
@@ -840,6 +843,10 @@ static void worker_cases(void)
     e.heartbeat = &hb;
     fr_env(&f, &e);
     bad_case("Heartbeat with a foreign pid", s, &f, 0, NO_REPLY);
+    hb.pid = pids[0];
+    hb.token = 12345;
+    fr_env(&f, &e);
+    bad_case("Heartbeat of a real worker with a wrong token", s, &f, 0, NO_REPLY);
 
     /* forged JobDone for every job id so far and the next ones, with an O frame */
     kvc_stats before, after;
