@@ -1,6 +1,9 @@
 # lib.sh — start and stop a real kvserver (with its workers) for a black-box test.
 # Each test gets its own arena name and runtime dir, so tests never share a server.
 B=${B:-build}
+# under ASan (make test SANITIZE=1) freed memory sits in a quarantine that would read as
+# growth in the tests that bound the server's memory: keep it small
+export ASAN_OPTIONS=${ASAN_OPTIONS:-quarantine_size_mb=4}
 KV_NAME="t$$-$RANDOM"
 KV_DIR="/tmp/kvarena-test-$KV_NAME"
 KV_EP="ipc://$KV_DIR/client.sock"
