@@ -65,7 +65,9 @@ static kvs_job *dequeue(kvs_server *s)
 
 void kvs_jobs_dispatch(kvs_server *s)
 {
-    for (uint32_t i = 0; i < s->cfg.workers && s->jobs_queued; i++) {
+    /* start after the worker that got the last job, so load spreads over all workers */
+    for (uint32_t k = 0; k < s->cfg.workers && s->jobs_queued; k++) {
+        uint32_t i = (s->rr_worker + 1 + k) % s->cfg.workers;
         kvs_worker *w = &s->workers[i];
         if (w->state != KVS_W_READY)
             continue;
@@ -75,6 +77,8 @@ void kvs_jobs_dispatch(kvs_server *s)
         if (kvs_worker_send_job(s, w, job) != 0) {
             kvs_job_enqueue(s, job, 1); /* the worker is going away: SIGCHLD follows */
             w->state = KVS_W_STARTING;
+        } else {
+            s->rr_worker = i;
         }
     }
 }

@@ -89,6 +89,7 @@ typedef struct kvs_server {
     kvs_worker *workers;
     kvs_job *queue_head[KVS_MAX_TENANTS], *queue_tail[KVS_MAX_TENANTS];
     uint32_t rr_tenant, rr_served;  /* weighted round robin over tenant queues */
+    uint32_t rr_worker;             /* worker that got the last job */
     uint64_t next_job_id;
     uint64_t jobs_done, jobs_failed, jobs_queued;
     uint64_t tenant_jobs[KVS_MAX_TENANTS];
