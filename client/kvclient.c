@@ -139,8 +139,9 @@ static int call(kvc_client *c, Kvarena__Envelope *env, const kvr_frame *frames, 
         if (attempt <= 0 || !retriable(env, rc, rep) || kvr_now_ns() >= deadline)
             break;
         if (rc == 0) {
+            int shutting_down = rep->env->status == KV_ERR_SHUTDOWN;
             kvr_reply_clear(rep);
-            if (kvr_now_ns() + 50000000 < deadline) /* a server shutting down: let it go */
+            if (shutting_down && kvr_now_ns() + 50000000 < deadline) /* let it go first */
                 nanosleep(&(struct timespec){ 0, 50000000 }, NULL);
         }
         reconnect(c, attempt);

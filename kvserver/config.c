@@ -26,6 +26,7 @@ void kvs_config_defaults(kvs_config *c)
     c->max_batch_tokens = 16384;
     c->max_extend_tokens = 65536;
     c->max_msg_bytes = 256ull << 20;
+    c->max_conns = 4096;
     c->log_level = KVS_LOG_INFO;
     c->layers = 4;
     c->q_heads = 8;
@@ -120,6 +121,7 @@ static int apply(kvs_config *c, const char *section, const char *name, const cha
     U32("server", "max_batch_tokens", max_batch_tokens);
     U32("server", "max_extend_tokens", max_extend_tokens);
     U64("server", "max_msg_bytes", max_msg_bytes);
+    U32("server", "max_conns", max_conns);
     if (!strcmp(section, "server") && !strcmp(name, "keep_shm"))
         return parse_bool(value, &c->keep_shm);
     if (!strcmp(section, "server") && !strcmp(name, "fresh"))
@@ -269,9 +271,9 @@ int kvs_config_finish(kvs_config *c, char *err, size_t err_len)
     }
     if (c->pages == 0 || c->max_seqs == 0 || c->workers == 0 || c->workers > 256 ||
         c->threads == 0 || c->threads > 256 || c->heartbeat_ms < 10 || c->max_batch_tokens == 0 ||
-        c->max_extend_tokens == 0) {
+        c->max_extend_tokens == 0 || c->max_conns == 0 || c->max_conns > (1u << 24)) {
         snprintf(err, err_len, "pages, max_seqs, workers (1..256), threads (1..256), "
-                               "heartbeat_ms (>= 10) and token limits must be set");
+                               "heartbeat_ms (>= 10), token limits and max_conns (1..2^24) must be set");
         return KV_ERR_INVAL;
     }
     if (c->n_tenants == 0)

@@ -17,37 +17,72 @@
 #include "proto/kverr.h"
 #include "proto/validate.h"
 
-/* ---- connections ---- */
+/* ---- connections ----
+ * An open-addressing table of conn_slots (at least twice the most connections it holds)
+ * keyed by routing id, so a lookup per message costs a hash and a probe or two. When it
+ * holds cfg.max_conns, the stalest connection is dropped (it must say Hello again, which
+ * libkvclient does by itself). */
+
+static uint32_t rid_hash(const uint8_t *rid, size_t len)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ rid[i]) * 16777619u;
+    return h;
+}
+
+static kvs_conn *conn_slot(kvs_server *s, const uint8_t *rid, size_t len)
+{
+    uint32_t i = rid_hash(rid, len) & (s->conn_slots - 1);
+    for (;; i = (i + 1) & (s->conn_slots - 1)) { /* never full: at most half the slots */
+        kvs_conn *c = &s->conns[i];
+        if (c->rid_len == 0 || (c->rid_len == len && memcmp(c->rid, rid, len) == 0))
+            return c;
+    }
+}
 
 static kvs_conn *conn_find(kvs_server *s, zmq_msg_t *route)
 {
-    size_t len = zmq_msg_size(route);
-    for (uint32_t i = 0; i < KVS_MAX_CONNS; i++) {
-        kvs_conn *c = &s->conns[i];
-        if (c->rid_len == len && memcmp(c->rid, zmq_msg_data(route), len) == 0)
-            return c;
-    }
-    return NULL;
+    kvs_conn *c = conn_slot(s, zmq_msg_data(route), zmq_msg_size(route));
+    return c->rid_len ? c : NULL;
 }
 
-static kvs_conn *conn_add(kvs_server *s, zmq_msg_t *route, uint32_t tenant)
+/* Drops the stalest connection (a full table: rare), closing the gap it leaves in its probe
+ * run by moving later entries back (linear-probing deletion, Knuth's algorithm R). */
+static void conn_evict_stalest(kvs_server *s)
 {
-    kvs_conn *c = conn_find(s, route), *oldest = &s->conns[0];
-    for (uint32_t i = 0; !c && i < KVS_MAX_CONNS; i++) {
-        if (s->conns[i].rid_len == 0) {
-            c = &s->conns[i];
-            break;
-        }
-        if (s->conns[i].last_seen_ms < oldest->last_seen_ms)
-            oldest = &s->conns[i];
+    const uint32_t mask = s->conn_slots - 1;
+    uint32_t i = 0;
+    for (uint32_t k = 1; k < s->conn_slots; k++)
+        if (s->conns[k].rid_len && (!s->conns[i].rid_len || s->conns[k].last_seen_ms < s->conns[i].last_seen_ms))
+            i = k;
+    s->conns[i].rid_len = 0;
+    s->n_conns--;
+    for (uint32_t j = (i + 1) & mask; s->conns[j].rid_len; j = (j + 1) & mask) {
+        uint32_t home = rid_hash(s->conns[j].rid, s->conns[j].rid_len) & mask;
+        /* j stays if its home lies cyclically in (i, j] */
+        if (i <= j ? (i < home && home <= j) : (i < home || home <= j))
+            continue;
+        s->conns[i] = s->conns[j];
+        s->conns[j].rid_len = 0;
+        i = j;
     }
-    if (!c)
-        c = oldest; /* table full: the stalest connection must say Hello again */
-    c->rid_len = (uint8_t)zmq_msg_size(route);
-    memcpy(c->rid, zmq_msg_data(route), c->rid_len);
+}
+
+static void conn_add(kvs_server *s, zmq_msg_t *route, uint32_t tenant)
+{
+    size_t len = zmq_msg_size(route);
+    kvs_conn *c = conn_find(s, route);
+    if (!c) {
+        if (s->n_conns == s->cfg.max_conns)
+            conn_evict_stalest(s);
+        c = conn_slot(s, zmq_msg_data(route), len);
+        s->n_conns++;
+    }
+    c->rid_len = (uint8_t)len;
+    memcpy(c->rid, zmq_msg_data(route), len);
     c->tenant = tenant;
     c->last_seen_ms = kvs_now_ms();
-    return c;
 }
 
 /* The tenant the ZAP handler put on this connection's messages (authenticated mode), or

@@ -216,7 +216,9 @@ int kvs_server_start(kvs_server *s)
         s->pages.tenant[t].quota = c->tenant[t].quota_pages;
     if ((rc = kvs_seqs_init(&s->seqs, s->shm.h, &s->pages, (const uint8_t(*)[KVA_HASH_BYTES])salts)))
         return rc;
-    s->conns = calloc(KVS_MAX_CONNS, sizeof(kvs_conn));
+    for (s->conn_slots = 2; s->conn_slots < 2 * c->max_conns; s->conn_slots *= 2)
+        ;
+    s->conns = calloc(s->conn_slots, sizeof(kvs_conn));
     s->workers = calloc(c->workers, sizeof(kvs_worker));
     s->stamp = calloc(c->max_seqs, sizeof(uint64_t));
     if (!s->conns || !s->workers || !s->stamp)

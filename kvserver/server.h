@@ -18,7 +18,6 @@
 #include "seq.h"
 #include "shm.h"
 
-#define KVS_MAX_CONNS 4096
 #define KVS_JOB_RETRIES 2
 
 /* A client connection, known by its ROUTER routing id after Hello. */
@@ -85,7 +84,9 @@ typedef struct kvs_server {
     void *zap;                  /* ZAP handler (REP), authenticated mode only */
     int sigfd;                  /* signalfd: SIGCHLD, SIGINT, SIGTERM */
     int stopping;
-    kvs_conn *conns;            /* KVS_MAX_CONNS entries */
+    kvs_conn *conns;            /* hash table of conn_slots entries (handlers.c) */
+    uint32_t conn_slots;        /* a power of two, at least twice cfg.max_conns */
+    uint32_t n_conns;
     kvs_worker *workers;
     kvs_job *queue_head[KVS_MAX_TENANTS], *queue_tail[KVS_MAX_TENANTS];
     uint32_t rr_tenant, rr_served;  /* weighted round robin over tenant queues */

@@ -35,3 +35,10 @@ $(B)/tests/bad_input: $(B)/obj/tests/fault/bad_input.o $(B)/obj/client/examples/
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
 INTEG_TESTS += tests/fault/test_bad_input.sh
 tests: $(B)/tests/bad_input
+
+$(B)/tests/conn_churn: $(B)/obj/tests/integration/conn_churn.o $(B)/obj/client/examples/synth.o \
+                       $(B)/libkvclient.a $(KERNELS_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
+INTEG_TESTS += tests/integration/test_conn_churn.sh
+tests: $(B)/tests/conn_churn
