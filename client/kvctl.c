@@ -23,6 +23,7 @@ static const char usage_text[] =
     "commands:\n"
     "  stats [--json]   arena, prefix cache, jobs, workers and tenants\n"
     "  ping             round-trip time to the server\n"
+    "  check            the server checks its invariants (page counts, LRU, index, refs)\n"
     "  keygen           a new CURVE key pair (Z85): a tenant's public_key for the server's\n"
     "                   config and the pair for its clients, or the server's own key\n"
     "ADMIN_EP defaults to $KVARENA_ADMIN or " DEFAULT_ADMIN "; MS to 5000.\n";
@@ -177,6 +178,21 @@ static int cmd_stats(const char *ep, int timeout_ms, int json)
     return 0;
 }
 
+/* Asks the server to check its invariants; exit 0 if they hold. */
+static int cmd_check(const char *ep, int timeout_ms)
+{
+    Kvarena__Check body = KVARENA__CHECK__INIT;
+    Kvarena__Envelope req = KVARENA__ENVELOPE__INIT;
+    req.body_case = KVARENA__ENVELOPE__BODY_CHECK;
+    req.check = &body;
+    kvr_reply rep;
+    if (admin_call(ep, timeout_ms, &req, &rep, KVARENA__ENVELOPE__BODY__NOT_SET, "check"))
+        return 1;
+    kvr_reply_clear(&rep);
+    printf("server invariants hold\n");
+    return 0;
+}
+
 static int cmd_ping(const char *ep, int timeout_ms)
 {
     Kvarena__Ping body = KVARENA__PING__INIT;
@@ -252,6 +268,8 @@ int main(int argc, char **argv)
         return usage("no command");
     if (!strcmp(cmd, "stats"))
         return cmd_stats(ep, timeout_ms, json);
+    if (!strcmp(cmd, "check"))
+        return cmd_check(ep, timeout_ms);
     if (!strcmp(cmd, "keygen")) {
         char pub[41], sec[41];
         if (zmq_curve_keypair(pub, sec) != 0) {

@@ -516,7 +516,12 @@ void kvs_handle_admin(kvs_server *s, kvp_msg *m)
         on_stats(s, s->admin, m, e->req_id);
     else if (e->body_case == KVARENA__ENVELOPE__BODY_PING)
         kvp_send_status(s->admin, &m->route, e->req_id, 0, "");
+    else if (e->body_case == KVARENA__ENVELOPE__BODY_CHECK) {
+        char why[256] = "";
+        int rc = kvs_server_check(s, why, sizeof(why));
+        kvp_send_status(s->admin, &m->route, e->req_id, rc, why);
+    }
     else
-        kvp_send_status(s->admin, &m->route, e->req_id, KV_ERR_PROTO, "admin takes Stats or Ping");
+        kvp_send_status(s->admin, &m->route, e->req_id, KV_ERR_PROTO, "admin takes Stats, Ping or Check");
     kvarena__envelope__free_unpacked(e, NULL);
 }

@@ -110,6 +110,9 @@ void kvs_server_stop(kvs_server *s);
 void kvs_event(kvs_server *s, const char *topic, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* check.c: every invariant of pages, sequences and jobs; 0 or KV_ERR_INTERNAL + why. */
+int kvs_server_check(kvs_server *s, char *why, size_t why_len);
+
 /* handlers.c: one client or admin message (m is consumed by the caller afterwards) */
 void kvs_handle_client(kvs_server *s, kvp_msg *m);
 void kvs_handle_admin(kvs_server *s, kvp_msg *m);

@@ -20,6 +20,7 @@ for i in $(seq "$RESTARTS"); do
     for _ in $(seq 50); do pgrep -f "kvworker --shm /kvarena-$KV_NAME" >/dev/null || break; sleep 0.05; done
     pgrep -f "kvworker --shm /kvarena-$KV_NAME" >/dev/null && die "workers of the killed server still run"
     kv_start
+    kv_self_check
     grep "recovered:" "$KV_DIR.log" | tail -1 | sed 's/^.*recovered/restart '"$i"': recovered/' ||
         die "restart $i did not recover the arena"
 done

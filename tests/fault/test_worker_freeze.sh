@@ -22,6 +22,7 @@ for i in $(seq "$FREEZES"); do
     kill -CONT "$victim" 2>/dev/null || true
     [ $gone -eq 1 ] || die "frozen worker $victim was not fenced within 2 s"
     echo "freeze $i: worker $victim fenced"
+    kv_self_check
 done
 kv_clients_stop
 [ "$(grep -c "stopped sending heartbeats: fenced" "$KV_DIR.log")" -ge "$FREEZES" ] || die "fencing missing from the server log"

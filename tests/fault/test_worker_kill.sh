@@ -15,6 +15,7 @@ while [ $killed -lt "$KILLS" ]; do
     victim=$(pgrep -f "kvworker --shm /kvarena-$KV_NAME" | shuf -n 1 || true)
     [ -n "$victim" ] && kill -KILL "$victim" 2>/dev/null && killed=$((killed + 1))
     sleep "0.0$((RANDOM % 9 + 1))"
+    kv_self_check   # ref counts, free + in use + cached == total, after every kill
 done
 kv_clients_stop
 [ "$killed" -ge "$KILLS" ] || die "only $killed of $KILLS kills happened"

@@ -31,6 +31,7 @@ kv_start() {
 
 # kv_stop: SIGTERM, then checks that the server exited 0 and left nothing behind.
 kv_stop() {
+    kv_self_check
     kill -TERM "$KV_PID"
     wait "$KV_PID"; local rc=$?
     [ "$rc" -eq 0 ] || die "kvserver exited with $rc"
@@ -60,8 +61,15 @@ kv_stat() {
     echo "$json" | grep -o "\"$key\":[0-9]*" | head -1 | cut -d: -f2
 }
 
-# kv_check_pages: free + in use + cached == total; with "idle", nothing in use.
+# kv_self_check: the server checks its own invariants (kvctl check: allocator, LRU, index,
+# every page's ref count against the sequences and jobs that hold it).
+kv_self_check() {
+    "$B/kvctl" --endpoint "$KV_ADMIN" check >/dev/null || die "server self-check failed (see above)"
+}
+
+# kv_check_pages: free + in use + cached == total; with "idle", nothing in use; self-check.
 kv_check_pages() {
+    kv_self_check
     local total free used cached
     total=$(kv_stat pages total); free=$(kv_stat pages free)
     used=$(kv_stat pages in_use); cached=$(kv_stat pages cached)
