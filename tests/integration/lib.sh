@@ -45,12 +45,13 @@ kv_stop() {
 }
 
 kv_cleanup() {
+    set +e   # runs from the EXIT trap of a `set -e` script: every step must run
     [ -n "$KV_PID" ] && kill -KILL "$KV_PID" 2>/dev/null
     sleep 0.1
     pkill -KILL -f "kvworker --shm /kvarena-$KV_NAME" 2>/dev/null
     rm -f "/dev/shm/kvarena-$KV_NAME"
     [ -f "$KV_DIR.log" ] && tail -20 "$KV_DIR.log" >&2
-    rm -rf "$KV_DIR" "$KV_DIR.log"
+    rm -rf "$KV_DIR" "$KV_DIR".*
 }
 
 # kv_stat [SECTION] KEY: one number from `kvctl stats --json`, e.g. kv_stat pages free.
