@@ -9,6 +9,8 @@ typedef __m256 vf;
 #define VL 8
 #define QK_NR 4
 #define PV_DR 3
+#define QK_NK 2   /* narrow logits: keys per pass (4 x 2 accumulators) */
+#define PVN_DR 2  /* narrow P.V: vectors of head_dim per pass (4 x 2 accumulators) */
 
 static inline vf v_zero(void) { return _mm256_setzero_ps(); }
 static inline vf v_set1(float x) { return _mm256_set1_ps(x); }
@@ -64,6 +66,27 @@ static inline vf v_load_bf16(const uint8_t *p)
 static inline void v_reduce4(vf a, vf b, vf c, vf d, float *r)
 {
     kvk_reduce4_256(a, b, c, d, r);
+}
+
+/* The narrow logits of 4 query vectors x 2 keys: lane 2i + j = sum of the lanes of a[i][j].
+ * hadds pair the vectors, one 128-bit fold finishes all eight sums. */
+static inline vf v_reduce_qk(vf a[4][QK_NK])
+{
+    __m256 h0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0][0], a[0][1]), _mm256_hadd_ps(a[1][0], a[1][1]));
+    __m256 h1 = _mm256_hadd_ps(_mm256_hadd_ps(a[2][0], a[2][1]), _mm256_hadd_ps(a[3][0], a[3][1]));
+    /* lanes of h0: a00 a01 a10 a11 (low halves) | the same (high halves) */
+    return _mm256_add_ps(_mm256_permute2f128_ps(h0, h1, 0x20), _mm256_permute2f128_ps(h0, h1, 0x31));
+}
+
+/* Max / sum over each pair of lanes (one query vector), in both lanes of it. */
+static inline vf v_group_max(vf x)
+{
+    return _mm256_max_ps(x, _mm256_permute_ps(x, 0xb1));
+}
+
+static inline vf v_group_sum(vf x)
+{
+    return _mm256_add_ps(x, _mm256_permute_ps(x, 0xb1));
 }
 
 #include "kvk_vexp.h"

@@ -10,6 +10,8 @@ typedef __m512 vf;
 #define VL 16
 #define QK_NR 8
 #define PV_DR 4
+#define QK_NK 4   /* narrow logits: keys per pass (4 x 4 accumulators) */
+#define PVN_DR 4  /* narrow P.V: vectors of head_dim per pass (4 x 4 accumulators) */
 
 static inline vf v_zero(void) { return _mm512_setzero_ps(); }
 static inline vf v_set1(float x) { return _mm512_set1_ps(x); }
@@ -51,6 +53,43 @@ static inline void v_reduce4(vf a, vf b, vf c, vf d, float *r)
                                   _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)))
     kvk_reduce4_256(KVK_FOLD(a), KVK_FOLD(b), KVK_FOLD(c), KVK_FOLD(d), r);
 #undef KVK_FOLD
+}
+
+/* The narrow logits of 4 query vectors x 4 keys: lane 4i + j = sum of the lanes of a[i][j].
+ * A transposing tree halves the vectors' width at every level: 45 instructions for 16 sums,
+ * no scalar work. */
+static inline vf v_reduce_qk(vf a[4][QK_NK])
+{
+    vf x[16], y[8], z[4], w[2];
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++)
+            x[4 * j + i] = a[i][j];
+    for (int p = 0; p < 8; p++) /* 128-bit chunks: [x0 lo+hi, x1 lo+hi] */
+        y[p] = _mm512_add_ps(_mm512_shuffle_f32x4(x[2 * p], x[2 * p + 1], 0x44),
+                             _mm512_shuffle_f32x4(x[2 * p], x[2 * p + 1], 0xee));
+    for (int q = 0; q < 4; q++) /* chunk k: 4 partial sums of x[4q + k] */
+        z[q] = _mm512_add_ps(_mm512_shuffle_f32x4(y[2 * q], y[2 * q + 1], 0x88),
+                             _mm512_shuffle_f32x4(y[2 * q], y[2 * q + 1], 0xdd));
+    for (int r = 0; r < 2; r++) { /* chunk k: 2 + 2 partial sums of x[8r + k], x[8r + 4 + k] */
+        __m512d u = _mm512_castps_pd(z[2 * r]), v = _mm512_castps_pd(z[2 * r + 1]);
+        w[r] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(u, v)),
+                             _mm512_castpd_ps(_mm512_unpackhi_pd(u, v)));
+    }
+    /* chunk k: sums of x[k], x[4 + k], x[8 + k], x[12 + k] = a[k][0 .. 3] */
+    return _mm512_add_ps(_mm512_shuffle_ps(w[0], w[1], 0x88), _mm512_shuffle_ps(w[0], w[1], 0xdd));
+}
+
+/* Max / sum over each group of QK_NK = 4 lanes (one query vector), in every lane of it. */
+static inline vf v_group_max(vf x)
+{
+    x = _mm512_max_ps(x, _mm512_permute_ps(x, 0xb1));
+    return _mm512_max_ps(x, _mm512_permute_ps(x, 0x4e));
+}
+
+static inline vf v_group_sum(vf x)
+{
+    x = _mm512_add_ps(x, _mm512_permute_ps(x, 0xb1));
+    return _mm512_add_ps(x, _mm512_permute_ps(x, 0x4e));
 }
 
 #include "kvk_vexp.h"

@@ -1,19 +1,19 @@
 /* attn_simd.h — the tile kernel of paged attention, written once for every vector ISA.
  *
  * Included by attn_avx2.c and attn_avx512.c after they define the vector type `vf`, its
- * width VL, the register-blocking sizes QK_NR and PV_DR and the v_* helpers; compiled once
- * per ISA with that ISA's flags. One task (kvk_internal.h) = up to KVK_TILE_M query vectors
- * (the G heads of one KV head for a few rows) against a key range, in blocks of KB keys:
+ * width VL, the register-blocking sizes (QK_NR, PV_DR wide; QK_NK, PVN_DR narrow) and the
+ * v_* helpers; compiled once per ISA with that ISA's flags. One task (kvk_internal.h) = up
+ * to KVK_TILE_M query vectors (the G heads of one KV head for a few rows) against a key
+ * range. Each K/V byte is read once per task, shared by all its query vectors.
  *
- *   1. gather the block's K and V rows from their pages and widen them to fp32 (each K/V
- *      byte is read once per task, shared by all its query vectors);
- *   2. logits: narrow tiles (decode: M < VL query vectors) use dot products along head_dim
- *      with a 4-way horizontal reduction, into S[m][n]; wide tiles (prefill) use the
- *      transposed queries Qt[d][m] against broadcast K elements, a register-blocked
- *      2*VL x QK_NR outer product with no reduction at all, into S^T[n][m];
+ * Wide tiles (prefill, M >= VL query vectors), blocks of KB keys:
+ *   1. gather the block's K and V rows from their pages and widen them to fp32;
+ *   2. logits: the transposed queries Qt[d][m] against broadcast K elements, a register-
+ *      blocked 2*VL x QK_NR outer product with no reduction at all, into S^T[n][m];
  *   3. mask / soft-cap / ALiBi only on blocks that need it (scalar: a minority of blocks);
- *   4. online softmax vectorized along the contiguous axis of either layout;
+ *   4. online softmax vectorized along the query axis;
  *   5. acc[m][:] += P[m][n] * V[n][:], register-blocked PV_MR rows x PV_DR vectors.
+ * Narrow tiles (decode, M < VL): memory-bound, so no copies at all; see "narrow tiles".
  * Queries are pre-scaled (and rotated) once per task, so logits come out scaled. */
 #include <float.h>
 #include <string.h>
@@ -23,13 +23,10 @@
 #endif
 
 #define KB 64                       /* keys per block: a multiple of VL and QK_NR */
-/* Narrow (decode) tiles use short blocks so the widened K/V stay in L1 and the work per
- * block is small next to DRAM latency; they prefetch KB_NARROW_AHEAD blocks ahead. */
-#ifndef KB_NARROW /* tunable at build time, e.g. -DKB_NARROW=32 */
-#define KB_NARROW 16
-#endif
-#ifndef KB_NARROW_AHEAD
-#define KB_NARROW_AHEAD 8
+/* Narrow (decode) tiles: keys per block. A block's K and V (and the next one's, prefetched
+ * during it) stay in L1; longer blocks cut the per-block softmax work. */
+#ifndef KB_NARROW /* tunable at build time, e.g. -DKB_NARROW=64: a multiple of 4, <= KB */
+#define KB_NARROW 32
 #endif
 #define PV_MR 4                     /* query rows per PV register block */
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
@@ -105,18 +102,6 @@ static void load_block(const kvk_call *c, const kvk_item *it, uint32_t h, int ki
     memset(dst + n * D, 0, (n_pad - n) * D * sizeof(float));
 }
 
-/* Pages of a context are scattered, and the hardware prefetcher stops at every 4 KiB
- * boundary: ask for the next block's K and V lines while this block computes. */
-static void prefetch_block(const kvk_call *c, const kvk_item *it, uint32_t h, uint32_t k0,
-                           uint32_t n)
-{
-    size_t bytes_per_row = c->g->head_dim * c->esize;
-    for (int kind = 0; kind < 2; kind++)
-        FOR_EACH_RUN(c, it, h, kind, k0, n, src, run, j,
-                     for (size_t off = 0; off < run * bytes_per_row; off += 64)
-                         __builtin_prefetch(src + off);)
-}
-
 /* ---- queries ---- */
 
 static void tile_load_q(const kvk_call *c, const kvk_task *t, size_t row0, tile_buf *b,
@@ -144,29 +129,6 @@ static void tile_load_q(const kvk_call *c, const kvk_task *t, size_t row0, tile_
 }
 
 /* ---- logits ---- */
-
-/* Narrow tiles: s[m][n] = qs[m] . kf[n], four query vectors per pass over a key row. */
-static void qk_dot(const tile_buf *b, uint32_t m4, uint32_t n_pad, uint32_t D)
-{
-    for (uint32_t n = 0; n < n_pad; n++) {
-        const float *k = b->kf + (size_t)n * D;
-        for (uint32_t m = 0; m < m4; m += 4) {
-            const float *q = b->qs + (size_t)m * D;
-            vf a0 = v_zero(), a1 = v_zero(), a2 = v_zero(), a3 = v_zero();
-            for (uint32_t d = 0; d < D; d += VL) {
-                vf kv = v_load(k + d);
-                a0 = v_fma(v_load(q + d), kv, a0);
-                a1 = v_fma(v_load(q + D + d), kv, a1);
-                a2 = v_fma(v_load(q + 2 * D + d), kv, a2);
-                a3 = v_fma(v_load(q + 3 * D + d), kv, a3);
-            }
-            float r[4];
-            v_reduce4(a0, a1, a2, a3, r);
-            for (int i = 0; i < 4; i++)
-                b->s[(size_t)(m + i) * KB + n] = r[i];
-        }
-    }
-}
 
 /* Wide tiles: s[n][m0 .. m0+2VL) for keys n0 .. n0+QK_NR, an outer product per element d. */
 ALWAYS_INLINE void qk_wide_block(const tile_buf *b, uint32_t mp, uint32_t D, uint32_t m0,
@@ -197,10 +159,18 @@ static void qk_wide(const tile_buf *b, uint32_t mp, uint32_t n_pad, uint32_t D)
             qk_wide_block(b, mp, D, m0, n0);
 }
 
-/* Masks keys a row cannot see (and the padding past n), applies soft-cap and ALiBi. Only
- * runs on blocks where something applies; s[m][n] is at s[m * sm + n * sn]. */
-static void logits_fix(const kvk_call *c, const kvk_task *t, float *s, size_t sm, size_t sn,
-                       uint32_t kb, uint32_t n, uint32_t n_pad)
+/* Where the logit of query vector m (from the first one passed) and key j of a block is:
+ * s[m * sm + (j / nk) * sk + j % nk]. */
+typedef struct logit_layout {
+    size_t sm, sk;
+    uint32_t nk;
+} logit_layout;
+
+/* Masks keys query vectors m0 .. m1-1 cannot see (and the padding past n), applies soft-cap
+ * and ALiBi. Only runs on blocks where something applies. */
+static void logits_fix(const kvk_call *c, const kvk_task *t, float *s, uint32_t m0,
+                       uint32_t m1, const logit_layout *ly, uint32_t kb, uint32_t n,
+                       uint32_t n_pad)
 {
     const kvk_item *it = &c->items[t->item];
     const kvk_attn_opts *o = &c->opts;
@@ -212,12 +182,12 @@ static void logits_fix(const kvk_call *c, const kvk_task *t, float *s, size_t sm
     int modify = o->softcap > 0.0f || o->alibi;
     if (!mask && !modify)
         return;
-    for (uint32_t m = 0; m < (t->r1 - t->r0) * G; m++) {
+    for (uint32_t m = m0; m < m1; m++) {
         uint32_t pos = it->n_kv + t->r0 + m / G, qh = t->kv_head * G + m % G;
         float slope = o->alibi ? o->alibi[qh] : 0.0f;
         kvk__visible(o, pos, n_keys, &lo, &hi);
         for (uint32_t j = 0; j < n_pad; j++) {
-            float *x = &s[m * sm + j * sn];
+            float *x = &s[(m - m0) * ly->sm + j / ly->nk * ly->sk + j % ly->nk];
             if (j >= n || kb + j < lo || kb + j >= hi)
                 *x = -INFINITY;
             else if (modify)
@@ -228,30 +198,9 @@ static void logits_fix(const kvk_call *c, const kvk_task *t, float *s, size_t sm
 
 /* ---- online softmax ---- */
 
-/* Rows layout s[m][n]: per row, new max, p = exp(s - max) in place, alpha = exp(old - new).
- * A max of -inf (nothing visible yet) is replaced by -FLT_MAX so exp gives exact zeros
- * instead of NaN. */
-static void softmax_rows(const tile_buf *b, uint32_t m4, uint32_t n_pad)
-{
-    for (uint32_t m = 0; m < m4; m++) {
-        float *x = b->s + (size_t)m * KB;
-        vf mx = v_set1(-INFINITY), sum = v_zero();
-        for (uint32_t j = 0; j < n_pad; j += VL)
-            mx = v_max(mx, v_load(x + j));
-        float mnew = fmaxf(b->m[m], v_hmax(mx)), mu = fmaxf(mnew, -FLT_MAX);
-        vf vmu = v_set1(mu);
-        for (uint32_t j = 0; j < n_pad; j += VL) {
-            vf p = v_exp(v_sub(v_load(x + j), vmu));
-            v_store(x + j, p);
-            sum = v_add(sum, p);
-        }
-        b->alpha[m] = expf(b->m[m] - mu);
-        b->l[m] = b->l[m] * b->alpha[m] + v_hsum(sum);
-        b->m[m] = mnew;
-    }
-}
-
-/* Columns layout s[n][m]: the same, VL query vectors at a time down the key axis. */
+/* Wide tiles, s[n][m]: per query vector the block's max, p = exp(s - max) in place, alpha =
+ * exp(old max - new max); VL query vectors at a time down the key axis. A max of -inf
+ * (nothing visible yet) is replaced by -FLT_MAX so exp gives exact zeros instead of NaN. */
 static void softmax_cols(const tile_buf *b, uint32_t mp, uint32_t n_pad)
 {
     for (uint32_t m0 = 0; m0 < mp; m0 += VL) {
@@ -320,6 +269,231 @@ static void pv(const float *p, size_t pm, size_t pn, const float *v, uint32_t n_
     }
 }
 
+/* ---- narrow tiles (decode) ----
+ *
+ * M < VL query vectors (decode: the G heads of one KV head, one row), taken four at a time
+ * (a quad). K and V are read straight from the pages and widened in registers, never copied;
+ * a block of KB_NARROW keys is read once per quad, from L1 after the first one.
+ *
+ * A quad's logits live in vectors of QK_NK keys x 4 query vectors: lanes i*QK_NK .. +QK_NK-1
+ * hold query vector i (v_reduce_qk builds them). The online softmax runs on those vectors
+ * whole; its state (max, sum) is kept the same way, each value repeated over its lanes. */
+
+/* VL elements of a K/V row of dtype dt, from element i, as fp32. */
+ALWAYS_INLINE vf v_load_kv(const uint8_t *p, size_t i, const kvk_dtype dt)
+{
+    return dt == KVK_F16 ? v_load_f16(p + 2 * i)
+           : dt == KVK_BF16 ? v_load_bf16(p + 2 * i) : v_load((const float *)p + i);
+}
+
+/* The rows pf[j .. j+cnt) (bytes each), clipped to pf_n rows, asked for in L1. Prefetches are
+ * spread over the compute of the block before (a few per key): asked for all at once, they
+ * would exhaust the L1 miss buffers and stall the compute behind them. */
+ALWAYS_INLINE void prefetch_rows(const uint8_t *const *pf, uint32_t pf_n, uint32_t j,
+                                 uint32_t cnt, size_t bytes)
+{
+    for (uint32_t r = j; r < j + cnt && r < pf_n; r++)
+        for (size_t off = 0; off < bytes; off += 64)
+            __builtin_prefetch(pf[r] + off);
+}
+
+/* Logits of the quad q (4 rows of D) against keys kr[0 .. n), n a multiple of QK_NK: vector
+ * j / QK_NK of s. Prefetches the K rows pf[0 .. pf_n) of the next block on the way. */
+ALWAYS_INLINE void qk_quad(const float *q, const uint8_t *const *kr, uint32_t n, uint32_t D,
+                           float *s, const uint8_t *const *pf, uint32_t pf_n,
+                           const kvk_dtype dt)
+{
+    size_t row_bytes = D * (dt == KVK_F32 ? 4 : 2);
+    for (uint32_t j = 0; j < n; j += QK_NK) {
+        prefetch_rows(pf, pf_n, j, QK_NK, row_bytes);
+        vf a[4][QK_NK];
+        for (int i = 0; i < 4; i++)
+            for (int k = 0; k < QK_NK; k++)
+                a[i][k] = v_zero();
+        for (uint32_t d = 0; d < D; d += VL) {
+            vf q0 = v_load(q + d), q1 = v_load(q + D + d), q2 = v_load(q + 2 * D + d),
+               q3 = v_load(q + 3 * D + d);
+            for (int k = 0; k < QK_NK; k++) {
+                vf kv = v_load_kv(kr[j + k], d, dt);
+                a[0][k] = v_fma(q0, kv, a[0][k]);
+                a[1][k] = v_fma(q1, kv, a[1][k]);
+                a[2][k] = v_fma(q2, kv, a[2][k]);
+                a[3][k] = v_fma(q3, kv, a[3][k]);
+            }
+        }
+        v_store(s + (size_t)j / QK_NK * VL, v_reduce_qk(a));
+    }
+}
+
+/* Online softmax of a quad's block of nv logit vectors: exp in place, state updated; returns
+ * the rescale factors of the accumulators (lanes as the state). */
+static vf softmax_quad(float *s, uint32_t nv, vf *mstate, vf *lstate)
+{
+    vf mx = v_set1(-INFINITY), sum = v_zero();
+    for (uint32_t v = 0; v < nv; v++)
+        mx = v_max(mx, v_load(s + (size_t)v * VL));
+    vf mnew = v_max(*mstate, v_group_max(mx)), mu = v_max(mnew, v_set1(-FLT_MAX));
+    for (uint32_t v = 0; v < nv; v++) {
+        vf p = v_exp(v_sub(v_load(s + (size_t)v * VL), mu));
+        v_store(s + (size_t)v * VL, p);
+        sum = v_add(sum, p);
+    }
+    vf alpha = v_exp(v_sub(*mstate, mu));
+    *lstate = v_fma(*lstate, alpha, v_group_sum(sum));
+    *mstate = mnew;
+    return alpha;
+}
+
+/* acc[i][d0 .. d0 + dr VL) = alpha[i] acc[i][...] + sum_j p(i, j) v[j][...], i < 4, j < n
+ * (n a multiple of QK_NK). Each p(i, j) feeds its FMAs straight from memory (a broadcast
+ * operand), which keeps the 4 x dr accumulators, not the probabilities, in registers. */
+ALWAYS_INLINE void pv_quad_block(const float *p, const float *alpha, const uint8_t *const *vr,
+                                 uint32_t n, uint32_t D, float *acc, uint32_t d0,
+                                 const int dr, const uint8_t *const *pf, uint32_t pf_n,
+                                 const kvk_dtype dt)
+{
+    size_t row_bytes = D * (dt == KVK_F32 ? 4 : 2);
+    vf a[4][PVN_DR];
+    for (int i = 0; i < 4; i++) {
+        vf al = v_set1(alpha[i * QK_NK]);
+        for (int k = 0; k < dr; k++)
+            a[i][k] = v_mul(v_load(acc + (size_t)i * D + d0 + k * VL), al);
+    }
+    for (uint32_t j = 0; j < n; j += QK_NK, p += VL) {
+        prefetch_rows(pf, pf_n, j, QK_NK, row_bytes);
+        for (int jj = 0; jj < QK_NK; jj++) {
+            const uint8_t *row = vr[j + jj];
+            for (int k = 0; k < dr; k++) {
+                vf vv = v_load_kv(row, d0 + k * VL, dt);
+                for (int i = 0; i < 4; i++)
+                    a[i][k] = v_fma(v_set1(p[i * QK_NK + jj]), vv, a[i][k]);
+            }
+        }
+    }
+    for (int i = 0; i < 4; i++)
+        for (int k = 0; k < dr; k++)
+            v_store(acc + (size_t)i * D + d0 + k * VL, a[i][k]);
+}
+
+ALWAYS_INLINE void pv_quad(const float *p, const float *alpha, const uint8_t *const *vr,
+                           uint32_t n, uint32_t D, float *acc, const uint8_t *const *pf,
+                           uint32_t pf_n, const kvk_dtype dt)
+{
+    uint32_t d0 = 0; /* the first pass prefetches the next block's V rows */
+    for (; d0 + PVN_DR * VL <= D; d0 += PVN_DR * VL, pf_n = 0)
+        pv_quad_block(p, alpha, vr, n, D, acc, d0, PVN_DR, pf, pf_n, dt);
+    for (; d0 < D; d0 += VL, pf_n = 0)
+        pv_quad_block(p, alpha, vr, n, D, acc, d0, 1, pf, pf_n, dt);
+}
+
+/* qk_quad and pv_quad compiled once per dtype, each on its own so that its accumulators get
+ * the whole register file. */
+#define NARROW_FNS(sfx, dt)                                                               \
+    static __attribute__((noinline)) void qk_quad_##sfx(                                \
+        const float *q, const uint8_t *const *kr, uint32_t n, uint32_t D, float *s,        \
+        const uint8_t *const *pf, uint32_t pf_n)                                           \
+    {                                                                                     \
+        qk_quad(q, kr, n, D, s, pf, pf_n, dt);                                            \
+    }                                                                                     \
+    static __attribute__((noinline)) void pv_quad_##sfx(                                \
+        const float *p, const float *alpha, const uint8_t *const *vr, uint32_t n,          \
+        uint32_t D, float *acc, const uint8_t *const *pf, uint32_t pf_n)                   \
+    {                                                                                     \
+        pv_quad(p, alpha, vr, n, D, acc, pf, pf_n, dt);                                   \
+    }
+NARROW_FNS(f32, KVK_F32)
+NARROW_FNS(f16, KVK_F16)
+NARROW_FNS(bf16, KVK_BF16)
+
+typedef struct narrow_fns {
+    void (*qk)(const float *q, const uint8_t *const *kr, uint32_t n, uint32_t D, float *s,
+               const uint8_t *const *pf, uint32_t pf_n);
+    void (*pv)(const float *p, const float *alpha, const uint8_t *const *vr, uint32_t n,
+               uint32_t D, float *acc, const uint8_t *const *pf, uint32_t pf_n);
+} narrow_fns;
+
+static const narrow_fns narrow_by_dtype[] = {
+    [KVK_F32] = { qk_quad_f32, pv_quad_f32 },
+    [KVK_F16] = { qk_quad_f16, pv_quad_f16 },
+    [KVK_BF16] = { qk_quad_bf16, pv_quad_bf16 },
+};
+
+/* The state of a narrow task: per quad, max and sum as in softmax_quad. */
+typedef struct narrow_state {
+    vf m[VL / 4], l[VL / 4];
+} narrow_state;
+
+/* The K and V row addresses of one block of keys. */
+typedef struct narrow_rows {
+    const uint8_t *k[KB_NARROW], *v[KB_NARROW];
+    uint32_t kb, n, n_pad; /* keys kb .. kb+n; n_pad a multiple of QK_NK (repeats row n-1) */
+} narrow_rows;
+
+/* One block of keys (rows r) for every quad; the first quad prefetches the block `next`
+ * (n = 0: none). */
+static void narrow_block(const kvk_call *c, const kvk_task *t, const tile_buf *b,
+                         narrow_state *st, const narrow_rows *r, const narrow_rows *next,
+                         uint32_t M, float *acc)
+{
+    uint32_t D = c->g->head_dim;
+    static const logit_layout ly = { QK_NK, VL, QK_NK };
+    const narrow_fns *fn = &narrow_by_dtype[c->g->dtype];
+    for (uint32_t m0 = 0, quad = 0; m0 < M; m0 += 4, quad++) {
+        float *s = b->s + (size_t)quad * KB_NARROW * 4, alpha[VL];
+        uint32_t pf_n = quad ? 0 : next->n;
+        fn->qk(b->qs + (size_t)m0 * D, r->k, r->n_pad, D, s, next->k, pf_n);
+        logits_fix(c, t, s, m0, m0 + 4 < M ? m0 + 4 : M, &ly, r->kb, r->n, r->n_pad);
+        v_store(alpha, softmax_quad(s, r->n_pad / QK_NK, &st->m[quad], &st->l[quad]));
+        fn->pv(s, alpha, r->v, r->n_pad, D, acc + (size_t)m0 * D, next->v, pf_n);
+    }
+}
+
+/* Row addresses of keys [kb, min(kb + KB_NARROW, k1)) of KV head h (none if kb >= k1). */
+static void narrow_rows_get(const kvk_call *c, const kvk_item *it, uint32_t h, uint32_t kb,
+                            uint32_t k1, narrow_rows *r)
+{
+    size_t row_bytes = c->g->head_dim * c->esize;
+    r->kb = kb;
+    r->n = kb >= k1 ? 0 : k1 - kb < KB_NARROW ? k1 - kb : KB_NARROW;
+    r->n_pad = (r->n + QK_NK - 1) / QK_NK * QK_NK;
+    FOR_EACH_RUN(c, it, h, 0, kb, r->n, src, run, j,
+                 for (uint32_t i = 0; i < run; i++) {
+                     r->k[j + i] = src + i * row_bytes;
+                     r->v[j + i] = src + c->v_off + i * row_bytes;
+                 })
+    for (uint32_t j = r->n; j < r->n_pad; j++) {
+        r->k[j] = r->k[r->n - 1];
+        r->v[j] = r->v[r->n - 1];
+    }
+}
+
+static void tile_run_narrow(const kvk_call *c, const kvk_task *t, tile_buf *b, float *acc,
+                            uint32_t M)
+{
+    const kvk_item *it = &c->items[t->item];
+    narrow_rows rows[2], *cur = &rows[0], *next = &rows[1];
+    narrow_state st;
+    for (uint32_t q = 0; q < VL / 4; q++) {
+        st.m[q] = v_set1(-INFINITY);
+        st.l[q] = v_zero();
+    }
+    narrow_rows_get(c, it, t->kv_head, t->k0, t->k1, cur);
+    for (uint32_t kb = t->k0; kb < t->k1; kb += KB_NARROW) {
+        narrow_rows_get(c, it, t->kv_head, kb + KB_NARROW, t->k1, next);
+        narrow_block(c, t, b, &st, cur, next, M, acc);
+        narrow_rows *tmp = cur;
+        cur = next;
+        next = tmp;
+    }
+    for (uint32_t m = 0; m < M; m++) {
+        float x[VL];
+        v_store(x, st.m[m / 4]);
+        b->m[m] = x[m % 4 * QK_NK];
+        v_store(x, st.l[m / 4]);
+        b->l[m] = x[m % 4 * QK_NK];
+    }
+}
+
 /* ---- the task ---- */
 
 static void tile_run(const kvk_call *c, const kvk_task *t, size_t row0, float *scratch,
@@ -339,30 +513,19 @@ static void tile_run(const kvk_call *c, const kvk_task *t, size_t row0, float *s
         b.l[m] = 0.0f;
     }
     memset(acc, 0, (size_t)m4 * D * sizeof(float));
-    uint32_t bk = wide ? KB : KB_NARROW, ahead = wide ? KB : KB_NARROW * KB_NARROW_AHEAD;
-    if (!wide) /* the first blocks' prefetch; later ones are asked for one block at a time */
-        prefetch_block(c, it, t->kv_head, t->k0, t->k1 - t->k0 < ahead ? t->k1 - t->k0 : ahead);
-    for (uint32_t kb = t->k0; kb < t->k1; kb += bk) {
-        uint32_t n = t->k1 - kb < bk ? t->k1 - kb : bk, n_pad = (n + 15) & ~15u;
-        if (kb + ahead < t->k1) {
-            uint32_t left = t->k1 - kb - ahead;
-            prefetch_block(c, it, t->kv_head, kb + ahead, left < bk ? left : bk);
-        }
-        load_block(c, it, t->kv_head, 0, kb, n, n_pad, b.kf);
-        load_block(c, it, t->kv_head, 1, kb, n, n_pad, b.vf);
-        size_t sm = wide ? 1 : KB, sn = wide ? mp : 1;
-        if (wide)
+    if (wide)
+        for (uint32_t kb = t->k0; kb < t->k1; kb += KB) {
+            uint32_t n = t->k1 - kb < KB ? t->k1 - kb : KB, n_pad = (n + 15) & ~15u;
+            load_block(c, it, t->kv_head, 0, kb, n, n_pad, b.kf);
+            load_block(c, it, t->kv_head, 1, kb, n, n_pad, b.vf);
             qk_wide(&b, mp, n_pad, D);
-        else
-            qk_dot(&b, m4, n_pad, D);
-        logits_fix(c, t, b.s, sm, sn, kb, n, n_pad);
-        if (wide)
+            logits_fix(c, t, b.s, 0, M, &(logit_layout){ 1, mp, 1 }, kb, n, n_pad);
             softmax_cols(&b, mp, n_pad);
-        else
-            softmax_rows(&b, m4, n_pad);
-        acc_rescale(acc, b.alpha, m4, D);
-        pv(b.s, sm, sn, b.vf, n_pad, D, acc, m4);
-    }
+            acc_rescale(acc, b.alpha, m4, D);
+            pv(b.s, 1, mp, b.vf, n_pad, D, acc, m4);
+        }
+    else
+        tile_run_narrow(c, t, &b, acc, M);
     memcpy(kvk__out_m(out, mcap), b.m, m4 * sizeof(float));
     memcpy(kvk__out_l(out, mcap), b.l, m4 * sizeof(float));
 }

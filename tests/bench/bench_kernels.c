@@ -146,23 +146,28 @@ static double measure_bw(const float *buf, int isa)
     return BW_BYTES / best / 1e9;
 }
 
-#define FMA_ITERS 20000000L
+#define FMA_ITERS 10000000L
 
 typedef struct fma_arg {
     int isa;
     float out;
 } fma_arg;
 
-/* 12 independent chains hide the 4-cycle FMA latency on 2 ports. */
-#define FMA_BODY(T, SET1, FMA, REDUCE)                                                   \
+/* FMA_CHAINS independent chains per thread: the 4-cycle FMA latency times 2 ports needs 8,
+ * 12 leave slack for the loop. Each chain is a named variable (an array would live on the
+ * stack) and an empty asm keeps all of them in registers and alive. */
+#define FMA_CHAINS 12
+#define FMA_STEP4(a, b, c_, d)                                                           \
+    a = FMA(a, m, c); b = FMA(b, m, c); c_ = FMA(c_, m, c); d = FMA(d, m, c);             \
+    __asm__ volatile("" : "+x"(a), "+x"(b), "+x"(c_), "+x"(d));
+#define FMA_BODY(T, SET1, REDUCE)                                                         \
     T x0 = SET1(1.0f), x1 = SET1(1.1f), x2 = SET1(1.2f), x3 = SET1(1.3f), x4 = SET1(1.4f), \
       x5 = SET1(1.5f), x6 = SET1(1.6f), x7 = SET1(1.7f), x8 = SET1(1.8f), x9 = SET1(1.9f), \
       x10 = SET1(2.0f), x11 = SET1(2.1f), m = SET1(0.999999f), c = SET1(1e-7f);          \
     for (long i = 0; i < FMA_ITERS; i++) {                                                \
-        x0 = FMA(x0, m, c); x1 = FMA(x1, m, c); x2 = FMA(x2, m, c); x3 = FMA(x3, m, c);    \
-        x4 = FMA(x4, m, c); x5 = FMA(x5, m, c); x6 = FMA(x6, m, c); x7 = FMA(x7, m, c);    \
-        x8 = FMA(x8, m, c); x9 = FMA(x9, m, c); x10 = FMA(x10, m, c); x11 = FMA(x11, m, c); \
-        __asm__ volatile("" : "+x"(x0), "+x"(x1), "+x"(x2), "+x"(x3));                   \
+        FMA_STEP4(x0, x1, x2, x3)                                                         \
+        FMA_STEP4(x4, x5, x6, x7)                                                         \
+        FMA_STEP4(x8, x9, x10, x11)                                                       \
     }                                                                                     \
     return REDUCE(x0) + REDUCE(x1) + REDUCE(x2) + REDUCE(x3) + REDUCE(x4) + REDUCE(x5) +  \
            REDUCE(x6) + REDUCE(x7) + REDUCE(x8) + REDUCE(x9) + REDUCE(x10) + REDUCE(x11);
@@ -170,19 +175,25 @@ typedef struct fma_arg {
 static inline float id1(float x) { return x; }
 __attribute__((target("fma"))) static float fma_scalar(void)
 {
-    FMA_BODY(float, id1, fmaf, id1)
+#define FMA fmaf
+    FMA_BODY(float, id1, id1)
+#undef FMA
 }
 
 __attribute__((target("avx2,fma"))) static inline float red8(__m256 x) { return _mm256_cvtss_f32(x); }
 __attribute__((target("avx2,fma"))) static float fma_avx2(void)
 {
-    FMA_BODY(__m256, _mm256_set1_ps, _mm256_fmadd_ps, red8)
+#define FMA _mm256_fmadd_ps
+    FMA_BODY(__m256, _mm256_set1_ps, red8)
+#undef FMA
 }
 
 __attribute__((target("avx512f"))) static inline float red16(__m512 x) { return _mm512_cvtss_f32(x); }
 __attribute__((target("avx512f"))) static float fma_avx512(void)
 {
-    FMA_BODY(__m512, _mm512_set1_ps, _mm512_fmadd_ps, red16)
+#define FMA _mm512_fmadd_ps
+    FMA_BODY(__m512, _mm512_set1_ps, red16)
+#undef FMA
 }
 
 static void *fma_thread(void *p)
@@ -201,10 +212,10 @@ static double measure_fma(int isa)
         args[i] = &a[i];
     }
     double best = 1e30;
-    for (int rep = 0; rep < 2; rep++)
+    for (int rep = 0; rep < 5; rep++) /* best of several: a busy machine only slows it */
         best = fmin(best, par_run(fma_thread, args));
     int lanes = isa == 2 ? 16 : isa == 1 ? 8 : 1;
-    return (double)NTH * FMA_ITERS * 12 * lanes * 2 / best / 1e9;
+    return (double)NTH * FMA_ITERS * FMA_CHAINS * lanes * 2 / best / 1e9;
 }
 
 /* ---- the arena ---- */
