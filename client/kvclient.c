@@ -179,7 +179,7 @@ static int call(kvc_client *c, Kvarena__Envelope *env, const kvr_frame *frames, 
 static int model_check(const Kvarena__HelloReply *h)
 {
     return h->layers > 0 && h->q_heads > 0 && h->kv_heads > 0 && h->head_dim > 0 &&
-           h->page_tokens > 0 && h->q_heads % h->kv_heads == 0 && h->dtype <= 2;
+           h->page_tokens > 0 && h->q_heads % h->kv_heads == 0 && h->dtype <= 2 && h->rope <= 2;
 }
 
 static int hello(kvc_client *c)
@@ -201,7 +201,8 @@ static int hello(kvc_client *c)
         return rc;
     }
     c->model = (kvc_model){ r->layers, r->q_heads, r->kv_heads, r->head_dim, r->page_tokens,
-                            r->dtype, r->max_batch_tokens };
+                            r->dtype, r->max_batch_tokens, r->rope, r->rope_theta, r->window,
+                            r->softcap };
     snprintf(c->tenant, sizeof c->tenant, "%s", r->tenant ? r->tenant : "");
     kvr_reply_clear(&rep);
     return 0;

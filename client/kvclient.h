@@ -66,6 +66,11 @@ typedef struct kvc_model {
     uint32_t layers, q_heads, kv_heads, head_dim, page_tokens;
     uint32_t dtype;           /* 0 fp32, 1 fp16, 2 bf16 */
     uint32_t max_batch_tokens;
+    /* the model's attention, applied by the server: send Q and K unrotated when rope != 0 */
+    uint32_t rope;            /* 0 none, 1 half (NeoX), 2 interleaved (GPT-J) */
+    float rope_theta;
+    uint32_t window;          /* a row at position p sees keys p - window .. p; 0 = all */
+    float softcap;            /* logits = softcap * tanh(logits / softcap); 0 = none */
 } kvc_model;
 
 /* Connects to endpoint (e.g. "ipc:///tmp/kvarena-0/client.sock") and says Hello.

@@ -34,6 +34,7 @@ void kvs_config_defaults(kvs_config *c)
     c->head_dim = 64;
     c->page_tokens = 16;
     c->dtype = KVK_F16;
+    c->rope_theta = 10000.0f;
     c->pages = 4096;
     c->max_seqs = 4096;
 }
@@ -141,6 +142,24 @@ static int apply(kvs_config *c, const char *section, const char *name, const cha
                 return 0;
             }
         return -1;
+    }
+    U32("model", "window", window);
+    if (!strcmp(section, "model") && !strcmp(name, "rope")) {
+        static const char *const names[] = { "none", "half", "interleaved" };
+        for (uint32_t i = 0; i < 3; i++)
+            if (!strcmp(value, names[i])) {
+                c->rope = i;
+                return 0;
+            }
+        return -1;
+    }
+    if (!strcmp(section, "model") && (!strcmp(name, "rope_theta") || !strcmp(name, "softcap"))) {
+        char *end;
+        float f = strtof(value, &end);
+        if (*end || !(f >= 0 && f < 1e30f))
+            return -1;
+        *(!strcmp(name, "softcap") ? &c->softcap : &c->rope_theta) = f;
+        return 0;
     }
     U32("arena", "pages", pages);
     U64("arena", "bytes", arena_bytes);

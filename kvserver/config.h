@@ -43,6 +43,10 @@ typedef struct kvs_config {
     /* [model] */
     uint32_t layers, q_heads, kv_heads, head_dim, page_tokens;
     uint32_t dtype;                   /* dtype = fp32|fp16|bf16 */
+    uint32_t rope;                    /* rope = none|half|interleaved (kvk_rope_mode) */
+    float rope_theta;                 /* rope_theta (default 10000) */
+    uint32_t window;                  /* window = sliding window in tokens, 0 = none */
+    float softcap;                    /* softcap = logit soft-cap, 0 = none */
     /* [arena] */
     uint32_t pages;                   /* pages = N, or */
     uint64_t arena_bytes;             /* bytes = size of page data (k, M, G suffixes) */

@@ -169,6 +169,10 @@ static void on_hello(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e)
     hr.page_tokens = s->cfg.page_tokens;
     hr.dtype = s->cfg.dtype;
     hr.max_batch_tokens = s->cfg.max_batch_tokens;
+    hr.rope = s->cfg.rope;
+    hr.rope_theta = s->cfg.rope_theta;
+    hr.window = s->cfg.window;
+    hr.softcap = s->cfg.softcap;
     Kvarena__Envelope r = KVARENA__ENVELOPE__INIT;
     r.body_case = KVARENA__ENVELOPE__BODY_HELLO_REPLY;
     r.hello_reply = &hr;

@@ -26,6 +26,7 @@ static int create(kvs_shm *shm, const kvs_config *c, const uint8_t tenants_hash[
         .head_dim = c->head_dim, .page_tokens = c->page_tokens, .dtype = c->dtype,
         .n_pages = c->pages, .max_seqs = c->max_seqs, .page_bytes = kvk_page_bytes(&g),
         .epoch = 1, .server_pid = getpid(), .max_batch_tokens = c->max_batch_tokens,
+        .rope = c->rope, .rope_theta = c->rope_theta, .window = c->window, .softcap = c->softcap,
     };
     if (kva_layout(&hd) != 0) {
         KVS_ERROR("arena of %u pages of %llu bytes is too large", c->pages,
@@ -98,6 +99,7 @@ static int attach_check(const kvs_shm *shm, const kva_header *h, const kva_heade
     }
     MISMATCH(layers) MISMATCH(q_heads) MISMATCH(kv_heads) MISMATCH(head_dim)
     MISMATCH(page_tokens) MISMATCH(dtype) MISMATCH(n_pages) MISMATCH(max_seqs)
+    MISMATCH(rope) MISMATCH(rope_theta) MISMATCH(window) MISMATCH(softcap)
     if (memcmp(h->tenants_hash, want->tenants_hash, KVA_HASH_BYTES) != 0) {
         KVS_ERROR("arena %s was built for other tenants (names or order changed): start with "
                   "--fresh to discard it", shm->name);
@@ -129,6 +131,8 @@ static int attach(kvs_shm *shm, int fd, const kvs_config *c, const uint8_t tenan
     kva_header want = { .layers = c->layers, .q_heads = c->q_heads, .kv_heads = c->kv_heads,
                         .head_dim = c->head_dim, .page_tokens = c->page_tokens, .dtype = c->dtype,
                         .n_pages = c->pages, .max_seqs = c->max_seqs,
+                        .rope = c->rope, .rope_theta = c->rope_theta, .window = c->window,
+                        .softcap = c->softcap,
                         .page_bytes = kvk_page_bytes(&g) };
     memcpy(want.tenants_hash, tenants_hash, KVA_HASH_BYTES);
     int rc = shm->bytes < KVA_HEADER_BYTES ? KV_ERR_INVAL : attach_check(shm, shm->h, &want);

@@ -48,6 +48,10 @@ int kva_header_check(const kva_header *h, uint64_t region_bytes, char *why, size
     if (h->dtype > KVK_BF16 || kvk_geom_check(&g) != 0)
         FAIL("unsupported geometry layers=%u q_heads=%u kv_heads=%u head_dim=%u page_tokens=%u dtype=%u",
              h->layers, h->q_heads, h->kv_heads, h->head_dim, h->page_tokens, h->dtype);
+    if (h->rope > KVK_ROPE_INTERLEAVED || !(h->rope_theta >= 0 && h->rope_theta < 1e30f) ||
+        !(h->softcap >= 0 && h->softcap < 1e30f) || (h->rope && h->head_dim % 2))
+        FAIL("bad attention options rope=%u rope_theta=%g window=%u softcap=%g", h->rope,
+             (double)h->rope_theta, h->window, (double)h->softcap);
     if (h->page_bytes != kvk_page_bytes(&g))
         FAIL("page_bytes %llu does not match the geometry (%zu)",
              (unsigned long long)h->page_bytes, kvk_page_bytes(&g));

@@ -55,6 +55,10 @@ typedef struct kva_header {
     uint32_t max_batch_tokens; /* largest job (sum of n_new) the server sends a worker */
     uint8_t tenants_hash[KVA_HASH_BYTES]; /* BLAKE2b of the tenant names in order: page and
                                            * sequence tenant indexes mean the same on restart */
+    uint32_t rope;           /* model attention, applied to every job: kvk_rope_mode */
+    float rope_theta;        /* RoPE base (K is stored rotated: part of the page data) */
+    uint32_t window;         /* sliding window (keys older than pos - window hidden), 0 none */
+    float softcap;           /* logit soft-cap, 0 none */
 } kva_header;
 
 enum kva_page_state {

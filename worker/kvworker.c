@@ -195,6 +195,10 @@ static void run_job(worker *w, kvp_msg *m, const Kvarena__Envelope *e)
         goto reply;
     kvk_attn_opts opts = kvk_attn_opts_default();
     opts.scale = j->scale;
+    opts.rope = (kvk_rope_mode)w->h->rope;
+    opts.rope_theta = w->h->rope_theta;
+    opts.window_left = w->h->window ? (int32_t)w->h->window : -1;
+    opts.softcap = w->h->softcap;
     float *scratch[3] = { NULL, NULL, NULL };
     const float *q = frame_floats(&m->tensor[0], &scratch[0]);
     const float *k = frame_floats(&m->tensor[1], &scratch[1]);

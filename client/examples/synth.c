@@ -90,6 +90,16 @@ void kvs_round_vec(uint32_t dtype, float *x, size_t n)
         x[i] = kvs_round(dtype, x[i]);
 }
 
+/* One scaled logit, soft-capped if the model says so. */
+static double logit(const kvc_model *m, const float *q, const float *k, double scale)
+{
+    double dot = 0;
+    for (uint32_t d = 0; d < m->head_dim; d++)
+        dot += (double)q[d] * (double)k[d];
+    dot *= scale;
+    return m->softcap > 0 ? m->softcap * tanh(dot / m->softcap) : dot;
+}
+
 void kvs_ref_attn(const kvc_model *m, const float *q, const float *k, const float *v,
                   uint32_t n_keys, float scale, double *o, double *lse)
 {
@@ -104,20 +114,15 @@ void kvs_ref_attn(const kvc_model *m, const float *q, const float *k, const floa
         double mx = -INFINITY;
         for (uint32_t j = 0; j < n_keys; j++) {
             const float *kj = k + ((size_t)j * m->kv_heads + kvh) * D;
-            double dot = 0;
-            for (uint32_t d = 0; d < D; d++)
-                dot += (double)qh[d] * (double)kj[d];
-            if (dot * s > mx)
-                mx = dot * s;
+            double l = logit(m, qh, kj, s);
+            if (l > mx)
+                mx = l;
         }
         double sum = 0;
         for (uint32_t j = 0; j < n_keys; j++) {
             const float *kj = k + ((size_t)j * m->kv_heads + kvh) * D;
             const float *vj = v + ((size_t)j * m->kv_heads + kvh) * D;
-            double dot = 0;
-            for (uint32_t d = 0; d < D; d++)
-                dot += (double)qh[d] * (double)kj[d];
-            double p = exp(dot * s - mx);
+            double p = exp(logit(m, qh, kj, s) - mx);
             sum += p;
             for (uint32_t d = 0; d < D; d++)
                 oh[d] += p * (double)vj[d];
@@ -127,6 +132,20 @@ void kvs_ref_attn(const kvc_model *m, const float *q, const float *k, const floa
                 oh[d] /= sum;
         if (lse)
             lse[h] = n_keys > 0 ? mx + log(sum) : -INFINITY;
+    }
+}
+
+/* RoPE of one head vector at position pos, in double (the server's kernels rotate in fp32). */
+static void rope(const kvc_model *m, float *x, uint32_t pos)
+{
+    const uint32_t D = m->head_dim, half = D / 2;
+    double theta = m->rope_theta > 0 ? m->rope_theta : 10000.0;
+    for (uint32_t i = 0; i < half; i++) {
+        double a = pos * pow(theta, -2.0 * i / D), c = cos(a), sn = sin(a);
+        float *x0 = m->rope == 1 ? &x[i] : &x[2 * i], *x1 = m->rope == 1 ? &x[i + half] : &x[2 * i + 1];
+        double u = *x0, w = *x1;
+        *x0 = (float)(u * c - w * sn);
+        *x1 = (float)(u * sn + w * c);
     }
 }
 
@@ -145,9 +164,18 @@ int kvs_ref_row(const kvc_model *m, uint32_t layer, const uint32_t *tokens, uint
     }
     kvs_fill_qkv(m, layer, tokens + pos, pos, 1, q, NULL, NULL);
     kvs_fill_qkv(m, layer, tokens, 0, (uint32_t)n, NULL, k, v);
+    if (m->rope) { /* Q at pos, each K at its own position, before K is stored (rounded) */
+        for (uint32_t h = 0; h < m->q_heads; h++)
+            rope(m, q + (size_t)h * m->head_dim, pos);
+        for (size_t j = 0; j < n; j++)
+            for (uint32_t h = 0; h < m->kv_heads; h++)
+                rope(m, k + j * kv_row + (size_t)h * m->head_dim, (uint32_t)j);
+    }
     kvs_round_vec(m->dtype, k, n * kv_row);
     kvs_round_vec(m->dtype, v, n * kv_row);
-    kvs_ref_attn(m, q, k, v, (uint32_t)n, scale, o, lse);
+    /* a sliding window hides keys older than pos - window */
+    size_t first = m->window && pos > m->window ? pos - m->window : 0;
+    kvs_ref_attn(m, q, k + first * kv_row, v + first * kv_row, (uint32_t)(n - first), scale, o, lse);
     free(q);
     free(k);
     free(v);

@@ -9,7 +9,8 @@
  *
  * The reference computes softmax(scale * q.k) v in double precision, on contiguous K/V
  * rounded to the arena's dtype first (what the server stores), causal, with grouped-query
- * heads: q head h reads kv head h / (q_heads / kv_heads).
+ * heads: q head h reads kv head h / (q_heads / kv_heads), and the model's attention options
+ * (kvc_model: RoPE on Q and on K before it is stored, sliding window, logit soft-cap).
  *
  * Used by client/examples/kvdemo.c and meant for integration tests. Allocation: none,
  * except kvs_ref_row()'s scratch, freed before it returns. */

@@ -38,7 +38,8 @@ typedef struct mpage {                 /* a committed page of the prefix cache *
     float *k, *v;                      /* [layer][page_tokens][kv row] */
 } mpage;
 
-static kvc_model M = { 2, 4, 2, 16, 16, 0, 64 };
+static kvc_model M = { .layers = 2, .q_heads = 4, .kv_heads = 2, .head_dim = 16,
+                       .page_tokens = 16, .dtype = 0, .max_batch_tokens = 64 };
 static mseq *seqs;
 static size_t n_seqs;
 static mpage *pages;
@@ -253,9 +254,15 @@ static void handle(char *tenant, const Kvarena__Envelope *e, kvp_msg *in, out *o
         }
         snprintf(tenant, 64, "%s", e->hello->tenant);
         kvarena__hello_reply__init(&hr);
-        hr = (Kvarena__HelloReply){ hr.base, KVP_VERSION, tenant, M.layers, M.q_heads,
-                                    M.kv_heads, M.head_dim, M.page_tokens, M.dtype,
-                                    M.max_batch_tokens };
+        hr.version = KVP_VERSION;
+        hr.tenant = tenant;
+        hr.layers = M.layers;
+        hr.q_heads = M.q_heads;
+        hr.kv_heads = M.kv_heads;
+        hr.head_dim = M.head_dim;
+        hr.page_tokens = M.page_tokens;
+        hr.dtype = M.dtype;
+        hr.max_batch_tokens = M.max_batch_tokens;
         o->env.body_case = KVARENA__ENVELOPE__BODY_HELLO_REPLY;
         o->env.hello_reply = &hr;
         return;
