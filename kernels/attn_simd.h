@@ -467,6 +467,27 @@ static void narrow_rows_get(const kvk_call *c, const kvk_item *it, uint32_t h, u
     }
 }
 
+/* The L1 miss buffers cap what the per-key prefetches of narrow_block can have in flight;
+ * the L2 streamer has its own, but stops at every 4 KiB page and restarts slowly. So
+ * NARROW_LEAD_BLOCKS blocks ahead, the first NARROW_LEAD_BYTES of each contiguous K and V
+ * run of a block are asked for in L2: the streamer sees a stream start early and fetches
+ * the rest of the page by itself; the per-key prefetches then mostly hit L2. */
+#define NARROW_LEAD_BLOCKS 3
+#define NARROW_LEAD_BYTES 512
+static void narrow_lead(const kvk_call *c, const kvk_item *it, uint32_t h, uint32_t kb,
+                        uint32_t k1)
+{
+    if (kb >= k1)
+        return;
+    uint32_t n = k1 - kb < KB_NARROW ? k1 - kb : KB_NARROW;
+    size_t bytes = c->g->head_dim * c->esize;
+    FOR_EACH_RUN(c, it, h, 0, kb, n, src, run, j,
+                 for (size_t off = 0; off < NARROW_LEAD_BYTES && off < run * bytes; off += 64) {
+                     __builtin_prefetch(src + off, 0, 1);
+                     __builtin_prefetch(src + c->v_off + off, 0, 1);
+                 })
+}
+
 static void tile_run_narrow(const kvk_call *c, const kvk_task *t, tile_buf *b, float *acc,
                             uint32_t M)
 {
@@ -477,8 +498,11 @@ static void tile_run_narrow(const kvk_call *c, const kvk_task *t, tile_buf *b, f
         st.m[q] = v_set1(-INFINITY);
         st.l[q] = v_zero();
     }
+    for (uint32_t b = 0; b < NARROW_LEAD_BLOCKS; b++) /* the blocks before the lead */
+        narrow_lead(c, it, t->kv_head, t->k0 + b * KB_NARROW, t->k1);
     narrow_rows_get(c, it, t->kv_head, t->k0, t->k1, cur);
     for (uint32_t kb = t->k0; kb < t->k1; kb += KB_NARROW) {
+        narrow_lead(c, it, t->kv_head, kb + NARROW_LEAD_BLOCKS * KB_NARROW, t->k1);
         narrow_rows_get(c, it, t->kv_head, kb + KB_NARROW, t->k1, next);
         narrow_block(c, t, b, &st, cur, next, M, acc);
         narrow_rows *tmp = cur;
