@@ -88,6 +88,11 @@ static inline float kvk__logit(const kvk_attn_opts *o, float s, float slope, uin
  * and returns when all are done. pool NULL runs fn(arg, 0, 1). Callers are serialized. */
 typedef void (*kvk_pool_fn)(void *arg, int ith, int nth);
 void kvk__pool_run(kvk_pool *pool, kvk_pool_fn fn, void *arg);
+/* Scratch of at least `bytes` (64-byte aligned) for one call, or NULL (out of memory). The
+ * pool's own, reused across calls and reserved to the caller until kvk__pool_scratch_done;
+ * pool NULL: allocated for the call and freed by kvk__pool_scratch_done. */
+void *kvk__pool_scratch(kvk_pool *pool, size_t bytes);
+void kvk__pool_scratch_done(kvk_pool *pool, void *scratch);
 
 /* ---- tiled attention (kvk_plan.c drives, attn_<isa>.c computes) ----
  *

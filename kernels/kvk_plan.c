@@ -171,12 +171,6 @@ static void plan_merge_worker(void *arg, int ith, int nth)
     }
 }
 
-static void *alloc_floats(size_t n)
-{
-    void *ptr = NULL;
-    return posix_memalign(&ptr, 64, (n ? n : 1) * sizeof(float)) ? NULL : ptr;
-}
-
 int kvk__attn_tiled(const kvk_call *c, kvk_pool *pool, const kvk_tile_ops *ops)
 {
     int nth = kvk_pool_threads(pool), rc = KV_ERR_NOMEM;
@@ -192,9 +186,13 @@ int kvk__attn_tiled(const kvk_call *c, kvk_pool *pool, const kvk_tile_ops *ops)
     p.thr_floats = (p.thr_floats + 15) & ~(size_t)15; /* keep each thread's part 64-byte aligned */
     p.tasks = malloc(((size_t)p.n_tasks + 1) * sizeof(kvk_task));
     p.row0 = malloc(((size_t)c->n_items + 1) * sizeof(size_t));
-    p.slots = alloc_floats((size_t)p.n_slots * p.slot_floats);
-    p.scratch = alloc_floats((size_t)nth * p.thr_floats);
-    if (p.tasks && p.row0 && p.slots && p.scratch) {
+    size_t slot_total = ((size_t)p.n_slots * p.slot_floats + 15) & ~(size_t)15;
+    float *buf = kvk__pool_scratch(pool, (slot_total + (size_t)nth * p.thr_floats) * sizeof(float));
+    if (buf) {
+        p.slots = buf;
+        p.scratch = buf + slot_total;
+    }
+    if (p.tasks && p.row0 && buf) {
         for (uint32_t i = 0, r = 0; i < c->n_items; r += c->items[i].n_new, i++)
             p.row0[i] = r;
         plan_walk(&p);
@@ -205,9 +203,9 @@ int kvk__attn_tiled(const kvk_call *c, kvk_pool *pool, const kvk_tile_ops *ops)
             kvk__pool_run(pool, plan_merge_worker, &p);
         rc = 0;
     }
+    if (buf)
+        kvk__pool_scratch_done(pool, buf);
     free(p.tasks);
     free(p.row0);
-    free(p.slots);
-    free(p.scratch);
     return rc;
 }

@@ -4,7 +4,11 @@
  * publishes (fn, arg) under the mutex and bumps `gen`; each worker runs fn once per
  * generation and the last one to finish signals the caller. Work is split by the function
  * itself from (ith, nth), ggml style, so the pool knows nothing about attention.
- * run_mu serializes callers: two threads sharing a pool simply take turns. */
+ * run_mu serializes callers: two threads sharing a pool simply take turns.
+ *
+ * The pool also owns the kernels' scratch memory, grown on demand and kept: a decode call
+ * every few milliseconds then allocates nothing. scratch_mu is held by a call from
+ * kvk__pool_scratch to kvk__pool_scratch_done, around its runs (taken before run_mu). */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -23,6 +27,9 @@ struct kvk_pool {
     int stop;                 /* set by destroy */
     kvk_pool_fn fn;           /* this run's function and argument */
     void *arg;
+    pthread_mutex_t scratch_mu; /* held by the call using the scratch */
+    void *scratch;            /* 64-byte aligned, scratch_bytes long, or NULL */
+    size_t scratch_bytes;
 };
 
 typedef struct worker_arg {
@@ -68,6 +75,8 @@ static void pool_free(kvk_pool *pool, int started)
     pthread_cond_destroy(&pool->start);
     pthread_mutex_destroy(&pool->mu);
     pthread_mutex_destroy(&pool->run_mu);
+    pthread_mutex_destroy(&pool->scratch_mu);
+    free(pool->scratch);
     free(pool->threads);
     free(pool);
 }
@@ -88,6 +97,7 @@ kvk_pool *kvk_pool_create(int n_threads)
         return NULL;
     }
     pthread_mutex_init(&pool->run_mu, NULL);
+    pthread_mutex_init(&pool->scratch_mu, NULL);
     pthread_mutex_init(&pool->mu, NULL);
     pthread_cond_init(&pool->start, NULL);
     pthread_cond_init(&pool->done, NULL);
@@ -142,4 +152,31 @@ void kvk__pool_run(kvk_pool *pool, kvk_pool_fn fn, void *arg)
         pthread_cond_wait(&pool->done, &pool->mu);
     pthread_mutex_unlock(&pool->mu);
     pthread_mutex_unlock(&pool->run_mu);
+}
+
+void *kvk__pool_scratch(kvk_pool *pool, size_t bytes)
+{
+    void *p = NULL;
+    if (!pool)
+        return posix_memalign(&p, 64, bytes ? bytes : 1) ? NULL : p;
+    pthread_mutex_lock(&pool->scratch_mu);
+    if (pool->scratch_bytes < bytes) {
+        free(pool->scratch);
+        pool->scratch_bytes = 0;
+        pool->scratch = posix_memalign(&p, 64, bytes) ? NULL : p;
+        if (!pool->scratch) {
+            pthread_mutex_unlock(&pool->scratch_mu);
+            return NULL;
+        }
+        pool->scratch_bytes = bytes;
+    }
+    return pool->scratch;
+}
+
+void kvk__pool_scratch_done(kvk_pool *pool, void *scratch)
+{
+    if (!pool)
+        free(scratch);
+    else
+        pthread_mutex_unlock(&pool->scratch_mu);
 }
