@@ -1,6 +1,7 @@
 /* attn_avx2.c — AVX2/FMA/F16C vector helpers for the shared tile kernel (attn_simd.h):
- * 8 fp32 lanes and 16 registers, so the logit block is 2x8 queries by 4 keys (8
- * accumulators) and the PV block 4 rows by 3 vectors (12). */
+ * 8 fp32 lanes and 16 registers, so the wide logit block is 2x8 queries by 4 keys (8
+ * accumulators) and the PV block 4 rows by 3 vectors (12); the narrow (decode) ones are 4
+ * query vectors by 2 keys and 4 rows by 2 vectors (8 each). */
 #include <immintrin.h>
 
 #include "kvk_internal.h"
@@ -24,20 +25,6 @@ static inline vf v_max(vf a, vf b) { return _mm256_max_ps(a, b); }
 static inline vf v_min(vf a, vf b) { return _mm256_min_ps(a, b); }
 static inline vf v_round(vf x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
 
-static inline float v_hsum(vf x)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
-}
-
-static inline float v_hmax(vf x)
-{
-    __m128 s = _mm_max_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
-    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
-    return _mm_cvtss_f32(_mm_max_ss(s, _mm_movehdup_ps(s)));
-}
-
 /* p * 2^n by building the float 2^n from its exponent bits (n in [-126, 127]). */
 static inline vf v_pow2n(vf p, vf n)
 {
@@ -59,13 +46,6 @@ static inline vf v_load_bf16(const uint8_t *p)
 {
     __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
     return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
-}
-
-#include "kvk_vsum.h"
-
-static inline void v_reduce4(vf a, vf b, vf c, vf d, float *r)
-{
-    kvk_reduce4_256(a, b, c, d, r);
 }
 
 /* The narrow logits of 4 query vectors x 2 keys: lane 2i + j = sum of the lanes of a[i][j].

@@ -492,7 +492,9 @@ static void test_write_kv(void **state)
 static void test_attn_gqa(void **state)
 {
     (void)state;
-    static const uint32_t heads[][2] = { { 4, 4 }, { 8, 2 }, { 8, 1 }, { 12, 3 }, { 32, 8 } };
+    /* group sizes 1 .. 12: decode tiles of one to three query-vector quads, full or not */
+    static const uint32_t heads[][2] = { { 4, 4 }, { 8, 2 }, { 8, 1 }, { 12, 3 }, { 32, 8 },
+                                         { 6, 2 }, { 24, 4 }, { 12, 1 } };
     for (size_t i = 0; i < sizeof(heads) / sizeof(*heads); i++) {
         tcase tc = base_case(heads[i][0], heads[i][1], 64, 16, KVK_F16);
         add_item(&tc, 37, 1);
