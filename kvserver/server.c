@@ -175,6 +175,7 @@ int kvs_server_start(kvs_server *s)
 {
     kvs_config *c = &s->cfg;
     s->start_ms = kvs_now_ms();
+    s->pid = getpid();
     s->limits = (kvp_limits){ c->layers, c->q_heads, c->kv_heads, c->head_dim,
                               c->max_batch_tokens, c->max_extend_tokens };
     s->next_job_id = 1;

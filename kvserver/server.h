@@ -75,6 +75,7 @@ typedef struct kvs_worker {
 
 typedef struct kvs_server {
     kvs_config cfg;
+    pid_t pid;                  /* the server's own pid (workers check it is still their parent) */
     kvp_limits limits;          /* geometry and request limits, for kvp_check_request */
     kvs_shm shm;
     kvs_pages pages;

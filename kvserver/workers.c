@@ -36,6 +36,8 @@ static void exec_worker(const kvs_server *s, const kvs_worker *w)
     sigprocmask(SIG_SETMASK, &none, NULL); /* the server's blocked set is inherited */
     signal(SIGPIPE, SIG_DFL);
     prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != s->pid) /* the server died before prctl: nobody would kill us */
+        _exit(1);
     char idx[16], threads[16], hb[16], shm[sizeof(s->shm.name)], lvl[16], tok[24];
     snprintf(tok, sizeof(tok), "%llu", (unsigned long long)w->token);
     setenv("KVARENA_WORKER_TOKEN", tok, 1); /* not argv: /proc/PID/environ is private */
