@@ -204,7 +204,8 @@ static uint64_t created_by(const kvs_server *s, uint32_t t, uint64_t req_id)
 
 static void on_seq_open(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uint32_t t)
 {
-    uint64_t id = e->retry ? created_by(s, t, e->req_id) : 0;
+    /* every open, not just a marked retry: a resend can overtake its original */
+    uint64_t id = created_by(s, t, e->req_id);
     int rc = id ? 0 : kvs_seq_open(&s->seqs, t, &id);
     if (rc) {
         reply_status(s, m, e->req_id, rc, "sequence table full (%u sequences)", s->cfg.max_seqs);
@@ -231,7 +232,7 @@ static void on_seq_close(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, 
 
 static void on_fork(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uint32_t t)
 {
-    uint64_t child = e->retry ? created_by(s, t, e->req_id) : 0;
+    uint64_t child = created_by(s, t, e->req_id);
     int rc = child ? 0 : kvs_seq_fork(&s->seqs, e->fork->seq, t, &child);
     if (rc) {
         reply_status(s, m, e->req_id, rc, "%s", rc == KV_ERR_NOMEM ? "sequence table full" : seq_err(rc));

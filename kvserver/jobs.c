@@ -75,8 +75,8 @@ void kvs_jobs_dispatch(kvs_server *s)
         if (!job)
             return;
         if (kvs_worker_send_job(s, w, job) != 0) {
-            kvs_job_enqueue(s, job, 1); /* the worker is going away: SIGCHLD follows */
-            w->state = KVS_W_STARTING;
+            kvs_job_enqueue(s, job, 1);
+            kvs_worker_fence(s, w, "could not be sent a job: fenced");
         } else {
             s->rr_worker = i;
         }

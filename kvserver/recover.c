@@ -84,7 +84,7 @@ static int seq_restore(kva_header *h, const kva_seq *rec, uint32_t slot, uint32_
                        const uint8_t *mark, uint32_t *refs, uint32_t *chain)
 {
     const uint32_t P = h->page_tokens;
-    if ((uint32_t)rec->id != slot || rec->tenant >= n_tenants || rec->next_layer >= h->layers ||
+    if ((uint32_t)rec->id != slot || rec->id >> 32 == 0 || rec->tenant >= n_tenants || rec->next_layer >= h->layers ||
         (rec->pending == 0 && rec->next_layer != 0) || (uint64_t)rec->len + rec->pending > UINT32_MAX / 2)
         return 0;
     uint64_t total = (uint64_t)rec->len + rec->pending, want = (total + P - 1) / P, n = 0;
@@ -103,6 +103,9 @@ static int seq_restore(kva_header *h, const kva_seq *rec, uint32_t slot, uint32_
         if (d->tenant != rec->tenant || d->nvalid < valid || d->ntok < ntok || (i > 0 && d->ntok != ntok))
             return 0;
     }
+    if (n > 0 && kva_page_at(h, chain[0])->state == KVA_PAGE_COMMITTED &&
+        total - (n - 1) * P != P)
+        return 0; /* a committed page is full and immutable: it cannot be a partial tail */
     if (n > 0) {
         kva_page *tail = kva_page_at(h, chain[0]);
         tail->ntok = (uint32_t)(total - (n - 1) * P);

@@ -56,7 +56,9 @@ static kva_seq *slot_take(kvs_seqs *ss, uint32_t tenant)
     uint32_t slot = ss->free_slots[--ss->n_free];
     kva_seq *rec = kva_seq_at(ss->h, slot);
     memset(rec, 0, sizeof(*rec));
-    rec->id = (++ss->h->next_seq_gen << SLOT_BITS) | slot;
+    if ((uint32_t)++ss->h->next_seq_gen == 0) /* generation 0 would make id 0 possible */
+        ss->h->next_seq_gen++;
+    rec->id = ((uint64_t)(uint32_t)ss->h->next_seq_gen << SLOT_BITS) | slot;
     rec->tenant = tenant;
     rec->tail = NONE;
     rec->last_req = ss->req_id;

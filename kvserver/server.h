@@ -132,6 +132,8 @@ void kvs_handle_worker(kvs_server *s, kvp_msg *m);
 void kvs_workers_reap(kvs_server *s);
 void kvs_workers_tick(kvs_server *s);
 int kvs_worker_send_job(kvs_server *s, kvs_worker *w, kvs_job *job);
+/* SIGKILL + waitpid, then its job back to the queue and a restart (see workers.c). */
+void kvs_worker_fence(kvs_server *s, kvs_worker *w, const char *why);
 const char *kvs_worker_state_name(int state);
 
 #endif

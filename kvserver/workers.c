@@ -29,7 +29,43 @@ const char *kvs_worker_state_name(int state)
     return state >= 0 && state <= KVS_W_BUSY ? names[state] : "?";
 }
 
-static void exec_worker(const kvs_server *s, const kvs_worker *w)
+extern char **environ;
+
+/* What a worker is started with, built by the parent before fork(): the server has threads
+ * (ZeroMQ's), so the child may only make async-signal-safe calls until execve. */
+typedef struct spawn_args {
+    char idx[16], threads[16], hb[16], lvl[16], tok[48];
+    char *argv[16];
+    char **envp;                /* environ + KVARENA_WORKER_TOKEN (not argv: environ is private) */
+} spawn_args;
+
+static int spawn_args_build(const kvs_server *s, const kvs_worker *w, spawn_args *a)
+{
+    snprintf(a->idx, sizeof(a->idx), "%d", w->index);
+    snprintf(a->threads, sizeof(a->threads), "%u", s->cfg.threads);
+    snprintf(a->hb, sizeof(a->hb), "%u", s->cfg.heartbeat_ms);
+    snprintf(a->lvl, sizeof(a->lvl), "%d", kvs_log_level);
+    snprintf(a->tok, sizeof(a->tok), "KVARENA_WORKER_TOKEN=%llu", (unsigned long long)w->token);
+    char *argv[] = { (char *)"kvworker", (char *)"--shm", (char *)s->shm.name, (char *)"--endpoint",
+                     (char *)s->cfg.worker_ep, (char *)"--index", a->idx, (char *)"--threads",
+                     a->threads, (char *)"--heartbeat-ms", a->hb, (char *)"--log-level", a->lvl, NULL };
+    memcpy(a->argv, argv, sizeof(argv));
+    size_t n = 0;
+    while (environ[n])
+        n++;
+    a->envp = malloc(sizeof(char *) * (n + 2));
+    if (!a->envp)
+        return KV_ERR_NOMEM;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(environ[i], "KVARENA_WORKER_TOKEN=", 21) != 0)
+            a->envp[k++] = environ[i];
+    a->envp[k++] = a->tok;
+    a->envp[k] = NULL;
+    return 0;
+}
+
+static void exec_worker(const kvs_server *s, const spawn_args *a)
 {
     sigset_t none;
     sigemptyset(&none);
@@ -38,32 +74,29 @@ static void exec_worker(const kvs_server *s, const kvs_worker *w)
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != s->pid) /* the server died before prctl: nobody would kill us */
         _exit(1);
-    char idx[16], threads[16], hb[16], shm[sizeof(s->shm.name)], lvl[16], tok[24];
-    snprintf(tok, sizeof(tok), "%llu", (unsigned long long)w->token);
-    setenv("KVARENA_WORKER_TOKEN", tok, 1); /* not argv: /proc/PID/environ is private */
-    snprintf(idx, sizeof(idx), "%d", w->index);
-    snprintf(threads, sizeof(threads), "%u", s->cfg.threads);
-    snprintf(hb, sizeof(hb), "%u", s->cfg.heartbeat_ms);
-    snprintf(shm, sizeof(shm), "%s", s->shm.name);
-    snprintf(lvl, sizeof(lvl), "%d", kvs_log_level);
-    char *argv[] = { (char *)"kvworker", (char *)"--shm", shm, (char *)"--endpoint",
-                     (char *)s->cfg.worker_ep, (char *)"--index", idx, (char *)"--threads", threads,
-                     (char *)"--heartbeat-ms", hb, (char *)"--log-level", lvl, NULL };
-    execv(s->cfg.worker_path, argv);
-    fprintf(stderr, "kvworker: execv(%s) failed: %s\n", s->cfg.worker_path, strerror(errno));
+    execve(s->cfg.worker_path, a->argv, a->envp);
+    static const char msg[] = "kvworker: execve of worker_path failed\n";
+    ssize_t rc = write(STDERR_FILENO, msg, sizeof(msg) - 1);
+    (void)rc;
     _exit(127);
 }
 
 static int spawn(kvs_server *s, kvs_worker *w)
 {
     randombytes_buf(&w->token, sizeof(w->token));
+    spawn_args a;
+    if (spawn_args_build(s, w, &a) != 0) {
+        KVS_ERROR("malloc for worker %d's environment failed", w->index);
+        return KV_ERR_NOMEM;
+    }
     pid_t pid = fork();
+    if (pid == 0)
+        exec_worker(s, &a);
+    free(a.envp);
     if (pid < 0) {
         KVS_ERROR("fork() for worker %d failed: %s", w->index, strerror(errno));
         return KV_ERR_IO;
     }
-    if (pid == 0)
-        exec_worker(s, w);
     w->pid = pid;
     w->state = KVS_W_STARTING;
     w->rid_len = 0;
@@ -110,7 +143,7 @@ static void worker_lost(kvs_server *s, kvs_worker *w, const char *why)
 }
 
 /* Fence: make sure the process is dead and reaped before its job is reused. */
-static void fence(kvs_server *s, kvs_worker *w, const char *why)
+void kvs_worker_fence(kvs_server *s, kvs_worker *w, const char *why)
 {
     if (w->pid > 0) {
         kill(w->pid, SIGKILL);
@@ -151,9 +184,9 @@ void kvs_workers_tick(kvs_server *s)
             continue;
         }
         if (now - w->last_seen_ms > silent + (w->state == KVS_W_STARTING ? 10000 : 0))
-            fence(s, w, "stopped sending heartbeats: fenced");
+            kvs_worker_fence(s, w, "stopped sending heartbeats: fenced");
         else if (w->job && now - w->job->sent_ms > s->cfg.job_timeout_ms)
-            fence(s, w, "ran a job past job_timeout_ms: fenced");
+            kvs_worker_fence(s, w, "ran a job past job_timeout_ms: fenced");
     }
 }
 
@@ -252,7 +285,7 @@ static void on_ready(kvs_server *s, kvp_msg *m, const Kvarena__Ready *r)
         return;
     }
     if (w->job) /* a worker only says Ready again after losing its job: treat as lost */
-        fence(s, w, "announced itself again while running a job: fenced");
+        kvs_worker_fence(s, w, "announced itself again while running a job: fenced");
     else {
         w->rid_len = (uint8_t)zmq_msg_size(&m->route);
         memcpy(w->rid, zmq_msg_data(&m->route), w->rid_len);
