@@ -133,6 +133,11 @@ int kvs_arena_recover(kva_header *h, uint32_t n_tenants, const uint8_t (*salt)[K
         kva_seq *rec = kva_seq_at(h, slot);
         if (rec->state == KVA_SEQ_FREE)
             continue;
+        if (rec->dirty) { /* killed while changing it: back to the state before the request */
+            rec->f = rec->undo;
+            rec->dirty = 0;
+            st->seqs_undone++;
+        }
         if (rec->state == KVA_SEQ_LIVE && seq_restore(h, rec, slot, n_tenants, mark, refs, stack)) {
             st->seqs++;
             continue;

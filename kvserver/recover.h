@@ -14,6 +14,7 @@ typedef struct kvs_recover_stats {
     uint32_t dropped;        /* pages dropped: invalid, orphaned, or written by nobody */
     uint32_t seqs;           /* sequences restored */
     uint32_t seqs_dropped;   /* sequence records that failed validation */
+    uint32_t seqs_undone;    /* records caught half-changed, put back as they were */
 } kvs_recover_stats;
 
 /* Checks every page descriptor (known state, tenant, counts, parent chain without cycles,

@@ -16,6 +16,22 @@
 
 static uint32_t page_tokens(const kvs_seqs *ss) { return ss->h->page_tokens; }
 
+/* Brackets a change of several record fields (see kva_seq): the stores are ordered for the
+ * compiler; a killed process leaves its earlier stores in shared memory, in order. */
+static void change_begin(kva_seq *rec)
+{
+    rec->undo = rec->f;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    rec->dirty = 1;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+}
+
+static void change_end(kva_seq *rec)
+{
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    rec->dirty = 0;
+}
+
 static int pt_reserve(kvs_seq *s, uint32_t n)
 {
     if (n <= s->cap)
@@ -49,6 +65,7 @@ kva_seq *kvs_seq_find(const kvs_seqs *ss, uint64_t id, uint32_t tenant)
     return rec;
 }
 
+/* Takes a free slot and fills its record; the caller marks it LIVE when it is complete. */
 static kva_seq *slot_take(kvs_seqs *ss, uint32_t tenant)
 {
     if (ss->n_free == 0)
@@ -62,7 +79,6 @@ static kva_seq *slot_take(kvs_seqs *ss, uint32_t tenant)
     rec->tenant = tenant;
     rec->tail = NONE;
     rec->last_req = ss->req_id;
-    rec->state = KVA_SEQ_LIVE;
     ss->s[slot].n_pt = 0;
     ss->s[slot].busy_job = 0;
     ss->live++;
@@ -88,7 +104,10 @@ int kvs_seq_open(kvs_seqs *ss, uint32_t tenant, uint64_t *id)
     uint32_t slot = ss->free_slots[ss->n_free - 1];
     if (pt_reserve(&ss->s[slot], 8) != 0)
         return KV_ERR_NOMEM;
-    *id = slot_take(ss, tenant)->id;
+    kva_seq *rec = slot_take(ss, tenant);
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    rec->state = KVA_SEQ_LIVE;
+    *id = rec->id;
     return 0;
 }
 
@@ -134,6 +153,8 @@ int kvs_seq_fork(kvs_seqs *ss, uint64_t id, uint32_t tenant, uint64_t *child)
     kvs_pages_pin(ss->pg, c->pt, c->n_pt, 1);
     crec->len = rec->len;
     crec->tail = rec->tail;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    crec->state = KVA_SEQ_LIVE; /* last: a record is either absent or complete */
     *child = crec->id;
     return 0;
 }
@@ -230,6 +251,7 @@ int kvs_seq_extend(kvs_seqs *ss, uint64_t id, uint32_t tenant, const uint32_t *t
      * killed in between leaves the record as it was (kvs_arena_recover truncates the tail
      * page and frees the pages no record names). */
     uint32_t tail = rec->tail;
+    change_begin(rec);
     for (uint32_t i = 0; i < hit / P; i++) {
         kvs_page_ref(ss->pg, hit_pages[i]);
         s->pt[s->n_pt++] = hit_pages[i];
@@ -261,6 +283,7 @@ int kvs_seq_extend(kvs_seqs *ss, uint64_t id, uint32_t tenant, const uint32_t *t
     rec->next_layer = 0;
     rec->last_req = ss->req_id;
     rec->last_cached = hit;
+    change_end(rec);
     if (cached)
         *cached = hit;
     return 0;
@@ -275,8 +298,9 @@ void kvs_seq_layer_done(kvs_seqs *ss, kva_seq *rec)
         rec->next_layer++;
         return;
     }
-    /* the last layer: pages first, the record last (see kvs_seq_extend); a server killed
-     * in between leaves next_layer at the last layer, and repeating it is harmless */
+    /* the last layer: pages first, the record last; a server killed in between leaves the
+     * record at the last layer (undo), and repeating that layer is harmless */
+    change_begin(rec);
     for (uint32_t i = rec->len / P; i < s->n_pt; i++) {
         uint32_t p = s->pt[i];
         kva_page *d = kvs_page(ss->pg, p);
@@ -293,6 +317,8 @@ void kvs_seq_layer_done(kvs_seqs *ss, kva_seq *rec)
         kvs_page_ref(ss->pg, q);
         if (i + 1 < s->n_pt)
             kvs_page_reparent(ss->pg, s->pt[i + 1], q);
+        else /* p was the tail: both states of the record name q (same block) before p goes */
+            rec->tail = rec->undo.tail = q;
         s->pt[i] = q;
         kvs_page_unref(ss->pg, p);
     }
@@ -300,6 +326,7 @@ void kvs_seq_layer_done(kvs_seqs *ss, kva_seq *rec)
     rec->len += rec->pending;
     rec->pending = 0;
     rec->next_layer = 0;
+    change_end(rec);
 }
 
 /* The page table of a live record (validated by kvs_arena_recover): its tail's parent chain,

@@ -208,8 +208,9 @@ int kvs_server_start(kvs_server *s)
         kvs_recover_stats st;
         if ((rc = kvs_arena_recover(s->shm.h, c->n_tenants, (const uint8_t(*)[KVA_HASH_BYTES])salts, &st)))
             return rc;
-        KVS_INFO("recovered: %u committed pages, %u open pages, %u sequences; dropped %u pages "
-                 "and %u sequence records", st.committed, st.open, st.seqs, st.dropped, st.seqs_dropped);
+        KVS_INFO("recovered: %u committed pages, %u open pages, %u sequences (%u rolled back "
+                 "to before a half-applied request); dropped %u pages and %u sequence records",
+                 st.committed, st.open, st.seqs, st.seqs_undone, st.dropped, st.seqs_dropped);
     }
     if ((rc = kvs_pages_init(&s->pages, s->shm.h, c->n_tenants)))
         return rc;

@@ -86,24 +86,42 @@ typedef struct kva_page {
 
 enum kva_seq_state { KVA_SEQ_FREE = 0, KVA_SEQ_LIVE = 1 };
 
-/* One sequence table record. The page table of a live sequence is the parent chain of
- * its tail page; len + pending tokens are reserved in it. */
-typedef struct kva_seq {
-    uint64_t id;             /* (generation << 32) | slot; 0 when free */
+/* The fields of a sequence record that a request changes. */
+typedef struct kva_seq_fields {
     uint64_t last_req;       /* request id of the last request that changed it (open, fork,
                               * extend, attend): a retried request is answered, not re-applied */
-    uint32_t state;          /* kva_seq_state */
-    uint32_t tenant;         /* owner tenant index */
     uint32_t len;            /* tokens whose KV is written for all layers */
     uint32_t pending;        /* tokens reserved after len, being written layer by layer */
     uint32_t next_layer;     /* next layer to attend for the pending tokens */
     uint32_t tail;           /* last page, KVA_NO_PAGE when empty */
     uint32_t last_cached;    /* the cached count answered to last_req when it was an extend */
-    uint8_t pad[20];         /* one cache line per record */
+    uint32_t reserved;
+} kva_seq_fields;
+
+/* One sequence table record. The page table of a live sequence is the parent chain of
+ * its tail page; len + pending tokens are reserved in it. A change of several fields is
+ * bracketed by `dirty`: the fields as they were are saved in `undo` first, so a server
+ * killed half-way leaves a record that recovery puts back as it was before the request. */
+typedef struct kva_seq {
+    uint64_t id;             /* (generation << 32) | slot; 0 when free */
+    uint32_t state;          /* kva_seq_state; LIVE is written last when a record is made */
+    uint32_t tenant;         /* owner tenant index */
+    union {
+        kva_seq_fields f;    /* (the same fields, as one block for undo) */
+        struct {
+            uint64_t last_req;
+            uint32_t len, pending, next_layer, tail, last_cached, reserved;
+        };
+    };
+    uint32_t dirty;          /* 1 while the fields above are being changed */
+    uint32_t pad0;
+    kva_seq_fields undo;     /* the fields before the change, valid while dirty */
+    uint8_t pad[40];         /* two cache lines per record */
 } kva_seq;
 
 _Static_assert(sizeof(kva_header) <= KVA_HEADER_BYTES, "header fits its block");
-_Static_assert(sizeof(kva_seq) == 64, "sequence records are one cache line");
+_Static_assert(sizeof(kva_seq) == 128, "sequence records are two cache lines");
+_Static_assert(sizeof(kva_seq_fields) == 32, "undo block");
 
 static inline kva_page *kva_page_at(const kva_header *h, uint32_t p)
 {
