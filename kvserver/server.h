@@ -55,7 +55,7 @@ typedef struct kvs_job {
     struct kvs_job *next;       /* queue link */
 } kvs_job;
 
-enum kvs_worker_state { KVS_W_DOWN = 0, KVS_W_STARTING, KVS_W_READY, KVS_W_BUSY };
+enum kvs_worker_state { KVS_W_DOWN = 0, KVS_W_STARTING, KVS_W_READY, KVS_W_BUSY, KVS_W_FENCING };
 
 typedef struct kvs_worker {
     int index;
@@ -69,7 +69,10 @@ typedef struct kvs_worker {
     kvs_job *job;               /* job it is running */
     uint64_t jobs;              /* jobs completed */
     uint32_t restarts;
-    uint32_t quick_deaths;      /* consecutive deaths soon after start, for back-off */
+    uint32_t quick_deaths;      /* consecutive deaths before Ready, for back-off */
+    int was_ready;              /* this process said Ready */
+    uint64_t fenced_ms;         /* when it was sent SIGKILL (state FENCING) */
+    int fence_warned;
     uint64_t restart_at_ms;     /* when a down worker may be started again */
 } kvs_worker;
 

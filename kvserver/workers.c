@@ -25,8 +25,8 @@
 
 const char *kvs_worker_state_name(int state)
 {
-    static const char *const names[] = { "down", "starting", "ready", "busy" };
-    return state >= 0 && state <= KVS_W_BUSY ? names[state] : "?";
+    static const char *const names[] = { "down", "starting", "ready", "busy", "fencing" };
+    return state >= 0 && state <= KVS_W_FENCING ? names[state] : "?";
 }
 
 extern char **environ;
@@ -99,6 +99,7 @@ static int spawn(kvs_server *s, kvs_worker *w)
     }
     w->pid = pid;
     w->state = KVS_W_STARTING;
+    w->fence_warned = 0;
     w->rid_len = 0;
     w->started_ms = w->last_seen_ms = kvs_now_ms();
     KVS_INFO("worker %d started, pid %d", w->index, (int)pid);
@@ -126,7 +127,8 @@ static void worker_lost(kvs_server *s, kvs_worker *w, const char *why)
               w->index, (int)w->pid, why);
     kvs_job *job = w->job;
     /* back off when it dies before Ready again and again (bad binary, bad arena) */
-    w->quick_deaths = w->state == KVS_W_STARTING ? w->quick_deaths + 1 : 0;
+    w->quick_deaths = w->was_ready ? 0 : w->quick_deaths + 1;
+    w->was_ready = 0;
     w->restart_at_ms = now + (w->quick_deaths > 3 ? 1000 : 0);
     w->job = NULL;
     w->pid = 0;
@@ -142,15 +144,21 @@ static void worker_lost(kvs_server *s, kvs_worker *w, const char *why)
     }
 }
 
-/* Fence: make sure the process is dead and reaped before its job is reused. */
+/* Fence: SIGKILL now; its job stays pinned and unassigned until SIGCHLD says the process is
+ * reaped (kvs_workers_reap -> worker_lost), so nothing it was granted is reused while it
+ * could still write. The poll loop does not wait: a process stuck in the kernel delays
+ * only its own job. Its messages are dropped from now on (routing id forgotten). */
 void kvs_worker_fence(kvs_server *s, kvs_worker *w, const char *why)
 {
-    if (w->pid > 0) {
-        kill(w->pid, SIGKILL);
-        while (waitpid(w->pid, NULL, 0) < 0 && errno == EINTR)
-            ;
-    }
-    worker_lost(s, w, why);
+    if (w->state == KVS_W_FENCING)
+        return;
+    KVS_WARN("worker %d (pid %d) %s", w->index, (int)w->pid, why);
+    kvs_event(s, "worker", "{\"event\":\"fenced\",\"index\":%d,\"pid\":%d}", w->index, (int)w->pid);
+    w->state = KVS_W_FENCING;
+    w->rid_len = 0;
+    w->fenced_ms = kvs_now_ms();
+    if (w->pid > 0 && kill(w->pid, SIGKILL) != 0 && errno == ESRCH)
+        KVS_WARN("kill(%d, SIGKILL): already gone, waiting for SIGCHLD", (int)w->pid);
 }
 
 void kvs_workers_reap(kvs_server *s)
@@ -181,6 +189,14 @@ void kvs_workers_tick(kvs_server *s)
         if (w->state == KVS_W_DOWN) {
             if (!s->stopping && now >= w->restart_at_ms && spawn(s, w) == 0)
                 w->restarts++;
+            continue;
+        }
+        if (w->state == KVS_W_FENCING) {
+            if (now - w->fenced_ms > 5000 && !w->fence_warned) {
+                KVS_ERROR("worker %d (pid %d) not reaped 5 s after SIGKILL (stuck in the kernel?): "
+                          "its job waits", w->index, (int)w->pid);
+                w->fence_warned = 1;
+            }
             continue;
         }
         if (now - w->last_seen_ms > silent + (w->state == KVS_W_STARTING ? 10000 : 0))
@@ -280,7 +296,7 @@ out:
 static void on_ready(kvs_server *s, kvp_msg *m, const Kvarena__Ready *r)
 {
     kvs_worker *w = by_token(s, r->index, r->pid, r->token);
-    if (!w || zmq_msg_size(&m->route) > KVP_MAX_ROUTE) {
+    if (!w || w->state == KVS_W_FENCING || zmq_msg_size(&m->route) > KVP_MAX_ROUTE) {
         dropped(s, "Ready from an unknown worker");
         return;
     }
@@ -290,6 +306,7 @@ static void on_ready(kvs_server *s, kvp_msg *m, const Kvarena__Ready *r)
         w->rid_len = (uint8_t)zmq_msg_size(&m->route);
         memcpy(w->rid, zmq_msg_data(&m->route), w->rid_len);
         w->state = KVS_W_READY;
+        w->was_ready = 1;
         w->last_seen_ms = kvs_now_ms();
         KVS_INFO("worker %d ready (pid %d, %u threads)", w->index, r->pid, r->threads);
     }
