@@ -245,9 +245,10 @@ int kvs_server_start(kvs_server *s)
         KVS_INFO("tenant %s: quota %u pages, weight %u", c->tenant[t].name,
                  c->tenant[t].quota_pages, c->tenant[t].weight);
     KVS_INFO("model: layers=%u q_heads=%u kv_heads=%u head_dim=%u page_tokens=%u dtype=%s "
-             "rope=%u (theta %g) window=%u softcap=%g", c->layers, c->q_heads, c->kv_heads,
+             "rope=%s (theta %g) window=%u softcap=%g", c->layers, c->q_heads, c->kv_heads,
              c->head_dim, c->page_tokens, c->dtype == 0 ? "fp32" : c->dtype == 1 ? "fp16" : "bf16",
-             c->rope, (double)c->rope_theta, c->window, (double)c->softcap);
+             c->rope == 0 ? "none" : c->rope == 1 ? "half" : "interleaved", (double)c->rope_theta,
+             c->window, (double)c->softcap);
     KVS_INFO("listening: client %s, admin %s, events %s", c->client_ep, c->admin_ep, c->events_ep);
     return kvs_workers_start(s);
 }
