@@ -191,10 +191,20 @@ static const char *seq_err(int rc)
     }
 }
 
-/* The live sequence a retried open or fork created, or 0. */
-static uint64_t created_by(const kvs_server *s, uint32_t t, uint64_t req_id)
+/* The live sequence that open or fork request req_id of tenant t created, or 0: the answer
+ * to a resend. A resend can overtake its original (the client's new connection may be read
+ * first), so every open and fork asks: the recent creations are remembered in a small ring;
+ * a marked retry after a restart (ring gone) falls back to a scan of the sequence table. */
+static uint64_t created_by(kvs_server *s, uint32_t t, uint64_t req_id, int retry)
 {
-    for (uint32_t slot = 0; slot < s->cfg.max_seqs; slot++) {
+    for (uint32_t i = 0; i < KVS_RECENT; i++) {
+        const kvs_created *c = &s->recent[i];
+        if (c->req_id != req_id || c->tenant != t || !c->seq)
+            continue;
+        const kva_seq *rec = kvs_seq_find(&s->seqs, c->seq, t);
+        return rec && rec->last_req == req_id ? c->seq : 0;
+    }
+    for (uint32_t slot = 0; retry && slot < s->cfg.max_seqs; slot++) {
         const kva_seq *rec = kva_seq_at(s->shm.h, slot);
         if (rec->state == KVA_SEQ_LIVE && rec->tenant == t && rec->last_req == req_id)
             return rec->id;
@@ -202,20 +212,30 @@ static uint64_t created_by(const kvs_server *s, uint32_t t, uint64_t req_id)
     return 0;
 }
 
-static void on_seq_open(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uint32_t t)
+/* SeqOpen and Fork: both create a sequence and answer its id. */
+static void on_create(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uint32_t t)
 {
-    /* every open, not just a marked retry: a resend can overtake its original */
-    uint64_t id = created_by(s, t, e->req_id);
-    int rc = id ? 0 : kvs_seq_open(&s->seqs, t, &id);
-    if (rc) {
-        reply_status(s, m, e->req_id, rc, "sequence table full (%u sequences)", s->cfg.max_seqs);
-        return;
+    int fork = e->body_case == KVARENA__ENVELOPE__BODY_FORK;
+    uint64_t id = created_by(s, t, e->req_id, e->retry);
+    if (!id) {
+        int rc = fork ? kvs_seq_fork(&s->seqs, e->fork->seq, t, &id) : kvs_seq_open(&s->seqs, t, &id);
+        if (rc) {
+            reply_status(s, m, e->req_id, rc, "%s", rc == KV_ERR_NOMEM ? "sequence table full" : seq_err(rc));
+            return;
+        }
+        s->recent[s->recent_next++ % KVS_RECENT] = (kvs_created){ e->req_id, id, t };
     }
     Kvarena__SeqOpenReply so = KVARENA__SEQ_OPEN_REPLY__INIT;
-    so.seq = id;
+    Kvarena__ForkReply fr = KVARENA__FORK_REPLY__INIT;
+    so.seq = fr.seq = id;
     Kvarena__Envelope r = KVARENA__ENVELOPE__INIT;
-    r.body_case = KVARENA__ENVELOPE__BODY_SEQ_OPEN_REPLY;
-    r.seq_open_reply = &so;
+    if (fork) {
+        r.body_case = KVARENA__ENVELOPE__BODY_FORK_REPLY;
+        r.fork_reply = &fr;
+    } else {
+        r.body_case = KVARENA__ENVELOPE__BODY_SEQ_OPEN_REPLY;
+        r.seq_open_reply = &so;
+    }
     reply(s->client, m, e->req_id, &r);
 }
 
@@ -228,22 +248,6 @@ static void on_seq_close(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, 
         reply_status(s, m, e->req_id, rc, "%s", seq_err(rc));
     else
         reply_status(s, m, e->req_id, 0, NULL);
-}
-
-static void on_fork(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uint32_t t)
-{
-    uint64_t child = created_by(s, t, e->req_id);
-    int rc = child ? 0 : kvs_seq_fork(&s->seqs, e->fork->seq, t, &child);
-    if (rc) {
-        reply_status(s, m, e->req_id, rc, "%s", rc == KV_ERR_NOMEM ? "sequence table full" : seq_err(rc));
-        return;
-    }
-    Kvarena__ForkReply fr = KVARENA__FORK_REPLY__INIT;
-    fr.seq = child;
-    Kvarena__Envelope r = KVARENA__ENVELOPE__INIT;
-    r.body_case = KVARENA__ENVELOPE__BODY_FORK_REPLY;
-    r.fork_reply = &fr;
-    reply(s->client, m, e->req_id, &r);
 }
 
 static void on_extend(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uint32_t t)
@@ -494,9 +498,9 @@ void kvs_handle_client(kvs_server *s, kvp_msg *m)
         goto out;
     }
     switch (e->body_case) {
-    case KVARENA__ENVELOPE__BODY_SEQ_OPEN: on_seq_open(s, m, e, c->tenant); break;
+    case KVARENA__ENVELOPE__BODY_SEQ_OPEN:
+    case KVARENA__ENVELOPE__BODY_FORK: on_create(s, m, e, c->tenant); break;
     case KVARENA__ENVELOPE__BODY_SEQ_CLOSE: on_seq_close(s, m, e, c->tenant); break;
-    case KVARENA__ENVELOPE__BODY_FORK: on_fork(s, m, e, c->tenant); break;
     case KVARENA__ENVELOPE__BODY_EXTEND: on_extend(s, m, e, c->tenant); break;
     case KVARENA__ENVELOPE__BODY_LOOKUP: on_lookup(s, m, e, c->tenant); break;
     case KVARENA__ENVELOPE__BODY_ATTEND: on_attend(s, m, e, c->tenant); break;

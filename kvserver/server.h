@@ -28,6 +28,14 @@ typedef struct kvs_conn {
     uint64_t last_seen_ms;      /* for replacing the stalest entry when the table is full */
 } kvs_conn;
 
+/* A sequence created by an open or fork request (handlers.c: answering resends). */
+typedef struct kvs_created {
+    uint64_t req_id;
+    uint64_t seq;
+    uint32_t tenant;
+} kvs_created;
+#define KVS_RECENT 1024
+
 typedef struct kvs_job_item {
     uint64_t seq;               /* sequence id */
     uint32_t n_kv, n_new;       /* as in JobItem */
@@ -98,6 +106,8 @@ typedef struct kvs_server {
     uint64_t next_job_id;
     uint64_t jobs_done, jobs_failed, jobs_queued;
     uint64_t tenant_jobs[KVS_MAX_TENANTS];
+    kvs_created recent[KVS_RECENT]; /* the last creations, a ring */
+    uint32_t recent_next;
     uint64_t *stamp;            /* per sequence slot: last Attend that named it */
     uint64_t stamp_now;
     uint64_t start_ms;
