@@ -21,7 +21,7 @@ kv_clients_stop
 [ "$killed" -ge "$KILLS" ] || die "only $killed of $KILLS kills happened"
 echo "killed $killed workers"
 for _ in $(seq 100); do   # every worker comes back
-    [ "$("$B/kvctl" --endpoint "$KV_ADMIN" stats --json | grep -o '"state": *"ready"' | wc -l)" -eq 2 ] && break
+    [ "$(kv_ready_workers)" -eq 2 ] && break
     sleep 0.1
 done
 "$B/kvctl" --endpoint "$KV_ADMIN" stats

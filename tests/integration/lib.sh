@@ -21,7 +21,7 @@ kv_start() {
     local ready=0
     for _ in $(seq 200); do
         kill -0 "$KV_PID" 2>/dev/null || { cat "$KV_DIR.log" >&2; die "kvserver exited during start"; }
-        ready=$("$B/kvctl" --endpoint "$KV_ADMIN" stats --json 2>/dev/null | grep -o '"state": *"ready"' | wc -l)
+        ready=$(kv_ready_workers)
         [ "$ready" -ge 2 ] && return 0
         sleep 0.05
     done
@@ -54,12 +54,14 @@ kv_cleanup() {
     rm -rf "$KV_DIR" "$KV_DIR".*
 }
 
-# kv_stat [SECTION] KEY: one number from `kvctl stats --json`, e.g. kv_stat pages free.
-kv_stat() {
-    local json key=$1
-    json=$("$B/kvctl" --endpoint "$KV_ADMIN" stats --json)
-    if [ $# -eq 2 ]; then json=$(echo "$json" | grep -o "\"$1\":{[^}]*}"); key=$2; fi
-    echo "$json" | grep -o "\"$key\":[0-9]*" | head -1 | cut -d: -f2
+# kv_ready_workers: how many workers the server lists as ready.
+kv_ready_workers() {
+    "$B/kvctl" --endpoint "$KV_ADMIN" stats --json 2>/dev/null | grep -o '"state": *"ready"' | wc -l
+}
+
+# json_num JSON SECTION KEY: the number at SECTION.KEY of `kvctl stats --json` output.
+json_num() {
+    echo "$1" | grep -o "\"$2\":{[^}]*}" | grep -o "\"$3\":[0-9]*" | head -1 | cut -d: -f2
 }
 
 # kv_self_check: the server checks its own invariants (kvctl check: allocator, LRU, index,
@@ -71,9 +73,10 @@ kv_self_check() {
 # kv_check_pages: free + in use + cached == total; with "idle", nothing in use; self-check.
 kv_check_pages() {
     kv_self_check
-    local total free used cached
-    total=$(kv_stat pages total); free=$(kv_stat pages free)
-    used=$(kv_stat pages in_use); cached=$(kv_stat pages cached)
+    local json total free used cached
+    json=$("$B/kvctl" --endpoint "$KV_ADMIN" stats --json)   # one snapshot
+    total=$(json_num "$json" pages total); free=$(json_num "$json" pages free)
+    used=$(json_num "$json" pages in_use); cached=$(json_num "$json" pages cached)
     [ $((free + used + cached)) -eq "$total" ] || die "free $free + in use $used + cached $cached != total $total"
     [ "${1:-}" != idle ] || [ "$used" -eq 0 ] || die "$used pages still in use with no sequence open"
 }
