@@ -36,7 +36,11 @@ static int ipc_path(const char *ep, const char **path)
     return 1;
 }
 
-static void *open_socket(kvs_server *s, int type, const char *ep, const char *what)
+enum { SOCK_CURVE = 1, SOCK_MANDATORY = 2 };
+
+/* A bound socket. SOCK_CURVE: a CURVE server when a secret key is configured;
+ * SOCK_MANDATORY: a send to a peer that is gone fails instead of vanishing. */
+static void *open_socket(kvs_server *s, int type, const char *ep, const char *what, int flags)
 {
     void *sock = zmq_socket(s->zctx, type);
     if (!sock) {
@@ -46,14 +50,14 @@ static void *open_socket(kvs_server *s, int type, const char *ep, const char *wh
     int linger = 0, one = 1;
     int64_t maxmsg = (int64_t)s->cfg.max_msg_bytes;
     zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof(linger));
-    if (!strcmp(what, "client") && s->cfg.secret_key[0]) {
+    if ((flags & SOCK_CURVE) && s->cfg.secret_key[0]) {
         zmq_setsockopt(sock, ZMQ_CURVE_SERVER, &one, sizeof(one));
         zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, s->cfg.secret_key, 40);
         zmq_setsockopt(sock, ZMQ_ZAP_DOMAIN, "kvarena", 7);
     }
     if (type == ZMQ_ROUTER) {
         zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof(maxmsg));
-        if (!strcmp(what, "worker")) /* a send to a dead worker must fail, not vanish */
+        if (flags & SOCK_MANDATORY)
             zmq_setsockopt(sock, ZMQ_ROUTER_MANDATORY, &one, sizeof(one));
     }
     if (zmq_bind(sock, ep) != 0) {
@@ -227,10 +231,10 @@ int kvs_server_start(kvs_server *s)
         return KV_ERR_NOMEM;
     s->zctx = zmq_ctx_new();
     if (!s->zctx || (c->secret_key[0] && !(s->zap = zap_open(s))) ||
-        !(s->client = open_socket(s, ZMQ_ROUTER, c->client_ep, "client")) ||
-        !(s->worker_sock = open_socket(s, ZMQ_ROUTER, c->worker_ep, "worker")) ||
-        !(s->admin = open_socket(s, ZMQ_ROUTER, c->admin_ep, "admin")) ||
-        !(s->events = open_socket(s, ZMQ_PUB, c->events_ep, "events")))
+        !(s->client = open_socket(s, ZMQ_ROUTER, c->client_ep, "client", SOCK_CURVE)) ||
+        !(s->worker_sock = open_socket(s, ZMQ_ROUTER, c->worker_ep, "worker", SOCK_MANDATORY)) ||
+        !(s->admin = open_socket(s, ZMQ_ROUTER, c->admin_ep, "admin", 0)) ||
+        !(s->events = open_socket(s, ZMQ_PUB, c->events_ep, "events", 0)))
         return KV_ERR_IO;
     if (c->secret_key[0]) {
         char pub[41];
