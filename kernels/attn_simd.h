@@ -33,7 +33,8 @@
 
 typedef struct tile_buf {
     float *qs;        /* [mp][D] scaled, rotated queries; rows >= M are zero */
-    float *qt;        /* [D][mp] the same transposed (wide tiles) */
+    float *qt;        /* the same transposed, packed per 2*VL query vectors (wide tiles):
+                       * [mp / 2VL][D][2VL], so a logit block reads one contiguous panel */
     float *kf;        /* [KB][D] the block's K rows in fp32; rows >= n are zero */
     float *vf;        /* [KB][D] the block's V rows */
     float *s;         /* [KB * mp] logits, then probabilities */
@@ -125,7 +126,7 @@ static void tile_load_q(const kvk_call *c, const kvk_task *t, size_t row0, tile_
     memset(b->qs + (size_t)m * D, 0, (size_t)(mp - m) * D * sizeof(float));
     for (uint32_t i = 0; wide && i < mp; i++) /* once per task: scalar is fine */
         for (uint32_t d = 0; d < D; d++)
-            b->qt[(size_t)d * mp + i] = b->qs[(size_t)i * D + d];
+            b->qt[((size_t)(i / (2 * VL)) * D + d) * 2 * VL + i % (2 * VL)] = b->qs[(size_t)i * D + d];
 }
 
 /* ---- logits ---- */
@@ -139,7 +140,8 @@ ALWAYS_INLINE void qk_wide_block(const tile_buf *b, uint32_t mp, uint32_t D, uin
         acc[0][j] = acc[1][j] = v_zero();
     const float *k = b->kf + (size_t)n0 * D;
     for (uint32_t d = 0; d < D; d++) {
-        vf q0 = v_load(b->qt + (size_t)d * mp + m0), q1 = v_load(b->qt + (size_t)d * mp + m0 + VL);
+        const float *qp = b->qt + ((size_t)m0 * D + (size_t)d * 2 * VL);
+        vf q0 = v_load(qp), q1 = v_load(qp + VL);
         for (int j = 0; j < QK_NR; j++) {
             vf kb = v_set1(k[(size_t)j * D + d]);
             acc[0][j] = v_fma(q0, kb, acc[0][j]);
@@ -152,11 +154,33 @@ ALWAYS_INLINE void qk_wide_block(const tile_buf *b, uint32_t mp, uint32_t D, uin
     }
 }
 
-static void qk_wide(const tile_buf *b, uint32_t mp, uint32_t n_pad, uint32_t D)
+/* Asks for the K and V rows of keys [k0, min(k1, lim)) in L2: the next block's, a slice at a
+ * time, so that load_block finds them there instead of waiting on memory. */
+static void prefetch_keys(const kvk_call *c, const kvk_item *it, uint32_t h, uint32_t k0,
+                          uint32_t k1, uint32_t lim)
 {
-    for (uint32_t n0 = 0; n0 < n_pad; n0 += QK_NR)
-        for (uint32_t m0 = 0; m0 < mp; m0 += 2 * VL)
+    size_t bytes = c->g->head_dim * c->esize;
+    for (uint32_t k = k0; k < k1 && k < lim; k++) {
+        const uint8_t *row = kvk__kv_row(c, it, k, h, 0);
+        for (size_t off = 0; off < bytes; off += 64) {
+            __builtin_prefetch(row + off, 0, 2);
+            __builtin_prefetch(row + c->v_off + off, 0, 2);
+        }
+    }
+}
+
+/* All logits of a block; prefetches the keys [pf0, pf1) (the next block) on the way. */
+static void qk_wide(const kvk_call *c, const kvk_task *t, const tile_buf *b, uint32_t mp,
+                    uint32_t n_pad, uint32_t D, uint32_t pf0)
+{
+    uint32_t steps = mp / (2 * VL) * (n_pad / QK_NR), step = 0;
+    uint32_t per = (KB + steps - 1) / steps;
+    for (uint32_t m0 = 0; m0 < mp; m0 += 2 * VL)
+        for (uint32_t n0 = 0; n0 < n_pad; n0 += QK_NR, step++) {
+            prefetch_keys(c, &c->items[t->item], t->kv_head, pf0 + step * per,
+                          pf0 + (step + 1) * per, t->k1);
             qk_wide_block(b, mp, D, m0, n0);
+        }
 }
 
 /* Where the logit of query vector m (from the first one passed) and key j of a block is:
@@ -542,7 +566,7 @@ static void tile_run(const kvk_call *c, const kvk_task *t, size_t row0, float *s
             uint32_t n = t->k1 - kb < KB ? t->k1 - kb : KB, n_pad = (n + 15) & ~15u;
             load_block(c, it, t->kv_head, 0, kb, n, n_pad, b.kf);
             load_block(c, it, t->kv_head, 1, kb, n, n_pad, b.vf);
-            qk_wide(&b, mp, n_pad, D);
+            qk_wide(c, t, &b, mp, n_pad, D, kb + KB);
             logits_fix(c, t, b.s, 0, M, &(logit_layout){ 1, mp, 1 }, kb, n, n_pad);
             softmax_cols(&b, mp, n_pad);
             acc_rescale(acc, b.alpha, m4, D);

@@ -109,9 +109,15 @@ static uint32_t plan_chunk(plan *p, int nth)
     return chunk < KVK_SPLIT_MIN ? KVK_SPLIT_MIN : chunk > UINT32_MAX / 2 ? UINT32_MAX / 2 : (uint32_t)chunk;
 }
 
+/* The weight exp(m_part - mx) of a part's result for query vector m. */
+static float part_weight(float *part, uint32_t mcap, uint32_t m, float mx)
+{
+    return expf(kvk__out_m(part, mcap)[m] - mx);
+}
+
 /* Merges n parts (stride floats apart) of the result of task t's tile into o and lse;
  * n = 1 just normalizes. */
-static void plan_write(const plan *p, const kvk_task *t, const float *part, size_t stride,
+static void plan_write(const plan *p, const kvk_task *t, float *part, size_t stride,
                        uint32_t n)
 {
     const kvk_call *c = p->c;
@@ -120,22 +126,25 @@ static void plan_write(const plan *p, const kvk_task *t, const float *part, size
     for (uint32_t m = 0; m < M; m++) {
         float mx = -INFINITY, l = 0.0f;
         for (uint32_t k = 0; k < n; k++)
-            mx = fmaxf(mx, kvk__out_m((float *)part + k * stride, mcap)[m]);
+            mx = fmaxf(mx, kvk__out_m(part + k * stride, mcap)[m]);
         size_t row = p->row0[t->item] + t->r0 + m / G;
         size_t qi = row * c->g->q_heads + (size_t)t->kv_head * G + m % G;
-        float *o = c->o + qi * D;
-        memset(o, 0, (size_t)D * sizeof(float));
-        for (uint32_t k = 0; k < n && mx > -INFINITY; k++) {
-            float *pk = (float *)part + k * stride;
-            float w = expf(kvk__out_m(pk, mcap)[m] - mx); /* part that saw nothing: 0 */
-            const float *acc = kvk__out_acc(pk, mcap) + (size_t)m * D;
-            l += w * kvk__out_l(pk, mcap)[m];
-            for (uint32_t d = 0; d < D; d++)
-                o[d] += w * acc[d];
-        }
+        float *restrict o = c->o + qi * D;
+        for (uint32_t k = 0; k < n && mx > -INFINITY; k++) /* a part that saw nothing: 0 */
+            l += part_weight(part + k * stride, mcap, m, mx) * kvk__out_l(part + k * stride, mcap)[m];
         float inv = l > 0.0f ? 1.0f / l : 0.0f;
-        for (uint32_t d = 0; d < D; d++)
-            o[d] *= inv;
+        if (inv == 0.0f) /* nothing visible: zeros, whatever the accumulators hold */
+            memset(o, 0, (size_t)D * sizeof(float));
+        for (uint32_t k = 0; k < n && inv > 0.0f; k++) { /* n = 1: one vectorized pass */
+            const float *restrict acc = kvk__out_acc(part + k * stride, mcap) + (size_t)m * D;
+            float w = part_weight(part + k * stride, mcap, m, mx) * inv;
+            if (k == 0)
+                for (uint32_t d = 0; d < D; d++)
+                    o[d] = acc[d] * w;
+            else
+                for (uint32_t d = 0; d < D; d++)
+                    o[d] += acc[d] * w;
+        }
         if (c->lse)
             c->lse[qi] = l > 0.0f ? mx + logf(l) : -INFINITY;
     }
