@@ -37,6 +37,12 @@ static inline vf v_zero_below(vf r, vf x, float lim)
     return _mm256_and_ps(r, _mm256_cmp_ps(x, _mm256_set1_ps(lim), _CMP_GT_OQ));
 }
 
+/* -inf in the lanes where a > b, x elsewhere. */
+static inline vf v_ninf_gt(vf x, vf a, vf b)
+{
+    return _mm256_blendv_ps(x, _mm256_set1_ps(-INFINITY), _mm256_cmp_ps(a, b, _CMP_GT_OQ));
+}
+
 static inline vf v_load_f16(const uint8_t *p)
 {
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));

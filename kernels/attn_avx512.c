@@ -32,6 +32,12 @@ static inline vf v_zero_below(vf r, vf x, float lim)
     return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(lim), _CMP_GT_OQ), r);
 }
 
+/* -inf in the lanes where a > b, x elsewhere. */
+static inline vf v_ninf_gt(vf x, vf a, vf b)
+{
+    return _mm512_mask_mov_ps(x, _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ), _mm512_set1_ps(-INFINITY));
+}
+
 static inline vf v_load_f16(const uint8_t *p)
 {
     return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));

@@ -40,6 +40,7 @@ typedef struct tile_buf {
     float *s;         /* [KB * mp] logits, then probabilities */
     float *m, *l;     /* [mp] running max and sum */
     float *alpha;     /* [mp] rescale factor of the current block */
+    float *lo, *hi;   /* [mp] visible key range of each query vector, as floats (wide tiles) */
     float *cs;        /* [D] RoPE cos/sin of the current row */
 } tile_buf;
 
@@ -51,7 +52,7 @@ static size_t round16(size_t n)
 static size_t tile_scratch_floats(uint32_t D, uint32_t mp)
 {
     return 2 * round16((size_t)mp * D) + 2 * round16((size_t)KB * D)
-           + round16((size_t)KB * mp) + 3 * round16(mp) + round16(D);
+           + round16((size_t)KB * mp) + 5 * round16(mp) + round16(D);
 }
 
 static tile_buf tile_buf_carve(float *p, uint32_t D, uint32_t mp)
@@ -65,6 +66,8 @@ static tile_buf tile_buf_carve(float *p, uint32_t D, uint32_t mp)
     b.m = p, p += round16(mp);
     b.l = p, p += round16(mp);
     b.alpha = p, p += round16(mp);
+    b.lo = p, p += round16(mp);
+    b.hi = p, p += round16(mp);
     b.cs = p;
     return b;
 }
@@ -191,10 +194,12 @@ typedef struct logit_layout {
 } logit_layout;
 
 /* Masks keys query vectors m0 .. m1-1 cannot see (and the padding past n), applies soft-cap
- * and ALiBi. Only runs on blocks where something applies. */
+ * and ALiBi. Only runs on blocks where something applies. lohi: a wide tile's buffers with
+ * the visible ranges in lo/hi (m1 - m0 a multiple of VL, positions below 2^24 so floats hold
+ * them exactly), for a vectorized masking-only path; NULL otherwise. */
 static void logits_fix(const kvk_call *c, const kvk_task *t, float *s, uint32_t m0,
                        uint32_t m1, const logit_layout *ly, uint32_t kb, uint32_t n,
-                       uint32_t n_pad)
+                       uint32_t n_pad, const tile_buf *lohi)
 {
     const kvk_item *it = &c->items[t->item];
     const kvk_attn_opts *o = &c->opts;
@@ -206,6 +211,17 @@ static void logits_fix(const kvk_call *c, const kvk_task *t, float *s, uint32_t 
     int modify = o->softcap > 0.0f || o->alibi;
     if (!mask && !modify)
         return;
+    if (lohi && !modify) { /* wide, masking only: vectors of query vectors */
+        for (uint32_t j = 0; j < n_pad; j++) {
+            vf key = v_set1((float)(kb + j) + 0.5f); /* key >= hi <=> key + 0.5 > hi */
+            for (uint32_t m = m0; m < m1; m += VL) {
+                float *x = &s[(m - m0) + j * ly->sk];
+                vf v = j < n ? v_ninf_gt(v_load(x), key, v_load(lohi->hi + m)) : v_set1(-INFINITY);
+                v_store(x, v_ninf_gt(v, v_load(lohi->lo + m), key));
+            }
+        }
+        return;
+    }
     for (uint32_t m = m0; m < m1; m++) {
         uint32_t pos = it->n_kv + t->r0 + m / G, qh = t->kv_head * G + m % G;
         float slope = o->alibi ? o->alibi[qh] : 0.0f;
@@ -466,7 +482,7 @@ static void narrow_block(const kvk_call *c, const kvk_task *t, const tile_buf *b
         float *s = b->s + (size_t)quad * KB_NARROW * 4, alpha[VL];
         uint32_t pf_n = quad ? 0 : next->n;
         fn->qk(b->qs + (size_t)m0 * D, r->k, r->n_pad, D, s, next->k, pf_n);
-        logits_fix(c, t, s, m0, m0 + 4 < M ? m0 + 4 : M, &ly, r->kb, r->n, r->n_pad);
+        logits_fix(c, t, s, m0, m0 + 4 < M ? m0 + 4 : M, &ly, r->kb, r->n, r->n_pad, NULL);
         v_store(alpha, softmax_quad(s, r->n_pad / QK_NK, &st->m[quad], &st->l[quad]));
         fn->pv(s, alpha, r->v, r->n_pad, D, acc + (size_t)m0 * D, next->v, pf_n);
     }
@@ -561,13 +577,25 @@ static void tile_run(const kvk_call *c, const kvk_task *t, size_t row0, float *s
         b.l[m] = 0.0f;
     }
     memset(acc, 0, (size_t)m4 * D * sizeof(float));
+    const tile_buf *lohi = NULL;
+    if (wide && it->n_kv + it->n_new < (1u << 24)) {
+        uint32_t lo, hi;
+        for (uint32_t m = 0; m < mp; m++) { /* padding vectors: see everything */
+            kvk__visible(&c->opts, it->n_kv + t->r0 + (m < M ? m / G : 0), it->n_kv + it->n_new,
+                         &lo, &hi);
+            b.lo[m] = m < M ? (float)lo : 0.0f;
+            b.hi[m] = m < M ? (float)hi : (float)(1u << 24);
+        }
+        lohi = &b;
+    }
     if (wide)
         for (uint32_t kb = t->k0; kb < t->k1; kb += KB) {
             uint32_t n = t->k1 - kb < KB ? t->k1 - kb : KB, n_pad = (n + 15) & ~15u;
             load_block(c, it, t->kv_head, 0, kb, n, n_pad, b.kf);
             load_block(c, it, t->kv_head, 1, kb, n, n_pad, b.vf);
             qk_wide(c, t, &b, mp, n_pad, D, kb + KB);
-            logits_fix(c, t, b.s, 0, M, &(logit_layout){ 1, mp, 1 }, kb, n, n_pad);
+            logits_fix(c, t, b.s, 0, lohi ? mp : M, &(logit_layout){ 1, mp, 1 }, kb, n, n_pad,
+                       lohi);
             softmax_cols(&b, mp, n_pad);
             acc_rescale(acc, b.alpha, m4, D);
             pv(b.s, 1, mp, b.vf, n_pad, D, acc, m4);
