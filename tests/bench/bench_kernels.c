@@ -3,7 +3,9 @@
  * In one run: read bandwidth (a STREAM-like sum over 1 GiB) and fp32 FMA peak (a
  * register-only loop) for each ISA, with the same thread count as the kernels; then decode
  * (GB/s of K+V read, against bandwidth) and causal prefill (GFLOP/s, against FMA peak) for
- * each ISA, plus a naive non-paged baseline. Decode pages are scattered over a 2 GiB arena
+ * each ISA, plus a naive non-paged baseline and, for decode, a streaming baseline: a plain
+ * loop doing decode's arithmetic over the same pages (how much bandwidth is left once there
+ * is compute between the loads, on this machine). Decode pages are scattered over a 2 GiB arena
  * and every iteration reads a different part of it, so K/V come from DRAM, not the LLC.
  * Big buffers ask for transparent hugepages, as the arena does (DESIGN.md), so page walks
  * do not distort the figures. The slow baselines (scalar reference, naive) are timed on one
@@ -328,6 +330,128 @@ static void take_items(bench *b, kvk_item *items, uint32_t **tables, int batch, 
     }
 }
 
+/* ---- the streaming baseline ----
+ *
+ * What a plain streaming loop doing decode's arithmetic gets out of this machine's memory.
+ * It reads the K and V blocks of a decode item's pages for every KV head (the same scattered
+ * 8 KiB runs, KV heads shared out between the threads, the kernel's two levels of prefetch)
+ * and spends on each 64-byte line what the decode kernel must: 32 fp16 widened to fp32 and
+ * 8 FMAs into independent accumulators (4 query vectors per KV head: one FMA per element
+ * for Q.K, one for P.V). No softmax, no dependency chains, no bookkeeping. On a machine that
+ * overlaps compute with memory well it runs at the read bandwidth; where it does not, the
+ * decode figures are to be read against it as well. */
+typedef struct probe_arg {
+    const bench *b;
+    const uint32_t *pages;
+    uint32_t n_pages, h0;
+    int isa;
+    float out;
+} probe_arg;
+
+#define PROBE_LEAD 6  /* pages: the kernel leads by 3 blocks of 2 pages */
+#define PROBE_NEXT 2  /* pages: the kernel prefetches one block of 2 pages ahead */
+
+/* Asks for the start of the K and V runs of page i + PROBE_LEAD in L2 and returns the run of
+ * page i + PROBE_NEXT, whose lines the caller asks for in L1 one per line it reads: the two
+ * levels of prefetch of the decode kernel. */
+static const uint8_t *probe_lead(const probe_arg *a, uint32_t i, size_t pb, size_t off,
+                                 size_t run)
+{
+    if (i + PROBE_LEAD < a->n_pages) {
+        const uint8_t *n = a->b->pg.base + (size_t)a->pages[i + PROBE_LEAD] * pb + off;
+        for (size_t o = 0; o < 512; o += 64) {
+            __builtin_prefetch(n + o, 0, 1);
+            __builtin_prefetch(n + run / 2 + o, 0, 1);
+        }
+    }
+    uint32_t nx = i + PROBE_NEXT < a->n_pages ? i + PROBE_NEXT : i;
+    return a->b->pg.base + (size_t)a->pages[nx] * pb + off;
+}
+
+__attribute__((target("avx512f,fma"))) static float probe_avx512(const probe_arg *a)
+{
+    size_t pb = kvk_page_bytes(&a->b->g), run = 2 * (size_t)PAGE * HEAD_DIM * 2;
+    __m512 acc[8], q[4];
+    for (int k = 0; k < 8; k++)
+        acc[k] = _mm512_setzero_ps();
+    for (int k = 0; k < 4; k++)
+        q[k] = _mm512_set1_ps(0.5f + 0.1f * k);
+    for (uint32_t h = a->h0; h < KV_HEADS; h += NTH)
+        for (uint32_t i = 0; i < a->n_pages; i++) {
+            size_t off = kvk_block_offset(&a->b->g, 1, h, 0);
+            const uint8_t *p = a->b->pg.base + (size_t)a->pages[i] * pb + off;
+            const uint8_t *pf = probe_lead(a, i, pb, off, run);
+            for (size_t o = 0; o < run; o += 64) {
+                __builtin_prefetch(pf + o);
+                __m512 x0 = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(p + o)));
+                __m512 x1 = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(p + o + 32)));
+                for (int k = 0; k < 4; k++) {
+                    acc[k] = _mm512_fmadd_ps(x0, q[k], acc[k]);
+                    acc[4 + k] = _mm512_fmadd_ps(x1, q[k], acc[4 + k]);
+                }
+            }
+        }
+    for (int k = 1; k < 8; k++)
+        acc[0] = _mm512_add_ps(acc[0], acc[k]);
+    return _mm512_reduce_add_ps(acc[0]);
+}
+
+__attribute__((target("avx2,fma,f16c"))) static float probe_avx2(const probe_arg *a)
+{
+    size_t pb = kvk_page_bytes(&a->b->g), run = 2 * (size_t)PAGE * HEAD_DIM * 2;
+    __m256 acc[8], q[4];
+    for (int k = 0; k < 8; k++)
+        acc[k] = _mm256_setzero_ps();
+    for (int k = 0; k < 4; k++)
+        q[k] = _mm256_set1_ps(0.5f + 0.1f * k);
+    for (uint32_t h = a->h0; h < KV_HEADS; h += NTH)
+        for (uint32_t i = 0; i < a->n_pages; i++) {
+            size_t off = kvk_block_offset(&a->b->g, 1, h, 0);
+            const uint8_t *p = a->b->pg.base + (size_t)a->pages[i] * pb + off;
+            const uint8_t *pf = probe_lead(a, i, pb, off, run);
+            for (size_t o = 0; o < run; o += 32) {
+                if (o % 64 == 0)
+                    __builtin_prefetch(pf + o);
+                __m256 x0 = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(p + o)));
+                __m256 x1 = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(p + o + 16)));
+                for (int k = 0; k < 4; k++) {
+                    acc[k] = _mm256_fmadd_ps(x0, q[k], acc[k]);
+                    acc[4 + k] = _mm256_fmadd_ps(x1, q[k], acc[4 + k]);
+                }
+            }
+        }
+    for (int k = 1; k < 8; k++)
+        acc[0] = _mm256_add_ps(acc[0], acc[k]);
+    float r[8];
+    _mm256_storeu_ps(r, acc[0]);
+    return r[0] + r[1] + r[2] + r[3] + r[4] + r[5] + r[6] + r[7];
+}
+
+static void *probe_thread(void *p)
+{
+    probe_arg *a = p;
+    a->out = a->isa == 2 ? probe_avx512(a) : probe_avx2(a);
+    return NULL;
+}
+
+/* GB/s of the probe over the pages of one fresh item of n_kv tokens. */
+static double probe_run(bench *b, int isa, uint32_t n_kv)
+{
+    kvk_item item;
+    uint32_t *table;
+    take_items(b, &item, &table, 1, n_kv, 0);
+    probe_arg a[NTH];
+    void *args[NTH];
+    for (int i = 0; i < NTH; i++) {
+        a[i] = (probe_arg){ b, table, (n_kv + PAGE - 1) / PAGE, (uint32_t)i, isa, 0 };
+        args[i] = &a[i];
+    }
+    double t = par_run(probe_thread, args);
+    if (a[0].out == 12345.0f) /* keep the sums alive */
+        printf("#\n");
+    return (double)a[0].n_pages * KV_HEADS * 2 * PAGE * HEAD_DIM * 2 / t / 1e9;
+}
+
 /* ---- the naive non-paged baseline: contiguous fp16 K/V per head, plain loops ---- */
 
 typedef struct naive_arg {
@@ -436,6 +560,16 @@ int main(int argc, char **argv)
 
     bench b;
     bench_init(&b);
+    for (int i = 1; i < N_ISA && do_dec; i++) {
+        if (!have[i])
+            continue;
+        paired pr[ROUNDS];
+        for (int r = 0; r < ROUNDS; r++) {
+            double gbs = probe_run(&b, i, 32768);
+            pr[r] = (paired){ gbs, measure_bw(buf, i) };
+        }
+        bench_median("decode_stream_baseline", isa_names[i], "GB/s", pr, ROUNDS);
+    }
     static const uint32_t lens[] = { 4096, 32768 };
     static const int batches[] = { 1, 8 };
     for (int li = 0; li < 2 * do_dec; li++)
