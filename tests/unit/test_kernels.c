@@ -507,7 +507,7 @@ static void test_attn_gqa(void **state)
 static void test_attn_page_sizes(void **state)
 {
     (void)state;
-    static const uint32_t pts[] = { 1, 2, 3, 5, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64 };
+    static const uint32_t pts[] = { 1, 2, 3, 5, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 128, 256 };
     for (size_t i = 0; i < sizeof(pts) / sizeof(*pts); i++) {
         tcase tc = base_case(8, 2, 32, pts[i], KVK_F16);
         add_item(&tc, 100, 1);          /* decode, length not a multiple of the page */
