@@ -242,8 +242,8 @@ static void on_create(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uin
 static void on_seq_close(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uint32_t t)
 {
     int rc = kvs_seq_close(&s->seqs, e->seq_close->seq, t);
-    if (rc == KV_ERR_NOSEQ && e->retry)
-        rc = 0; /* closed by the first try */
+    if (rc == KV_ERR_NOSEQ && kvs_seq_closed_by(&s->seqs, e->seq_close->seq, t, e->req_id))
+        rc = 0; /* closed by the first try of this request */
     if (rc)
         reply_status(s, m, e->req_id, rc, "%s", seq_err(rc));
     else

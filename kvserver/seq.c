@@ -86,11 +86,15 @@ static kva_seq *slot_take(kvs_seqs *ss, uint32_t tenant)
     return rec;
 }
 
+/* Frees a record, leaving a tombstone until the slot is taken again: the closed id's
+ * generation and the closing request (kvs_seq_closed_by). */
 static void slot_release(kvs_seqs *ss, kva_seq *rec)
 {
     uint32_t slot = (uint32_t)rec->id;
     ss->live--;
     ss->per_tenant[rec->tenant]--;
+    rec->closed_gen = (uint32_t)(rec->id >> SLOT_BITS);
+    rec->last_req = ss->req_id;
     rec->state = KVA_SEQ_FREE;
     rec->id = 0;
     ss->s[slot].n_pt = 0;
@@ -131,6 +135,16 @@ int kvs_seq_close(kvs_seqs *ss, uint64_t id, uint32_t tenant)
     kvs_pages_pin(ss->pg, s->pt, s->n_pt, 0);
     slot_release(ss, rec);
     return 0;
+}
+
+int kvs_seq_closed_by(const kvs_seqs *ss, uint64_t id, uint32_t tenant, uint64_t req_id)
+{
+    uint32_t slot = (uint32_t)id, gen = (uint32_t)(id >> SLOT_BITS);
+    if (slot >= ss->h->max_seqs || gen == 0)
+        return 0;
+    const kva_seq *rec = kva_seq_at(ss->h, slot);
+    return rec->state == KVA_SEQ_FREE && rec->closed_gen == gen && rec->tenant == tenant
+           && rec->last_req == req_id;
 }
 
 int kvs_seq_fork(kvs_seqs *ss, uint64_t id, uint32_t tenant, uint64_t *child)

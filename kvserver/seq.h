@@ -52,6 +52,9 @@ static inline kvs_seq *kvs_seq_priv(const kvs_seqs *ss, const kva_seq *rec)
 int kvs_seq_open(kvs_seqs *ss, uint32_t tenant, uint64_t *id);
 /* Closes it and releases its pages. Errors: KV_ERR_NOSEQ, KV_ERR_BUSY. */
 int kvs_seq_close(kvs_seqs *ss, uint64_t id, uint32_t tenant);
+/* 1 if request req_id of tenant closed id and its slot has not been reused since (the record
+ * keeps that in shared memory, across restarts): a resent close is then answered success. */
+int kvs_seq_closed_by(const kvs_seqs *ss, uint64_t id, uint32_t tenant, uint64_t req_id);
 /* A new sequence sharing every page of id. Errors: NOSEQ, BUSY, STATE (tokens pending),
  * NOMEM (table full). */
 int kvs_seq_fork(kvs_seqs *ss, uint64_t id, uint32_t tenant, uint64_t *child);

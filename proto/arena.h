@@ -95,7 +95,8 @@ typedef struct kva_seq_fields {
     uint32_t next_layer;     /* next layer to attend for the pending tokens */
     uint32_t tail;           /* last page, KVA_NO_PAGE when empty */
     uint32_t last_cached;    /* the cached count answered to last_req when it was an extend */
-    uint32_t reserved;
+    uint32_t closed_gen;     /* free record: generation (id >> 32) of the sequence last closed
+                              * in this slot, last_req the request that closed it */
 } kva_seq_fields;
 
 /* One sequence table record. The page table of a live sequence is the parent chain of
@@ -110,7 +111,7 @@ typedef struct kva_seq {
         kva_seq_fields f;    /* (the same fields, as one block for undo) */
         struct {
             uint64_t last_req;
-            uint32_t len, pending, next_layer, tail, last_cached, reserved;
+            uint32_t len, pending, next_layer, tail, last_cached, closed_gen;
         };
     };
     uint32_t dirty;          /* 1 while the fields above are being changed */

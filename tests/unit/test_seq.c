@@ -507,6 +507,33 @@ static void test_seq_errors(void **state)
 }
 
 /* Fork of an empty sequence (into a slot never used before), and fork of a fork. */
+/* A resent close is answered from the tombstone the first one left: only for the same
+ * request, id and tenant, and only until the slot is taken again. */
+static void test_close_tombstone(void **state)
+{
+    fx *f = *state;
+    uint64_t s = 0, s2 = 0;
+    f->ss.req_id = 41;
+    assert_int_equal(kvs_seq_open(&f->ss, 0, &s), 0);
+    assert_int_equal(kvs_seq_closed_by(&f->ss, s, 0, 41), 0); /* live: not closed */
+    f->ss.req_id = 42;
+    assert_int_equal(kvs_seq_close(&f->ss, s, 0), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, s, 0), KV_ERR_NOSEQ);
+    assert_int_equal(kvs_seq_closed_by(&f->ss, s, 0, 42), 1);
+    assert_int_equal(kvs_seq_closed_by(&f->ss, s, 0, 43), 0);  /* another request */
+    assert_int_equal(kvs_seq_closed_by(&f->ss, s, 1, 42), 0);  /* another tenant */
+    assert_int_equal(kvs_seq_closed_by(&f->ss, s ^ (1ull << 32), 0, 42), 0); /* generation */
+    assert_int_equal(kvs_seq_closed_by(&f->ss, (uint64_t)f->h->max_seqs, 0, 42), 0);
+    assert_int_equal(kvs_seq_closed_by(&f->ss, UINT64_MAX, 0, 42), 0);
+    /* the slot taken again (the free slots are a stack): the tombstone is gone */
+    f->ss.req_id = 44;
+    assert_int_equal(kvs_seq_open(&f->ss, 0, &s2), 0);
+    assert_int_equal((uint32_t)s2, (uint32_t)s);
+    assert_int_equal(kvs_seq_closed_by(&f->ss, s, 0, 42), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, s2, 0), 0);
+    fx_check(f);
+}
+
 static void test_fork_empty(void **state)
 {
     fx *f = *state;
@@ -704,6 +731,7 @@ int main(void)
         FX_TEST(test_quota, &cfg12),
         FX_TEST(test_fork_cow, &cfg8),
         FX_TEST(test_seq_errors, &cfg8),
+        FX_TEST(test_close_tombstone, &cfg8),
         FX_TEST(test_fork_empty, &cfg8),
         FX_TEST(test_fork_cow_pressure, &cfg3),
         FX_TEST(test_dedup_concurrent, &cfg16),
