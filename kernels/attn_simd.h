@@ -128,9 +128,11 @@ static void tile_load_q(const kvk_call *c, const kvk_task *t, size_t row0, tile_
         }
     }
     memset(b->qs + (size_t)m * D, 0, (size_t)(mp - m) * D * sizeof(float));
-    for (uint32_t i = 0; wide && i < mp; i++) /* once per task: scalar is fine */
+    for (uint32_t i = 0; wide && i < mp; i++) { /* once per task: scalar is fine */
+        float *panel = b->qt + (size_t)(i / (2 * VL)) * D * 2 * VL + i % (2 * VL);
         for (uint32_t d = 0; d < D; d++)
-            b->qt[((size_t)(i / (2 * VL)) * D + d) * 2 * VL + i % (2 * VL)] = b->qs[(size_t)i * D + d];
+            panel[(size_t)d * 2 * VL] = b->qs[(size_t)i * D + d];
+    }
 }
 
 /* ---- logits ---- */
@@ -173,7 +175,7 @@ static void prefetch_keys(const kvk_call *c, const kvk_item *it, uint32_t h, uin
     }
 }
 
-/* All logits of a block; prefetches the keys [pf0, pf1) (the next block) on the way. */
+/* All logits of a block; prefetches the next block (keys from pf0) on the way. */
 static void qk_wide(const kvk_call *c, const kvk_task *t, const tile_buf *b, uint32_t mp,
                     uint32_t n_pad, uint32_t D, uint32_t pf0)
 {

@@ -130,8 +130,10 @@ static void plan_write(const plan *p, const kvk_task *t, float *part, size_t str
         size_t row = p->row0[t->item] + t->r0 + m / G;
         size_t qi = row * c->g->q_heads + (size_t)t->kv_head * G + m % G;
         float *restrict o = c->o + qi * D;
-        for (uint32_t k = 0; k < n && mx > -INFINITY; k++) /* a part that saw nothing: 0 */
-            l += part_weight(part + k * stride, mcap, m, mx) * kvk__out_l(part + k * stride, mcap)[m];
+        for (uint32_t k = 0; k < n && mx > -INFINITY; k++) { /* a part that saw nothing: 0 */
+            float *pk = part + k * stride;
+            l += part_weight(pk, mcap, m, mx) * kvk__out_l(pk, mcap)[m];
+        }
         float inv = l > 0.0f ? 1.0f / l : 0.0f;
         if (inv == 0.0f) /* nothing visible: zeros, whatever the accumulators hold */
             memset(o, 0, (size_t)D * sizeof(float));
