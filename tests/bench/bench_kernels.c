@@ -340,35 +340,35 @@ static void take_items(bench *b, kvk_item *items, uint32_t **tables, int batch, 
  * for Q.K, one for P.V). No softmax, no dependency chains, no bookkeeping. On a machine that
  * overlaps compute with memory well it runs at the read bandwidth; where it does not, the
  * decode figures are to be read against it as well. */
-typedef struct probe_arg {
+typedef struct stream_arg {
     const bench *b;
     const uint32_t *pages;
     uint32_t n_pages, h0;
     int isa;
     float out;
-} probe_arg;
+} stream_arg;
 
-#define PROBE_LEAD 6  /* pages: the kernel leads by 3 blocks of 2 pages */
-#define PROBE_NEXT 2  /* pages: the kernel prefetches one block of 2 pages ahead */
+#define STREAM_LEAD 6  /* pages: the kernel leads by 3 blocks of 2 pages */
+#define STREAM_NEXT 2  /* pages: the kernel prefetches one block of 2 pages ahead */
 
-/* Asks for the start of the K and V runs of page i + PROBE_LEAD in L2 and returns the run of
- * page i + PROBE_NEXT, whose lines the caller asks for in L1 one per line it reads: the two
+/* Asks for the start of the K and V runs of page i + STREAM_LEAD in L2 and returns the run of
+ * page i + STREAM_NEXT, whose lines the caller asks for in L2 one per line it reads: the two
  * levels of prefetch of the decode kernel. */
-static const uint8_t *probe_lead(const probe_arg *a, uint32_t i, size_t pb, size_t off,
+static const uint8_t *stream_lead(const stream_arg *a, uint32_t i, size_t pb, size_t off,
                                  size_t run)
 {
-    if (i + PROBE_LEAD < a->n_pages) {
-        const uint8_t *n = a->b->pg.base + (size_t)a->pages[i + PROBE_LEAD] * pb + off;
+    if (i + STREAM_LEAD < a->n_pages) {
+        const uint8_t *n = a->b->pg.base + (size_t)a->pages[i + STREAM_LEAD] * pb + off;
         for (size_t o = 0; o < 512; o += 64) {
             __builtin_prefetch(n + o, 0, 1);
             __builtin_prefetch(n + run / 2 + o, 0, 1);
         }
     }
-    uint32_t nx = i + PROBE_NEXT < a->n_pages ? i + PROBE_NEXT : i;
+    uint32_t nx = i + STREAM_NEXT < a->n_pages ? i + STREAM_NEXT : i;
     return a->b->pg.base + (size_t)a->pages[nx] * pb + off;
 }
 
-__attribute__((target("avx512f,fma"))) static float probe_avx512(const probe_arg *a)
+__attribute__((target("avx512f,fma"))) static float stream_avx512(const stream_arg *a)
 {
     size_t pb = kvk_page_bytes(&a->b->g), run = 2 * (size_t)PAGE * HEAD_DIM * 2;
     __m512 acc[8], q[4];
@@ -380,9 +380,9 @@ __attribute__((target("avx512f,fma"))) static float probe_avx512(const probe_arg
         for (uint32_t i = 0; i < a->n_pages; i++) {
             size_t off = kvk_block_offset(&a->b->g, 1, h, 0);
             const uint8_t *p = a->b->pg.base + (size_t)a->pages[i] * pb + off;
-            const uint8_t *pf = probe_lead(a, i, pb, off, run);
+            const uint8_t *pf = stream_lead(a, i, pb, off, run);
             for (size_t o = 0; o < run; o += 64) {
-                __builtin_prefetch(pf + o);
+                __builtin_prefetch(pf + o, 0, 2);
                 __m512 x0 = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(p + o)));
                 __m512 x1 = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(p + o + 32)));
                 for (int k = 0; k < 4; k++) {
@@ -396,7 +396,7 @@ __attribute__((target("avx512f,fma"))) static float probe_avx512(const probe_arg
     return _mm512_reduce_add_ps(acc[0]);
 }
 
-__attribute__((target("avx2,fma,f16c"))) static float probe_avx2(const probe_arg *a)
+__attribute__((target("avx2,fma,f16c"))) static float stream_avx2(const stream_arg *a)
 {
     size_t pb = kvk_page_bytes(&a->b->g), run = 2 * (size_t)PAGE * HEAD_DIM * 2;
     __m256 acc[8], q[4];
@@ -408,10 +408,10 @@ __attribute__((target("avx2,fma,f16c"))) static float probe_avx2(const probe_arg
         for (uint32_t i = 0; i < a->n_pages; i++) {
             size_t off = kvk_block_offset(&a->b->g, 1, h, 0);
             const uint8_t *p = a->b->pg.base + (size_t)a->pages[i] * pb + off;
-            const uint8_t *pf = probe_lead(a, i, pb, off, run);
+            const uint8_t *pf = stream_lead(a, i, pb, off, run);
             for (size_t o = 0; o < run; o += 32) {
                 if (o % 64 == 0)
-                    __builtin_prefetch(pf + o);
+                    __builtin_prefetch(pf + o, 0, 2);
                 __m256 x0 = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(p + o)));
                 __m256 x1 = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(p + o + 16)));
                 for (int k = 0; k < 4; k++) {
@@ -427,26 +427,26 @@ __attribute__((target("avx2,fma,f16c"))) static float probe_avx2(const probe_arg
     return r[0] + r[1] + r[2] + r[3] + r[4] + r[5] + r[6] + r[7];
 }
 
-static void *probe_thread(void *p)
+static void *stream_thread(void *p)
 {
-    probe_arg *a = p;
-    a->out = a->isa == 2 ? probe_avx512(a) : probe_avx2(a);
+    stream_arg *a = p;
+    a->out = a->isa == 2 ? stream_avx512(a) : stream_avx2(a);
     return NULL;
 }
 
-/* GB/s of the probe over the pages of one fresh item of n_kv tokens. */
-static double probe_run(bench *b, int isa, uint32_t n_kv)
+/* GB/s of the streaming baseline over the pages of one fresh item of n_kv tokens. */
+static double stream_run(bench *b, int isa, uint32_t n_kv)
 {
     kvk_item item;
     uint32_t *table;
     take_items(b, &item, &table, 1, n_kv, 0);
-    probe_arg a[NTH];
+    stream_arg a[NTH];
     void *args[NTH];
     for (int i = 0; i < NTH; i++) {
-        a[i] = (probe_arg){ b, table, (n_kv + PAGE - 1) / PAGE, (uint32_t)i, isa, 0 };
+        a[i] = (stream_arg){ b, table, (n_kv + PAGE - 1) / PAGE, (uint32_t)i, isa, 0 };
         args[i] = &a[i];
     }
-    double t = par_run(probe_thread, args);
+    double t = par_run(stream_thread, args);
     if (a[0].out == 12345.0f) /* keep the sums alive */
         printf("#\n");
     return (double)a[0].n_pages * KV_HEADS * 2 * PAGE * HEAD_DIM * 2 / t / 1e9;
@@ -565,7 +565,7 @@ int main(int argc, char **argv)
             continue;
         paired pr[ROUNDS];
         for (int r = 0; r < ROUNDS; r++) {
-            double gbs = probe_run(&b, i, 32768);
+            double gbs = stream_run(&b, i, 32768);
             pr[r] = (paired){ gbs, measure_bw(buf, i) };
         }
         bench_median("decode_stream_baseline", isa_names[i], "GB/s", pr, ROUNDS);
