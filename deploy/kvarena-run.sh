@@ -20,16 +20,15 @@ echo "== kvserver --config $conf"
 "$B/kvserver" --config "$conf" &
 server=$!
 trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null' EXIT
+# wait (10 s at most) until the server answers and a worker has said Ready
+ready=0
 for _ in $(seq 100); do
-    "$B/kvctl" ping >/dev/null 2>&1 && break
     kill -0 $server 2>/dev/null || { echo "kvserver exited during start" >&2; exit 1; }
+    [ "$("$B/kvctl" stats --json 2>/dev/null | grep -o '"state": *"ready"' | wc -l)" -ge 1 ] &&
+        { ready=1; break; }
     sleep 0.1
 done
-# wait until the workers have said Ready
-for _ in $(seq 100); do
-    [ "$("$B/kvctl" stats --json | grep -o '"state": *"ready"' | wc -l)" -ge 1 ] && break
-    sleep 0.1
-done
+[ $ready -eq 1 ] || { echo "no worker ready after 10 s" >&2; exit 1; }
 
 echo "== kvdemo --tenants $tenants $*"
 "$B/kvdemo" --tenants "$tenants" "$@"
@@ -46,7 +45,9 @@ trap - EXIT
 left=0
 if [ -e "/dev/shm/kvarena-$name" ]; then echo "leftover: /dev/shm/kvarena-$name" >&2; left=1; fi
 if ls "$rundir"/*.sock >/dev/null 2>&1; then echo "leftover sockets in $rundir" >&2; left=1; fi
-if pgrep -P $server >/dev/null 2>&1; then echo "leftover worker processes" >&2; left=1; fi
+if pgrep -f "kvworker --shm /kvarena-$name" >/dev/null 2>&1; then
+    echo "leftover worker processes" >&2; left=1
+fi
 [ $src -eq 0 ] || { echo "kvserver exited with status $src" >&2; left=1; }
 [ $left -eq 0 ] && echo "clean shutdown: no shared memory, sockets or processes left"
 [ $rc -eq 0 ] && [ $left -eq 0 ] && echo "make run: PASS" || echo "make run: FAIL"

@@ -21,8 +21,9 @@ for i in $(seq "$RESTARTS"); do
     pgrep -f "kvworker --shm /kvarena-$KV_NAME" >/dev/null && die "workers of the killed server still run"
     kv_start
     kv_self_check
-    grep "recovered:" "$KV_DIR.log" | tail -1 | sed 's/^.*recovered/restart '"$i"': recovered/' ||
-        die "restart $i did not recover the arena"
+    line=$(grep "recovered:" "$KV_DIR.log" | tail -1) || true
+    [ -n "$line" ] || die "restart $i did not recover the arena"
+    echo "restart $i: recovered${line#*recovered}"
 done
 kv_clients_stop
 kv_check_pages idle

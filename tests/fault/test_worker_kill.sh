@@ -20,10 +20,7 @@ done
 kv_clients_stop
 [ "$killed" -ge "$KILLS" ] || die "only $killed of $KILLS kills happened"
 echo "killed $killed workers"
-for _ in $(seq 100); do   # every worker comes back
-    [ "$(kv_ready_workers)" -eq 2 ] && break
-    sleep 0.1
-done
+kv_wait_ready   # every worker comes back
 "$B/kvctl" --endpoint "$KV_ADMIN" stats
 kv_check_pages idle
 kv_stop

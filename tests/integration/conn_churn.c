@@ -44,7 +44,8 @@ int main(int argc, char **argv)
                 kvc_item it = { s, T };
                 rc = kvc_attend(c[i], layer, &it, 1, q, k, v, 0, out, NULL);
                 double ref_max = 0;
-                kvs_ref_row(m, layer, tokens, T - 1, 0, ref, NULL);
+                if (rc == 0 && kvs_ref_row(m, layer, tokens, T - 1, 0, ref, NULL) != 0)
+                    rc = KVC_ERR_IO; /* no memory for the reference: counted as a failure */
                 if (rc == 0 && kvs_max_abs_err(out + (T - 1) * qrow, ref, qrow, &ref_max) >
                                    kvs_tolerance(m->dtype) * ref_max) {
                     fprintf(stderr, "client %d round %d layer %u: wrong output\n", i, r, layer);

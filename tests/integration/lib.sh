@@ -18,11 +18,14 @@ kv_start() {
         >"$KV_DIR.log" 2>&1 &
     KV_PID=$!
     trap kv_cleanup EXIT
-    local ready=0
+    kv_wait_ready
+}
+
+# kv_wait_ready: waits up to 10 s until the server's 2 workers are ready (dies otherwise).
+kv_wait_ready() {
     for _ in $(seq 200); do
-        kill -0 "$KV_PID" 2>/dev/null || { cat "$KV_DIR.log" >&2; die "kvserver exited during start"; }
-        ready=$(kv_ready_workers)
-        [ "$ready" -ge 2 ] && return 0
+        kill -0 "$KV_PID" 2>/dev/null || { cat "$KV_DIR.log" >&2; die "kvserver exited"; }
+        [ "$(kv_ready_workers)" -ge 2 ] && return 0
         sleep 0.05
     done
     cat "$KV_DIR.log" >&2
