@@ -10,9 +10,11 @@
  *   1. gather the block's K and V rows from their pages and widen them to fp32;
  *   2. logits: the transposed queries Qt[d][m] against broadcast K elements, a register-
  *      blocked 2*VL x QK_NR outer product with no reduction at all, into S^T[n][m];
- *   3. mask / soft-cap / ALiBi only on blocks that need it (scalar: a minority of blocks);
+ *   3. masking in vectors, only on blocks that need it; soft-cap and ALiBi (scalar) on
+ *      every block when they are on;
  *   4. online softmax vectorized along the query axis;
- *   5. acc[m][:] += P[m][n] * V[n][:], register-blocked PV_MR rows x PV_DR vectors.
+ *   5. acc[m][:] = alpha[m] acc[m][:] + P[m][n] * V[n][:], register-blocked PV_MR rows x
+ *      PV_DR vectors (the rescale of step 4 applied as the accumulators are loaded).
  * Narrow tiles (decode, M < VL): memory-bound, so no copies at all; see "narrow tiles".
  * Queries are pre-scaled (and rotated) once per task, so logits come out scaled. */
 #include <float.h>
@@ -265,32 +267,23 @@ static void softmax_cols(const tile_buf *b, uint32_t mp, uint32_t n_pad)
 
 /* ---- P . V ---- */
 
-static void acc_rescale(float *acc, const float *alpha, uint32_t m4, uint32_t D)
-{
-    for (uint32_t m = 0; m < m4; m++) {
-        if (alpha[m] == 1.0f)
-            continue;
-        vf a = v_set1(alpha[m]);
-        for (uint32_t d = 0; d < D; d += VL)
-            v_store(acc + (size_t)m * D + d, v_mul(v_load(acc + (size_t)m * D + d), a));
-    }
-}
-
-/* acc[m0 .. m0+PV_MR)[d0 .. d0+dr*VL) += sum_n p[m][n] v[n][:]; p[m][n] at p[m*pm + n*pn]. */
-ALWAYS_INLINE void pv_block(const float *p, size_t pm, size_t pn, const float *v,
+/* acc[m][d0 .. d0+dr*VL) = alpha[m] acc[m][...] + sum_n p[n][m] v[n][...] for the rows
+ * m0 .. m0+PV_MR; p[n][m] at p[n * mp + m]. The rescale rides on the accumulators' load. */
+ALWAYS_INLINE void pv_block(const float *p, uint32_t mp, const float *alpha, const float *v,
                             uint32_t n_pad, uint32_t D, float *acc, uint32_t m0, uint32_t d0,
                             const int dr)
 {
     vf a[PV_MR][PV_DR];
     for (int i = 0; i < PV_MR; i++)
         for (int k = 0; k < dr; k++)
-            a[i][k] = v_load(acc + (size_t)(m0 + i) * D + d0 + k * VL);
+            a[i][k] = v_mul(v_load(acc + (size_t)(m0 + i) * D + d0 + k * VL),
+                            v_set1(alpha[m0 + i]));
     for (uint32_t n = 0; n < n_pad; n++) {
         vf vv[PV_DR];
         for (int k = 0; k < dr; k++)
             vv[k] = v_load(v + (size_t)n * D + d0 + k * VL);
         for (int i = 0; i < PV_MR; i++) {
-            vf pb = v_set1(p[(m0 + i) * pm + n * pn]);
+            vf pb = v_set1(p[(size_t)n * mp + m0 + i]);
             for (int k = 0; k < dr; k++)
                 a[i][k] = v_fma(pb, vv[k], a[i][k]);
         }
@@ -300,15 +293,15 @@ ALWAYS_INLINE void pv_block(const float *p, size_t pm, size_t pn, const float *v
             v_store(acc + (size_t)(m0 + i) * D + d0 + k * VL, a[i][k]);
 }
 
-static void pv(const float *p, size_t pm, size_t pn, const float *v, uint32_t n_pad,
-               uint32_t D, float *acc, uint32_t m4)
+static void pv(const float *p, uint32_t mp, const float *alpha, const float *v,
+               uint32_t n_pad, uint32_t D, float *acc, uint32_t m4)
 {
     for (uint32_t m0 = 0; m0 < m4; m0 += PV_MR) {
         uint32_t d0 = 0;
         for (; d0 + PV_DR * VL <= D; d0 += PV_DR * VL)
-            pv_block(p, pm, pn, v, n_pad, D, acc, m0, d0, PV_DR);
+            pv_block(p, mp, alpha, v, n_pad, D, acc, m0, d0, PV_DR);
         for (; d0 < D; d0 += VL)
-            pv_block(p, pm, pn, v, n_pad, D, acc, m0, d0, 1);
+            pv_block(p, mp, alpha, v, n_pad, D, acc, m0, d0, 1);
     }
 }
 
@@ -544,8 +537,8 @@ static void tile_run_narrow(const kvk_call *c, const kvk_task *t, tile_buf *b, f
         st.m[q] = v_set1(-INFINITY);
         st.l[q] = v_zero();
     }
-    for (uint32_t b = 0; b < NARROW_LEAD_BLOCKS; b++) /* the blocks before the lead */
-        narrow_lead(c, it, t->kv_head, t->k0 + b * KB_NARROW, t->k1);
+    for (uint32_t i = 0; i < NARROW_LEAD_BLOCKS; i++) /* the blocks before the lead */
+        narrow_lead(c, it, t->kv_head, t->k0 + i * KB_NARROW, t->k1);
     narrow_rows_get(c, it, t->kv_head, t->k0, t->k1, cur);
     for (uint32_t kb = t->k0; kb < t->k1; kb += KB_NARROW) {
         narrow_lead(c, it, t->kv_head, kb + NARROW_LEAD_BLOCKS * KB_NARROW, t->k1);
@@ -603,8 +596,7 @@ static void tile_run(const kvk_call *c, const kvk_task *t, size_t row0, float *s
             logits_fix(c, t, b.s, 0, lohi ? mp : M, &(logit_layout){ 1, mp, 1 }, kb, n, n_pad,
                        lohi);
             softmax_cols(&b, mp, n_pad);
-            acc_rescale(acc, b.alpha, m4, D);
-            pv(b.s, 1, mp, b.vf, n_pad, D, acc, m4);
+            pv(b.s, mp, b.alpha, b.vf, n_pad, D, acc, m4);
         }
     else
         tile_run_narrow(c, t, &b, acc, M);
@@ -612,13 +604,8 @@ static void tile_run(const kvk_call *c, const kvk_task *t, size_t row0, float *s
     memcpy(kvk__out_l(out, mcap), b.l, m4 * sizeof(float));
 }
 
-static size_t tile_scratch(uint32_t head_dim, uint32_t mp)
-{
-    return tile_scratch_floats(head_dim, mp);
-}
-
 static const kvk_tile_ops tile_ops = {
     .m_align = 2 * VL,
-    .scratch_floats = tile_scratch,
+    .scratch_floats = tile_scratch_floats,
     .run = tile_run,
 };

@@ -197,7 +197,7 @@ int kvk__call_init(kvk_call *c, const kvk_geom *g, const kvk_pages *pg, uint32_t
     if (o.rope_theta == 0.0f)
         o.rope_theta = 10000.0f;
     *c = (kvk_call){
-        .g = g, .pg = pg, .layer = layer, .items = items, .n_items = n_items, .opts = o,
+        .g = g, .pg = pg, .items = items, .n_items = n_items, .opts = o,
         .page_bytes = kvk_page_bytes(g), .esize = kvk_dtype_size(g->dtype),
         .k_off = kvk_block_offset(g, layer, 0, 0),
         .head_stride = kvk_block_offset(g, 0, 1, 0),

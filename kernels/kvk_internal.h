@@ -15,7 +15,6 @@
 typedef struct kvk_call {
     const kvk_geom *g;
     const kvk_pages *pg;
-    uint32_t layer;
     const kvk_item *items;
     uint32_t n_items;
     const float *q;       /* [rows][q_heads][head_dim] */

@@ -109,10 +109,11 @@ static uint32_t plan_chunk(plan *p, int nth)
     return chunk < KVK_SPLIT_MIN ? KVK_SPLIT_MIN : chunk > UINT32_MAX / 2 ? UINT32_MAX / 2 : (uint32_t)chunk;
 }
 
-/* The weight exp(m_part - mx) of a part's result for query vector m. */
-static float part_weight(float *part, uint32_t mcap, uint32_t m, float mx)
+/* The weight exp(m_part - mx) of one of n parts' result for query vector m (1 if n = 1:
+ * the common case skips the exp). */
+static float part_weight(float *part, uint32_t n, uint32_t mcap, uint32_t m, float mx)
 {
-    return expf(kvk__out_m(part, mcap)[m] - mx);
+    return n == 1 ? 1.0f : expf(kvk__out_m(part, mcap)[m] - mx);
 }
 
 /* Merges n parts (stride floats apart) of the result of task t's tile into o and lse;
@@ -132,14 +133,14 @@ static void plan_write(const plan *p, const kvk_task *t, float *part, size_t str
         float *restrict o = c->o + qi * D;
         for (uint32_t k = 0; k < n && mx > -INFINITY; k++) { /* a part that saw nothing: 0 */
             float *pk = part + k * stride;
-            l += part_weight(pk, mcap, m, mx) * kvk__out_l(pk, mcap)[m];
+            l += part_weight(pk, n, mcap, m, mx) * kvk__out_l(pk, mcap)[m];
         }
         float inv = l > 0.0f ? 1.0f / l : 0.0f;
         if (inv == 0.0f) /* nothing visible: zeros, whatever the accumulators hold */
             memset(o, 0, (size_t)D * sizeof(float));
         for (uint32_t k = 0; k < n && inv > 0.0f; k++) { /* n = 1: one vectorized pass */
             const float *restrict acc = kvk__out_acc(part + k * stride, mcap) + (size_t)m * D;
-            float w = part_weight(part + k * stride, mcap, m, mx) * inv;
+            float w = part_weight(part + k * stride, n, mcap, m, mx) * inv;
             if (k == 0)
                 for (uint32_t d = 0; d < D; d++)
                     o[d] = acc[d] * w;
