@@ -126,9 +126,7 @@ static int call(kvc_client *c, Kvarena__Envelope *env, const kvr_frame *frames, 
                 Kvarena__Envelope__BodyCase want, kvr_reply *rep)
 {
     c->err[0] = '\0';
-    env->req_id = c->next_id++;
-    if (c->next_id == 0)
-        c->next_id = 1;
+    env->req_id = c->next_id++; /* starts below 2^63 (kvr_random_id): never wraps to 0 */
     env->retry = 0;
     int64_t deadline = kvr_now_ns() + (int64_t)c->timeout_ms * 1000000;
     int rc;

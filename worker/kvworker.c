@@ -158,16 +158,22 @@ static int out_frame(zmq_msg_t *f, size_t n)
 }
 
 /* Writes the new K/V rows of the job's items, except items marked skip_write (a replay of
- * a layer whose K/V the first try wrote: those pages may be committed, hence immutable). */
+ * a layer whose K/V the first try wrote: those pages may be committed, hence immutable):
+ * one kvk_write_kv per run of items to write (one per job when nothing is replayed). */
 static int write_kv(const worker *w, const Kvarena__Job *j, const kvk_item *items,
                     const float *k, const float *v, const kvk_attn_opts *opts)
 {
     size_t row = (size_t)w->g.kv_heads * w->g.head_dim, off = 0;
     int rc = 0;
-    for (size_t i = 0; i < j->n_items && rc == 0; i++) {
-        if (!j->items[i]->skip_write)
-            rc = kvk_write_kv(&w->g, &w->pages, j->layer, &items[i], 1, k + off, v + off, opts);
-        off += row * items[i].n_new;
+    for (size_t i = 0, run; i < j->n_items && rc == 0; i += run) {
+        size_t rows = 0;
+        int skip = j->items[i]->skip_write;
+        for (run = 0; i + run < j->n_items && j->items[i + run]->skip_write == skip; run++)
+            rows += items[i + run].n_new;
+        if (!skip)
+            rc = kvk_write_kv(&w->g, &w->pages, j->layer, &items[i], (uint32_t)run, k + off,
+                              v + off, opts);
+        off += row * rows;
     }
     return rc;
 }

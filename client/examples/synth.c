@@ -39,12 +39,6 @@ static float value_of(uint64_t row, uint64_t head, uint32_t dim)
     return (float)(h >> 40) * (1.0f / 8388608.0f) - 1.0f;
 }
 
-float kvs_value(enum kvs_kind kind, uint32_t token, uint32_t pos, uint32_t layer,
-                uint32_t head, uint32_t dim)
-{
-    return value_of(row_key(token, pos), head_key(kind, layer, head), dim);
-}
-
 static void fill_rows(enum kvs_kind kind, uint32_t heads, uint32_t head_dim, uint32_t layer,
                       const uint32_t *tokens, uint32_t pos0, uint32_t n, float *out)
 {

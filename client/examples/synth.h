@@ -31,10 +31,6 @@ uint64_t kvs_mix(uint64_t x);
 /* A token id in [0, KVS_VOCAB) from two keys (e.g. a stream id and an index). */
 uint32_t kvs_token(uint64_t a, uint64_t b);
 
-/* The element (kind, token, pos, layer, head, dim) of the synthetic model, in [-1, 1). */
-float kvs_value(enum kvs_kind kind, uint32_t token, uint32_t pos, uint32_t layer,
-                uint32_t head, uint32_t dim);
-
 /* Rows for n consecutive positions pos0 .. pos0+n-1 holding tokens[0 .. n): q is
  * [n][q_heads][head_dim], k and v are [n][kv_heads][head_dim], all fp32 as sent to the
  * server (not rounded). Any of q, k, v may be NULL to skip it. */
