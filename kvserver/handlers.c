@@ -399,7 +399,6 @@ static void on_attend(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uin
     job->layer = e->attend->layer;
     job->want_lse = e->attend->want_lse;
     job->scale = e->attend->scale;
-    job->worker = -1;
     zmq_msg_move(&job->route, &m->route);
     for (int i = 0; i < 3; i++)
         zmq_msg_move(&job->tensor[i], &m->tensor[i]);

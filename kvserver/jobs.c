@@ -5,6 +5,7 @@
  * sequences busy; kvs_job_finish is the one place that undoes both, whatever the outcome. */
 #include "server.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -90,8 +91,7 @@ void kvs_job_finish(kvs_server *s, kvs_job *job, int status, const char *error,
         kvs_job_item *it = &job->items[i];
         kvs_pages_pin(&s->pages, it->pages, it->n_pages, 0);
         kva_seq *rec = kvs_seq_find(&s->seqs, it->seq, job->tenant);
-        if (!rec)
-            continue; /* cannot happen: a busy sequence cannot be closed */
+        assert(rec); /* a busy sequence cannot be closed */
         kvs_seq *sq = kvs_seq_priv(&s->seqs, rec);
         if (sq->busy_job == job->id)
             sq->busy_job = 0;

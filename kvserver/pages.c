@@ -113,18 +113,6 @@ void kvs_block_hash(const uint8_t parent[KVA_HASH_BYTES], const uint8_t salt[KVA
 
 /* ---- state transitions ---- */
 
-/* Returns an unreferenced, childless page to the free list; the caller updates its parent. */
-static void page_free(kvs_pages *pg, uint32_t p)
-{
-    kva_page *d = kvs_page(pg, p);
-    assert(d->ref == 0 && d->children == 0 && !pg->in_lru[p]);
-    pg->tenant[d->tenant].pages--;
-    d->state = KVA_PAGE_FREE;
-    d->ntok = d->nvalid = 0;
-    d->parent = NONE;
-    pg->free_stack[pg->n_free++] = p;
-}
-
 /* A cached page whose last child went becomes an evictable leaf. */
 static void parent_lost_child(kvs_pages *pg, uint32_t parent)
 {
@@ -132,6 +120,21 @@ static void parent_lost_child(kvs_pages *pg, uint32_t parent)
     assert(d->children > 0);
     if (--d->children == 0 && d->ref == 0 && d->state == KVA_PAGE_COMMITTED)
         lru_insert(pg, parent, 0);
+}
+
+/* Returns an unreferenced, childless page to the free list; its parent loses a child. */
+static void page_free(kvs_pages *pg, uint32_t p)
+{
+    kva_page *d = kvs_page(pg, p);
+    assert(d->ref == 0 && d->children == 0 && !pg->in_lru[p]);
+    uint32_t parent = d->parent;
+    pg->tenant[d->tenant].pages--;
+    d->state = KVA_PAGE_FREE;
+    d->ntok = d->nvalid = 0;
+    d->parent = NONE;
+    pg->free_stack[pg->n_free++] = p;
+    if (parent != NONE)
+        parent_lost_child(pg, parent);
 }
 
 void kvs_page_reparent(kvs_pages *pg, uint32_t child, uint32_t new_parent)
@@ -157,10 +160,7 @@ static void evict(kvs_pages *pg, uint32_t p)
     pg->n_cached--;
     pg->tenant[d->tenant].cached--;
     pg->evictions++;
-    uint32_t parent = d->parent;
     page_free(pg, p);
-    if (parent != NONE)
-        parent_lost_child(pg, parent);
 }
 
 int kvs_pages_can_alloc(const kvs_pages *pg, uint32_t t, uint32_t need, uint32_t reserved_cached)
@@ -241,10 +241,7 @@ void kvs_page_unref(kvs_pages *pg, uint32_t p)
     /* a partial page is private: nobody can find it again. Its children (if any) hold
      * references to it, so with ref 0 it has none. */
     assert(d->children == 0);
-    uint32_t parent = d->parent;
     page_free(pg, p);
-    if (parent != NONE)
-        parent_lost_child(pg, parent);
 }
 
 uint32_t kvs_page_commit(kvs_pages *pg, uint32_t p, const uint8_t salt[KVA_HASH_BYTES])

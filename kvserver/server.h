@@ -58,7 +58,6 @@ typedef struct kvs_job {
     kvs_job_item *items;
     uint32_t n_items;
     int tries;                  /* workers it was sent to */
-    int worker;                 /* index running it, -1 when queued */
     uint64_t sent_ms;
     struct kvs_job *next;       /* queue link */
 } kvs_job;
@@ -73,7 +72,6 @@ typedef struct kvs_worker {
     uint8_t rid[KVP_MAX_ROUTE]; /* routing id of its job socket (from Ready) */
     uint8_t rid_len;
     uint64_t last_seen_ms;      /* last message or heartbeat */
-    uint64_t started_ms;
     kvs_job *job;               /* job it is running */
     uint64_t jobs;              /* jobs completed */
     uint32_t restarts;

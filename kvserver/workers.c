@@ -101,7 +101,7 @@ static int spawn(kvs_server *s, kvs_worker *w)
     w->state = KVS_W_STARTING;
     w->fence_warned = 0;
     w->rid_len = 0;
-    w->started_ms = w->last_seen_ms = kvs_now_ms();
+    w->last_seen_ms = kvs_now_ms();
     KVS_INFO("worker %d started, pid %d", w->index, (int)pid);
     kvs_event(s, "worker", "{\"event\":\"started\",\"index\":%d,\"pid\":%d}", w->index, (int)pid);
     return 0;
@@ -136,7 +136,6 @@ static void worker_lost(kvs_server *s, kvs_worker *w, const char *why)
     w->state = KVS_W_DOWN;
     if (job) {
         s->jobs_failed++;
-        job->worker = -1;
         if (job->tries <= KVS_JOB_RETRIES && !s->stopping)
             kvs_job_enqueue(s, job, 1);
         else
@@ -278,7 +277,6 @@ int kvs_worker_send_job(kvs_server *s, kvs_worker *w, kvs_job *job)
     rc = kvp_send(s->worker_sock, &route, &env, t, 3);
     zmq_msg_close(&route);
     if (rc == 0) {
-        job->worker = w->index;
         job->sent_ms = kvs_now_ms();
         job->tries++;
         w->job = job;
