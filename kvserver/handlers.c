@@ -405,8 +405,7 @@ static void on_attend(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uin
     for (uint32_t i = 0; i < job->n_items; i++) {
         kvs_job_item *ji = &job->items[i];
         kvs_pages_pin(&s->pages, ji->pages, ji->n_pages, 1);
-        kva_seq *rec = kvs_seq_find(&s->seqs, ji->seq, t);
-        kvs_seq_priv(&s->seqs, rec)->busy_job = job->id;
+        s->seqs.s[(uint32_t)ji->seq].busy_job = job->id; /* attend_check found it: its slot */
     }
     kvs_job_enqueue(s, job, 0);
 }

@@ -9,6 +9,15 @@
 
 #define FAIL(code, ...) do { if (why) snprintf(why, why_len, __VA_ARGS__); return (code); } while (0)
 
+/* 1 if frames are exactly Q, K and V for t tokens; *q and *kv get their sizes. */
+static int qkv_frames_ok(const kvp_limits *lim, uint64_t t, const size_t *frames, int n_frames,
+                         uint64_t *q, uint64_t *kv)
+{
+    *q = t * lim->q_heads * lim->head_dim * sizeof(float);
+    *kv = t * lim->kv_heads * lim->head_dim * sizeof(float);
+    return n_frames == 3 && frames[0] == *q && frames[1] == *kv && frames[2] == *kv;
+}
+
 static int check_attend(const Kvarena__Attend *a, const kvp_limits *lim, const size_t *frames,
                         int n_frames, uint64_t *tokens, char *why, size_t why_len)
 {
@@ -29,9 +38,8 @@ static int check_attend(const Kvarena__Attend *a, const kvp_limits *lim, const s
     if (t > lim->max_batch_tokens)
         FAIL(KV_ERR_TOOBIG, "batch of %llu tokens, max_batch_tokens is %u",
              (unsigned long long)t, lim->max_batch_tokens);
-    uint64_t q = t * lim->q_heads * lim->head_dim * sizeof(float);
-    uint64_t kv = t * lim->kv_heads * lim->head_dim * sizeof(float);
-    if (n_frames != 3 || frames[0] != q || frames[1] != kv || frames[2] != kv)
+    uint64_t q, kv;
+    if (!qkv_frames_ok(lim, t, frames, n_frames, &q, &kv))
         FAIL(KV_ERR_PROTO, "attend wants 3 frames Q (%llu bytes), K and V (%llu bytes each)",
              (unsigned long long)q, (unsigned long long)kv);
     if (tokens)
@@ -92,9 +100,8 @@ int kvp_check_job(const Kvarena__Job *j, const kvp_limits *lim, uint32_t n_pages
     }
     if (t > lim->max_batch_tokens)
         FAIL(KV_ERR_INVAL, "job of %llu tokens", (unsigned long long)t);
-    uint64_t q = t * lim->q_heads * lim->head_dim * sizeof(float);
-    uint64_t kv = t * lim->kv_heads * lim->head_dim * sizeof(float);
-    if (n_frames != 3 || frames[0] != q || frames[1] != kv || frames[2] != kv)
+    uint64_t q, kv;
+    if (!qkv_frames_ok(lim, t, frames, n_frames, &q, &kv))
         FAIL(KV_ERR_PROTO, "job frames disagree with its items");
     *tokens = t;
     return 0;

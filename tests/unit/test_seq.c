@@ -506,7 +506,6 @@ static void test_seq_errors(void **state)
     fx_check(f);
 }
 
-/* Fork of an empty sequence (into a slot never used before), and fork of a fork. */
 /* A resent close is answered from the tombstone the first one left: only for the same
  * request, id and tenant, and only until the slot is taken again. */
 static void test_close_tombstone(void **state)
@@ -534,6 +533,7 @@ static void test_close_tombstone(void **state)
     fx_check(f);
 }
 
+/* Fork of an empty sequence (into a slot never used before), and fork of a fork. */
 static void test_fork_empty(void **state)
 {
     fx *f = *state;
