@@ -44,7 +44,6 @@ typedef struct tile_buf {
     float *m, *l;     /* [mp] running max and sum */
     float *alpha;     /* [mp] rescale factor of the current block */
     float *lo, *hi;   /* [mp] visible key range of each query vector, as floats (wide tiles) */
-    float *cs;        /* [D] RoPE cos/sin of the current row */
 } tile_buf;
 
 static size_t round16(size_t n)
@@ -55,7 +54,7 @@ static size_t round16(size_t n)
 static size_t tile_scratch_floats(uint32_t D, uint32_t mp)
 {
     return 2 * round16((size_t)mp * D) + 2 * round16((size_t)KB * D)
-           + round16((size_t)KB * mp) + 5 * round16(mp) + round16(D);
+           + round16((size_t)KB * mp) + 5 * round16(mp);
 }
 
 static tile_buf tile_buf_carve(float *p, uint32_t D, uint32_t mp)
@@ -70,8 +69,7 @@ static tile_buf tile_buf_carve(float *p, uint32_t D, uint32_t mp)
     b.l = p, p += round16(mp);
     b.alpha = p, p += round16(mp);
     b.lo = p, p += round16(mp);
-    b.hi = p, p += round16(mp);
-    b.cs = p;
+    b.hi = p;
     return b;
 }
 
@@ -118,13 +116,12 @@ static void tile_load_q(const kvk_call *c, const kvk_task *t, size_t row0, tile_
     uint32_t G = g->q_heads / g->kv_heads, D = g->head_dim, m = 0;
     for (uint32_t r = t->r0; r < t->r1; r++) {
         const float *src = c->q + ((row0 + r) * g->q_heads + (size_t)t->kv_head * G) * D;
-        if (c->opts.rope != KVK_ROPE_NONE)
-            kvk__rope_table(b->cs, D, c->items[t->item].n_kv + r, c->opts.rope_theta);
+        const float *cs = c->rope_cs ? c->rope_cs + (row0 + r) * D : NULL;
         for (uint32_t k = 0; k < G; k++, m++) {
             float *dst = b->qs + (size_t)m * D;
             memcpy(dst, src + (size_t)k * D, D * sizeof(float));
-            if (c->opts.rope != KVK_ROPE_NONE)
-                kvk__rope_apply(dst, D, c->opts.rope, b->cs);
+            if (cs)
+                kvk__rope_apply(dst, D, c->opts.rope, cs);
             for (uint32_t d = 0; d < D; d++)
                 dst[d] *= c->opts.scale;
         }

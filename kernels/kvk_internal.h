@@ -27,6 +27,8 @@ typedef struct kvk_call {
     size_t head_stride;   /* bytes from one KV head's K block to the next one's */
     size_t v_off;         /* bytes from a head's K block to its V block */
     uint32_t rows;        /* sum of n_new over the items */
+    const float *rope_cs; /* tiled paths, RoPE on: [rows][head_dim] cos/sin of each row's
+                           * position (kvk__rope_table), made once per call; else NULL */
 } kvk_call;
 
 /* Checks geometry, pages, layer, items and options (opts may be NULL) as kvk_write_kv and

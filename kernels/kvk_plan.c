@@ -183,8 +183,31 @@ static void plan_merge_worker(void *arg, int ith, int nth)
     }
 }
 
-int kvk__attn_tiled(const kvk_call *c, kvk_pool *pool, const kvk_tile_ops *ops)
+/* Fills the RoPE table of the call's rows (kvk_call.rope_cs), rows shared out statically. */
+static void rope_worker(void *arg, int ith, int nth)
 {
+    kvk_call *c = arg;
+    float *cs = (float *)c->rope_cs;
+    size_t r0 = (size_t)c->rows * ith / nth, r1 = (size_t)c->rows * (ith + 1) / nth, row = 0;
+    for (uint32_t i = 0; i < c->n_items && row < r1; row += c->items[i].n_new, i++)
+        for (uint32_t r = 0; r < c->items[i].n_new; r++)
+            if (row + r >= r0 && row + r < r1)
+                kvk__rope_table(cs + (row + r) * c->g->head_dim, c->g->head_dim,
+                                c->items[i].n_kv + r, c->opts.rope_theta);
+}
+
+int kvk__attn_tiled(const kvk_call *call, kvk_pool *pool, const kvk_tile_ops *ops)
+{
+    /* RoPE tables once per row of the call, not once per task that reads the row */
+    kvk_call cc = *call, *c = &cc;
+    float *rope = NULL;
+    if (c->opts.rope != KVK_ROPE_NONE) {
+        rope = malloc(((size_t)c->rows * c->g->head_dim + 1) * sizeof(float));
+        if (!rope)
+            return KV_ERR_NOMEM;
+        cc.rope_cs = rope;
+        kvk__pool_run(pool, rope_worker, c);
+    }
     int nth = kvk_pool_threads(pool), rc = KV_ERR_NOMEM;
     uint32_t G = c->g->q_heads / c->g->kv_heads, D = c->g->head_dim;
     plan p = { .c = c, .ops = ops };
@@ -219,5 +242,6 @@ int kvk__attn_tiled(const kvk_call *c, kvk_pool *pool, const kvk_tile_ops *ops)
         kvk__pool_scratch_done(pool, buf);
     free(p.tasks);
     free(p.row0);
+    free(rope);
     return rc;
 }
