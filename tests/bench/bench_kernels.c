@@ -368,60 +368,47 @@ static const uint8_t *stream_lead(const stream_arg *a, uint32_t i, size_t pb, si
     return a->b->pg.base + (size_t)a->pages[nx] * pb + off;
 }
 
+/* The loop of the streaming baseline for one ISA: T the vector type, CVT(p) STEP bytes of
+ * fp16 as a T of fp32, FMA/ADD/SET1 its arithmetic; two conversions per 64-byte line on
+ * AVX-512, four on AVX2 (each feeding 4 FMAs: 8 FMAs of 16 lanes per line either way). */
+#define STREAM_BODY(T, CVT, STEP, FMA, ADD, SET1)                                           \
+    size_t pb = kvk_page_bytes(&a->b->g), run = 2 * (size_t)PAGE * HEAD_DIM * 2;           \
+    T acc[8], q[4];                                                                       \
+    for (int k = 0; k < 8; k++)                                                           \
+        acc[k] = SET1(0.0f);                                                              \
+    for (int k = 0; k < 4; k++)                                                           \
+        q[k] = SET1(0.5f + 0.1f * k);                                                     \
+    for (uint32_t h = a->h0; h < KV_HEADS; h += NTH) {                                    \
+        size_t off = kvk_block_offset(&a->b->g, 1, h, 0);                                 \
+        for (uint32_t i = 0; i < a->n_pages; i++) {                                       \
+            const uint8_t *p = a->b->pg.base + (size_t)a->pages[i] * pb + off;            \
+            const uint8_t *pf = stream_lead(a, i, pb, off, run);                          \
+            for (size_t o = 0; o < run; o += 2 * STEP) {                                  \
+                if (o % 64 == 0)                                                          \
+                    __builtin_prefetch(pf + o, 0, 2);                                     \
+                T x0 = CVT(p + o), x1 = CVT(p + o + STEP);                                \
+                for (int k = 0; k < 4; k++) {                                             \
+                    acc[k] = FMA(x0, q[k], acc[k]);                                       \
+                    acc[4 + k] = FMA(x1, q[k], acc[4 + k]);                               \
+                }                                                                         \
+            }                                                                             \
+        }                                                                                 \
+    }                                                                                     \
+    for (int k = 1; k < 8; k++)                                                           \
+        acc[0] = ADD(acc[0], acc[k]);
+
+#define CVT512(p) _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(p)))
+#define CVT256(p) _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(p)))
+
 __attribute__((target("avx512f,fma"))) static float stream_avx512(const stream_arg *a)
 {
-    size_t pb = kvk_page_bytes(&a->b->g), run = 2 * (size_t)PAGE * HEAD_DIM * 2;
-    __m512 acc[8], q[4];
-    for (int k = 0; k < 8; k++)
-        acc[k] = _mm512_setzero_ps();
-    for (int k = 0; k < 4; k++)
-        q[k] = _mm512_set1_ps(0.5f + 0.1f * k);
-    for (uint32_t h = a->h0; h < KV_HEADS; h += NTH)
-        for (uint32_t i = 0; i < a->n_pages; i++) {
-            size_t off = kvk_block_offset(&a->b->g, 1, h, 0);
-            const uint8_t *p = a->b->pg.base + (size_t)a->pages[i] * pb + off;
-            const uint8_t *pf = stream_lead(a, i, pb, off, run);
-            for (size_t o = 0; o < run; o += 64) {
-                __builtin_prefetch(pf + o, 0, 2);
-                __m512 x0 = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(p + o)));
-                __m512 x1 = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(p + o + 32)));
-                for (int k = 0; k < 4; k++) {
-                    acc[k] = _mm512_fmadd_ps(x0, q[k], acc[k]);
-                    acc[4 + k] = _mm512_fmadd_ps(x1, q[k], acc[4 + k]);
-                }
-            }
-        }
-    for (int k = 1; k < 8; k++)
-        acc[0] = _mm512_add_ps(acc[0], acc[k]);
+    STREAM_BODY(__m512, CVT512, 32, _mm512_fmadd_ps, _mm512_add_ps, _mm512_set1_ps)
     return _mm512_reduce_add_ps(acc[0]);
 }
 
 __attribute__((target("avx2,fma,f16c"))) static float stream_avx2(const stream_arg *a)
 {
-    size_t pb = kvk_page_bytes(&a->b->g), run = 2 * (size_t)PAGE * HEAD_DIM * 2;
-    __m256 acc[8], q[4];
-    for (int k = 0; k < 8; k++)
-        acc[k] = _mm256_setzero_ps();
-    for (int k = 0; k < 4; k++)
-        q[k] = _mm256_set1_ps(0.5f + 0.1f * k);
-    for (uint32_t h = a->h0; h < KV_HEADS; h += NTH)
-        for (uint32_t i = 0; i < a->n_pages; i++) {
-            size_t off = kvk_block_offset(&a->b->g, 1, h, 0);
-            const uint8_t *p = a->b->pg.base + (size_t)a->pages[i] * pb + off;
-            const uint8_t *pf = stream_lead(a, i, pb, off, run);
-            for (size_t o = 0; o < run; o += 32) {
-                if (o % 64 == 0)
-                    __builtin_prefetch(pf + o, 0, 2);
-                __m256 x0 = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(p + o)));
-                __m256 x1 = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(p + o + 16)));
-                for (int k = 0; k < 4; k++) {
-                    acc[k] = _mm256_fmadd_ps(x0, q[k], acc[k]);
-                    acc[4 + k] = _mm256_fmadd_ps(x1, q[k], acc[4 + k]);
-                }
-            }
-        }
-    for (int k = 1; k < 8; k++)
-        acc[0] = _mm256_add_ps(acc[0], acc[k]);
+    STREAM_BODY(__m256, CVT256, 16, _mm256_fmadd_ps, _mm256_add_ps, _mm256_set1_ps)
     float r[8];
     _mm256_storeu_ps(r, acc[0]);
     return r[0] + r[1] + r[2] + r[3] + r[4] + r[5] + r[6] + r[7];
@@ -508,6 +495,21 @@ static double naive_run(const uint16_t *k, const uint16_t *v, const float *q, fl
     return par_run(naive_thread, args);
 }
 
+/* Seconds of the naive baseline over n keys (the last n_q of them as query rows), on one
+ * contiguous copy of a sequence's K and V made for it. */
+static double naive_time(const bench *b, uint32_t n, uint32_t n_q)
+{
+    uint16_t *k = malloc((size_t)KV_HEADS * n * HEAD_DIM * 2);
+    uint16_t *v = malloc((size_t)KV_HEADS * n * HEAD_DIM * 2);
+    fill_arg fk = { k, (size_t)KV_HEADS * n * HEAD_DIM }, fv = { v, fk.n };
+    fill_thread(&fk);
+    fill_thread(&fv);
+    double t = naive_run(k, v, b->q, b->o, n, n_q);
+    free(k);
+    free(v);
+    return t;
+}
+
 /* ---- cases ---- */
 
 /* Seconds per call of kvk_attn: repeated (fresh pages each time) for about `budget` s. */
@@ -591,17 +593,9 @@ int main(int argc, char **argv)
                 }
                 bench_median(name, isa_names[i], "GB/s", pr, nr);
             }
-            /* naive: one contiguous copy per sequence; batch 1 suffices for its rate */
-            uint16_t *k = malloc((size_t)KV_HEADS * len * HEAD_DIM * 2);
-            uint16_t *v = malloc((size_t)KV_HEADS * len * HEAD_DIM * 2);
-            fill_arg fk = { k, (size_t)KV_HEADS * len * HEAD_DIM }, fv = { v, fk.n };
-            fill_thread(&fk);
-            fill_thread(&fv);
-            double t = run_naive ? naive_run(k, v, b.q, b.o, len, 1) : 0;
-            if (run_naive)
-                bench_line(name, "naive", bytes / batch / t / 1e9, "GB/s", measure_bw(buf, 0));
-            free(k);
-            free(v);
+            if (run_naive) /* batch 1 suffices for its rate */
+                bench_line(name, "naive", bytes / batch / naive_time(&b, len, 1) / 1e9, "GB/s",
+                           measure_bw(buf, 0));
         }
     static const uint32_t plens[] = { 512, 2048 };
     for (int li = 0; li < 2 * do_pre; li++) {
@@ -626,16 +620,9 @@ int main(int argc, char **argv)
             }
             bench_median(name, isa_names[i], "GFLOP/s", pr, nr);
         }
-        uint16_t *k = malloc((size_t)KV_HEADS * n * HEAD_DIM * 2);
-        uint16_t *v = malloc((size_t)KV_HEADS * n * HEAD_DIM * 2);
-        fill_arg fk = { k, (size_t)KV_HEADS * n * HEAD_DIM }, fv = { v, fk.n };
-        fill_thread(&fk);
-        fill_thread(&fv);
-        double t = run_naive ? naive_run(k, v, b.q, b.o, n, TAIL) : 0;
         if (run_naive)
-            bench_line(name, "naive", tail_flops / t / 1e9, "GFLOP/s", measure_fma(0));
-        free(k);
-        free(v);
+            bench_line(name, "naive", tail_flops / naive_time(&b, n, TAIL) / 1e9, "GFLOP/s",
+                       measure_fma(0));
     }
     kvk_isa_set(best);
     munmap(buf, BW_BYTES);
