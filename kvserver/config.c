@@ -272,8 +272,7 @@ static int read_secret(kvs_config *c, char *err, size_t err_len)
 
 int kvs_config_finish(kvs_config *c, char *err, size_t err_len)
 {
-    kvk_geom g = { c->layers, c->q_heads, c->kv_heads, c->head_dim, c->page_tokens,
-                   (kvk_dtype)c->dtype };
+    kvk_geom g = kvs_config_geom(c);
     if (kvk_geom_check(&g) != 0) {
         snprintf(err, err_len, "unsupported model geometry: layers=%u q_heads=%u kv_heads=%u head_dim=%u page_tokens=%u",
                  c->layers, c->q_heads, c->kv_heads, c->head_dim, c->page_tokens);

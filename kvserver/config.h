@@ -5,6 +5,8 @@
 
 #include <stdint.h>
 
+#include "kernels/kvkernels.h"
+
 #include "pages.h"
 
 #define KVS_NAME_MAX 64
@@ -55,6 +57,13 @@ typedef struct kvs_config {
     kvs_tenant_cfg tenant[KVS_MAX_TENANTS];
     uint32_t n_tenants;
 } kvs_config;
+
+/* The kernels' geometry of the configured model. */
+static inline kvk_geom kvs_config_geom(const kvs_config *c)
+{
+    return (kvk_geom){ c->layers, c->q_heads, c->kv_heads, c->head_dim, c->page_tokens,
+                       (kvk_dtype)c->dtype };
+}
 
 /* Defaults: a small fp16 model, 2 workers, runtime dir /tmp/kvarena, tenant "default". */
 void kvs_config_defaults(kvs_config *c);

@@ -18,8 +18,7 @@
 
 static int create(kvs_shm *shm, const kvs_config *c, const uint8_t tenants_hash[KVA_HASH_BYTES])
 {
-    kvk_geom g = { c->layers, c->q_heads, c->kv_heads, c->head_dim, c->page_tokens,
-                   (kvk_dtype)c->dtype };
+    kvk_geom g = kvs_config_geom(c);
     kva_header hd = {
         .magic = KVA_MAGIC, .version = KVA_FORMAT_VERSION, .layout_version = KVK_LAYOUT_VERSION,
         .layers = c->layers, .q_heads = c->q_heads, .kv_heads = c->kv_heads,
@@ -126,8 +125,7 @@ static int attach(kvs_shm *shm, int fd, const kvs_config *c, const uint8_t tenan
     }
     shm->h = p;
     shm->bytes = (size_t)st.st_size;
-    kvk_geom g = { c->layers, c->q_heads, c->kv_heads, c->head_dim, c->page_tokens,
-                   (kvk_dtype)c->dtype };
+    kvk_geom g = kvs_config_geom(c);
     kva_header want = { .layers = c->layers, .q_heads = c->q_heads, .kv_heads = c->kv_heads,
                         .head_dim = c->head_dim, .page_tokens = c->page_tokens, .dtype = c->dtype,
                         .n_pages = c->pages, .max_seqs = c->max_seqs,

@@ -43,8 +43,7 @@ int kva_header_check(const kva_header *h, uint64_t region_bytes, char *why, size
         FAIL("arena format version %u, this build reads %u", h->version, KVA_FORMAT_VERSION);
     if (h->layout_version != KVK_LAYOUT_VERSION)
         FAIL("page layout version %u, this build uses %u", h->layout_version, KVK_LAYOUT_VERSION);
-    kvk_geom g = { h->layers, h->q_heads, h->kv_heads, h->head_dim, h->page_tokens,
-                   (kvk_dtype)h->dtype };
+    kvk_geom g = kva_geom(h);
     if (h->dtype > KVK_BF16 || kvk_geom_check(&g) != 0)
         FAIL("unsupported geometry layers=%u q_heads=%u kv_heads=%u head_dim=%u page_tokens=%u dtype=%u",
              h->layers, h->q_heads, h->kv_heads, h->head_dim, h->page_tokens, h->dtype);

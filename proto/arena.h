@@ -24,6 +24,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kernels/kvkernels.h"
+
 #define KVA_MAGIC 0x00414e4552415643ull /* "CVARENA\0" little-endian: 'C','V','A','R','E','N','A' */
 #define KVA_FORMAT_VERSION 1u
 #define KVA_HEADER_BYTES 4096u
@@ -135,6 +137,12 @@ static inline kva_seq *kva_seq_at(const kva_header *h, uint32_t slot)
 static inline uint8_t *kva_data(const kva_header *h)
 {
     return (uint8_t *)h + h->data_off;
+}
+/* The kernels' geometry of the arena's pages. */
+static inline kvk_geom kva_geom(const kva_header *h)
+{
+    return (kvk_geom){ h->layers, h->q_heads, h->kv_heads, h->head_dim, h->page_tokens,
+                       (kvk_dtype)h->dtype };
 }
 
 /* Layout for a geometry: fills the size and offset fields of h from its geometry, n_pages,

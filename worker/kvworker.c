@@ -34,6 +34,8 @@ typedef struct worker {
     size_t bytes;
     kvk_geom g;
     kvk_pages pages;
+    kvk_attn_opts model;    /* the arena's attention options (RoPE, window, soft-cap) */
+    kvp_limits lim;         /* what a job may ask, from the arena header */
     kvk_pool *pool;
     void *zctx, *sock;
 } worker;
@@ -67,15 +69,16 @@ static int map_arena(worker *w)
         KVS_ERROR("arena %s rejected: %s", w->shm_name, why);
         return KV_ERR_INVAL;
     }
-    w->g = (kvk_geom){ w->h->layers, w->h->q_heads, w->h->kv_heads, w->h->head_dim,
-                       w->h->page_tokens, (kvk_dtype)w->h->dtype };
-    w->pages = (kvk_pages){ kva_data(w->h), w->h->n_pages };
+    const kva_header *h = w->h;
+    w->g = kva_geom(h);
+    w->pages = (kvk_pages){ kva_data(h), h->n_pages };
+    w->lim = (kvp_limits){ h->layers, h->q_heads, h->kv_heads, h->head_dim, h->max_batch_tokens, 0 };
+    w->model = kvk_attn_opts_default();
+    w->model.rope = (kvk_rope_mode)h->rope;
+    w->model.rope_theta = h->rope_theta;
+    w->model.window_left = h->window ? (int32_t)h->window : -1;
+    w->model.softcap = h->softcap;
     return 0;
-}
-
-static int send_env(void *sock, Kvarena__Envelope *e, zmq_msg_t *t, int n)
-{
-    return kvp_send(sock, NULL, e, t, n);
 }
 
 static void *heartbeat_main(void *arg)
@@ -97,7 +100,7 @@ static void *heartbeat_main(void *arg)
     e.body_case = KVARENA__ENVELOPE__BODY_HEARTBEAT;
     e.heartbeat = &b;
     while (!stop) {
-        send_env(hb, &e, NULL, 0);
+        kvp_send(hb, NULL, &e, NULL, 0);
         for (int slept = 0; slept < w->heartbeat_ms && !stop; slept += 50)
             nanosleep(&(struct timespec){ 0, 50000000L }, NULL); /* wake for stop */
     }
@@ -115,11 +118,10 @@ static int job_check(const worker *w, const Kvarena__Job *j, const kvp_msg *m, k
                  (unsigned long long)j->epoch, (unsigned long long)h->epoch);
         return KV_ERR_INVAL;
     }
-    kvp_limits lim = { h->layers, h->q_heads, h->kv_heads, h->head_dim, h->max_batch_tokens, 0 };
     size_t frames[KVP_MAX_FRAMES];
     for (int i = 0; i < m->n_tensors; i++)
         frames[i] = zmq_msg_size((zmq_msg_t *)&m->tensor[i]);
-    int rc = kvp_check_job(j, &lim, h->n_pages, h->page_tokens, frames, m->n_tensors, tokens,
+    int rc = kvp_check_job(j, &w->lim, h->n_pages, h->page_tokens, frames, m->n_tensors, tokens,
                            why, why_len);
     for (size_t i = 0; rc == 0 && i < j->n_items; i++)
         items[i] = (kvk_item){ j->items[i]->pages, j->items[i]->n_kv, j->items[i]->n_new };
@@ -199,12 +201,8 @@ static void run_job(worker *w, kvp_msg *m, const Kvarena__Envelope *e)
         n_out++;
     if (rc)
         goto reply;
-    kvk_attn_opts opts = kvk_attn_opts_default();
+    kvk_attn_opts opts = w->model;
     opts.scale = j->scale;
-    opts.rope = (kvk_rope_mode)w->h->rope;
-    opts.rope_theta = w->h->rope_theta;
-    opts.window_left = w->h->window ? (int32_t)w->h->window : -1;
-    opts.softcap = w->h->softcap;
     float *scratch[3] = { NULL, NULL, NULL };
     const float *q = frame_floats(&m->tensor[0], &scratch[0]);
     const float *k = frame_floats(&m->tensor[1], &scratch[1]);
@@ -236,7 +234,7 @@ reply:
     r.error = why;
     r.body_case = KVARENA__ENVELOPE__BODY_JOB_DONE;
     r.job_done = &d;
-    if (send_env(w->sock, &r, out, n_out) != 0)
+    if (kvp_send(w->sock, NULL, &r, out, n_out) != 0)
         KVS_WARN("reply to job %llu failed: %s", (unsigned long long)e->req_id, zmq_strerror(errno));
 }
 
@@ -250,7 +248,7 @@ static int serve(worker *w)
     Kvarena__Envelope e = KVARENA__ENVELOPE__INIT;
     e.body_case = KVARENA__ENVELOPE__BODY_READY;
     e.ready = &rd;
-    if (send_env(w->sock, &e, NULL, 0) != 0) {
+    if (kvp_send(w->sock, NULL, &e, NULL, 0) != 0) {
         KVS_ERROR("sending Ready failed: %s", zmq_strerror(errno));
         return KV_ERR_IO;
     }
