@@ -68,6 +68,20 @@ static int parse_u32(const char *v, uint32_t *out)
     return 0;
 }
 
+const char *const kvs_dtype_names[3] = { "fp32", "fp16", "bf16" };
+const char *const kvs_rope_names[3] = { "none", "half", "interleaved" };
+
+/* *out = the index of value in names[3]; -1 if it is not there. */
+static int parse_name(const char *value, const char *const names[3], uint32_t *out)
+{
+    for (uint32_t i = 0; i < 3; i++)
+        if (!strcmp(value, names[i])) {
+            *out = i;
+            return 0;
+        }
+    return -1;
+}
+
 static int parse_bool(const char *v, int *out)
 {
     if (!strcmp(v, "1") || !strcmp(v, "true") || !strcmp(v, "yes") || !strcmp(v, "on"))
@@ -134,25 +148,11 @@ static int apply(kvs_config *c, const char *section, const char *name, const cha
     U32("model", "kv_heads", kv_heads);
     U32("model", "head_dim", head_dim);
     U32("model", "page_tokens", page_tokens);
-    if (!strcmp(section, "model") && !strcmp(name, "dtype")) {
-        static const char *const names[] = { "fp32", "fp16", "bf16" };
-        for (uint32_t i = 0; i < 3; i++)
-            if (!strcmp(value, names[i])) {
-                c->dtype = i;
-                return 0;
-            }
-        return -1;
-    }
+    if (!strcmp(section, "model") && !strcmp(name, "dtype"))
+        return parse_name(value, kvs_dtype_names, &c->dtype);
     U32("model", "window", window);
-    if (!strcmp(section, "model") && !strcmp(name, "rope")) {
-        static const char *const names[] = { "none", "half", "interleaved" };
-        for (uint32_t i = 0; i < 3; i++)
-            if (!strcmp(value, names[i])) {
-                c->rope = i;
-                return 0;
-            }
-        return -1;
-    }
+    if (!strcmp(section, "model") && !strcmp(name, "rope"))
+        return parse_name(value, kvs_rope_names, &c->rope);
     if (!strcmp(section, "model") && (!strcmp(name, "rope_theta") || !strcmp(name, "softcap"))) {
         char *end;
         float f = strtof(value, &end);

@@ -58,6 +58,10 @@ typedef struct kvs_config {
     uint32_t n_tenants;
 } kvs_config;
 
+/* Config names of dtype (kvk_dtype order) and rope (kvk_rope_mode order). */
+extern const char *const kvs_dtype_names[3];
+extern const char *const kvs_rope_names[3];
+
 /* The kernels' geometry of the configured model. */
 static inline kvk_geom kvs_config_geom(const kvs_config *c)
 {

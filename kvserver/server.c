@@ -90,13 +90,13 @@ static int runtime_dir(const kvs_config *c)
  * socket may be tcp only when clients authenticate with CURVE keys. */
 static int check_endpoints(const kvs_config *c)
 {
-    const char *local[] = { c->worker_ep, c->admin_ep, c->events_ep };
+    const char *local[] = { c->worker_ep, c->admin_ep, c->events_ep }, *path;
     for (int i = 0; i < 3; i++)
-        if (strncmp(local[i], "ipc://", 6) != 0) {
+        if (!ipc_path(local[i], &path)) {
             KVS_ERROR("endpoint %s: worker, admin and events endpoints must be ipc://", local[i]);
             return KV_ERR_INVAL;
         }
-    if (strncmp(c->client_ep, "ipc://", 6) != 0 && !c->secret_key[0]) {
+    if (!ipc_path(c->client_ep, &path) && !c->secret_key[0]) {
         KVS_ERROR("client endpoint %s: a network endpoint needs CURVE authentication "
                   "(server.secret_key_file and a public_key per tenant)", c->client_ep);
         return KV_ERR_INVAL;
@@ -250,8 +250,8 @@ int kvs_server_start(kvs_server *s)
                  c->tenant[t].quota_pages, c->tenant[t].weight);
     KVS_INFO("model: layers=%u q_heads=%u kv_heads=%u head_dim=%u page_tokens=%u dtype=%s "
              "rope=%s (theta %g) window=%u softcap=%g", c->layers, c->q_heads, c->kv_heads,
-             c->head_dim, c->page_tokens, c->dtype == 0 ? "fp32" : c->dtype == 1 ? "fp16" : "bf16",
-             c->rope == 0 ? "none" : c->rope == 1 ? "half" : "interleaved", (double)c->rope_theta,
+             c->head_dim, c->page_tokens, kvs_dtype_names[c->dtype], kvs_rope_names[c->rope],
+             (double)c->rope_theta,
              c->window, (double)c->softcap);
     KVS_INFO("listening: client %s, admin %s, events %s", c->client_ep, c->admin_ep, c->events_ep);
     return kvs_workers_start(s);
