@@ -403,6 +403,15 @@ int kvs_pages_check(const kvs_pages *pg)
             rc = KV_ERR_INTERNAL;
         }
     }
+    /* the free stack: n_free distinct pages, each FREE (children is reused as the marks) */
+    memset(children, 0, (pg->n ? pg->n : 1) * sizeof(uint32_t));
+    for (uint32_t i = 0; i < pg->n_free && i < pg->n && rc == 0; i++) {
+        uint32_t p = pg->free_stack[i];
+        if (p >= pg->n || children[p]++ || kvs_page(pg, p)->state != KVA_PAGE_FREE) {
+            KVS_ERROR("pages check: free stack entry %u (page %u) is not a distinct free page", i, p);
+            rc = KV_ERR_INTERNAL;
+        }
+    }
     free(children);
     if (rc)
         return rc;

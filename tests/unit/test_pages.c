@@ -45,6 +45,11 @@ static void test_alloc_until_full(void **state)
     fx_check(f);
     assert_int_equal(f->pg.n_free, 8);
     assert_int_equal(f->pg.n_cached, 0);
+    /* the check sees a free stack naming a page twice */
+    uint32_t saved = f->pg.free_stack[0];
+    f->pg.free_stack[0] = f->pg.free_stack[1];
+    assert_int_equal(kvs_pages_check(&f->pg), KV_ERR_INTERNAL);
+    f->pg.free_stack[0] = saved;
     assert_int_equal(kvs_pages_can_alloc(&f->pg, 0, 8, 0), 0);
     assert_int_equal(kvs_pages_can_alloc(&f->pg, 0, 9, 0), KV_ERR_NOMEM);
 
