@@ -195,3 +195,27 @@ double kvs_tolerance(uint32_t dtype)
 {
     return dtype == KVK_F32 ? 1e-4 : 2e-3;
 }
+
+int kvs_check_row(const kvc_model *m, uint32_t layer, const uint32_t *tokens, uint32_t pos,
+                  const float *o_row, double *err, double *rel)
+{
+    const size_t n = (size_t)m->q_heads * m->head_dim;
+    double *ref = malloc(n * sizeof *ref);
+    if (!ref || kvs_ref_row(m, layer, tokens, pos, 0.0f, ref, NULL) != 0) {
+        free(ref);
+        if (err)
+            *err = INFINITY;
+        if (rel)
+            *rel = INFINITY;
+        return KVC_ERR_IO;
+    }
+    double ref_max = 0, e = kvs_max_abs_err(o_row, ref, n, &ref_max);
+    free(ref);
+    /* relative to max |ref|; an all-zero reference row makes the tolerance absolute */
+    const double scale = ref_max > 0 ? ref_max : 1.0;
+    if (err)
+        *err = e;
+    if (rel)
+        *rel = e / scale;
+    return e <= kvs_tolerance(m->dtype) * scale ? 0 : 1;
+}

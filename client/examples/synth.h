@@ -12,8 +12,8 @@
  * heads: q head h reads kv head h / (q_heads / kv_heads), and the model's attention options
  * (kvc_model: RoPE on Q and on K before it is stored, sliding window, logit soft-cap).
  *
- * Used by client/examples/kvdemo.c and meant for integration tests. Allocation: none,
- * except kvs_ref_row()'s scratch, freed before it returns. */
+ * Used by client/examples/kvdemo.c, the mock server and the black-box tests. Allocation:
+ * none, except kvs_ref_row()'s and kvs_check_row()'s scratch, freed before they return. */
 #ifndef KVARENA_SYNTH_H
 #define KVARENA_SYNTH_H
 
@@ -63,5 +63,15 @@ double kvs_max_abs_err(const float *got, const double *ref, size_t n, double *re
 /* Allowed error relative to max |ref| for outputs over KV of dtype: 1e-4 for fp32,
  * 2e-3 for fp16 and bf16. */
 double kvs_tolerance(uint32_t dtype);
+
+/* Checks one output row o_row [q_heads][head_dim], layer `layer`'s output at position pos
+ * of a sequence of tokens tokens[0 .. pos], against kvs_ref_row() (default scale). The row
+ * passes if its largest absolute error is at most kvs_tolerance(m->dtype) times max |ref|
+ * (times 1 if the reference row is all zero). *err gets that largest error and *rel the
+ * error divided by the same max |ref| (or 1); either may be NULL.
+ * Returns 0 if the row passes, 1 if it does not, KVC_ERR_IO if the reference could not be
+ * computed (no memory: *err and *rel are then INFINITY); anything but 0 is a failed check. */
+int kvs_check_row(const kvc_model *m, uint32_t layer, const uint32_t *tokens, uint32_t pos,
+                  const float *o_row, double *err, double *rel);
 
 #endif
