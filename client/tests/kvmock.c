@@ -106,8 +106,9 @@ static mseq *seq_new(const char *tenant)
 static void commit_pages(mseq *s)
 {
     const uint32_t pt = M.page_tokens;
+    uint64_t h = 0;                    /* chain over tok[0 .. (p+1)*pt), one page at a time */
     for (uint32_t p = 0; (p + 1) * pt <= s->len; p++) {
-        uint64_t h = chain(0, s->tok, (p + 1) * pt);
+        h = chain(h, s->tok + p * pt, pt);
         if (page_find(s->tenant, h))
             continue;
         pages = realloc(pages, (n_pages + 1) * sizeof *pages);
@@ -128,9 +129,11 @@ static void commit_pages(mseq *s)
 static uint32_t prefix_attach(const char *tenant, const uint32_t *tok, uint32_t n, mseq *s)
 {
     const uint32_t pt = M.page_tokens;
+    uint64_t h = 0;                    /* chain over tok[0 .. (p+1)*pt), one page at a time */
     uint32_t p = 0;
     for (; (p + 1) * pt <= n - 1; p++) {
-        mpage *pg = page_find(tenant, chain(0, tok, (p + 1) * pt));
+        h = chain(h, tok + p * pt, pt);
+        mpage *pg = page_find(tenant, h);
         if (s)
             (pg ? hits++ : misses++);
         if (!pg)
@@ -195,11 +198,10 @@ static void do_attend(const char *tenant, const Kvarena__Attend *a, kvp_msg *in,
     float *q = malloc(T * QR * 4);
     memcpy(q, zmq_msg_data(&in->tensor[0]), T * QR * 4);
     const char *k = zmq_msg_data(&in->tensor[1]), *v = zmq_msg_data(&in->tensor[2]);
-    zmq_msg_init_size(&o->t[0], T * QR * 4);
-    zmq_msg_init_size(&o->t[1], T * M.q_heads * 4);
-    o->n_t = a->want_lse ? 2 : 1;
-    float *O = malloc(T * QR * 4), *L = malloc(T * M.q_heads * 4);
-    double *od = malloc(QR * sizeof *od), *ld = malloc(M.q_heads * sizeof *ld);
+    /* the LSE frame and its scratch only when the client asked for it */
+    const int lse = a->want_lse != 0;
+    float *O = malloc(T * QR * 4), *L = lse ? malloc(T * M.q_heads * 4) : NULL;
+    double *od = malloc(QR * sizeof *od), *ld = lse ? malloc(M.q_heads * sizeof *ld) : NULL;
     size_t row = 0;
     for (size_t i = 0; i < a->n_items; i++) {
         mseq *s = seq_find(tenant, a->items[i]->seq);
@@ -213,7 +215,7 @@ static void do_attend(const char *tenant, const Kvarena__Attend *a, kvp_msg *in,
             kvs_ref_attn(&M, q + row * QR, sk, sv, s->len + r + 1, a->scale, od, ld);
             for (size_t x = 0; x < QR; x++)
                 O[row * QR + x] = (float)od[x];
-            for (uint32_t h = 0; h < M.q_heads; h++)
+            for (uint32_t h = 0; lse && h < M.q_heads; h++)
                 L[row * M.q_heads + h] = (float)ld[h];
         }
         if (++s->next_layer == M.layers) {
@@ -223,8 +225,13 @@ static void do_attend(const char *tenant, const Kvarena__Attend *a, kvp_msg *in,
             commit_pages(s);
         }
     }
+    zmq_msg_init_size(&o->t[0], T * QR * 4);
     memcpy(zmq_msg_data(&o->t[0]), O, T * QR * 4);
-    memcpy(zmq_msg_data(&o->t[1]), L, T * M.q_heads * 4);
+    if (lse) {
+        zmq_msg_init_size(&o->t[1], T * M.q_heads * 4);
+        memcpy(zmq_msg_data(&o->t[1]), L, T * M.q_heads * 4);
+    }
+    o->n_t = 1 + lse;
     free(O);
     free(L);
     free(od);
@@ -474,11 +481,8 @@ int main(int argc, char **argv)
                         zmq_msg_send(&held[i], sock, i < held_n ? ZMQ_SNDMORE : 0);
                     have_held = 0;
                 }
-                kvp_send(sock, &in.route, &o.env, o.t, o.n_t);
+                kvp_send(sock, &in.route, &o.env, o.t, o.n_t); /* sends and closes o.t */
             }
-            for (int i = 0; i < 2; i++)
-                if (i >= o.n_t && (o.env.body_case == KVARENA__ENVELOPE__BODY_ATTEND_REPLY))
-                    zmq_msg_close(&o.t[i]);
             kvarena__envelope__free_unpacked(e, NULL);
             kvp_msg_close(&in);
         }
