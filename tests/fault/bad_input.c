@@ -254,89 +254,25 @@ static void bad_case(const char *what, void *s, frames *f, uint64_t req_id, int 
     bad_case2(what, s, f, req_id, want, 0);
 }
 
-/* A whole request on s: sends e (+ f's frames after it), returns the reply or exits. */
-static Kvarena__Envelope *call(void *s, Kvarena__Envelope *e, frames *tail, size_t *sizes,
-                               int *n_frames)
+/* A whole request on s: sends f (an envelope with req_id, then any tensor frames) and
+ * empties it; returns the reply (caller frees) or exits. */
+static Kvarena__Envelope *call(void *s, frames *f, uint64_t req_id, size_t *sizes, int *n_frames)
 {
-    frames f = { 0 };
-    fr_env(&f, e);
-    for (int i = 0; tail && i < tail->n; i++)
-        fr_bytes(&f, tail->p[i], tail->len[i]);
-    raw_send(s, &f);
-    frames_free(&f);
+    raw_send(s, f);
+    frames_free(f);
     Kvarena__Envelope *r = raw_recv(s, 5000, sizes, n_frames);
-    if (!r || r->req_id != e->req_id) {
-        fprintf(stderr, "FAIL: no reply to request %llu\n", (unsigned long long)e->req_id);
+    if (!r || r->req_id != req_id) {
+        fprintf(stderr, "FAIL: no reply to request %llu\n", (unsigned long long)req_id);
         exit(1);
     }
     return r;
 }
 
-static int call_status(void *s, Kvarena__Envelope *e)
+static int call_status(void *s, frames *f, uint64_t req_id)
 {
-    Kvarena__Envelope *r = call(s, e, NULL, NULL, NULL);
+    Kvarena__Envelope *r = call(s, f, req_id, NULL, NULL);
     int st = r->status;
     kvarena__envelope__free_unpacked(r, NULL);
-    return st;
-}
-
-static void *hello(const char *tenant)
-{
-    void *s = raw_open(ep_client, NULL, 0);
-    Kvarena__Hello h = KVARENA__HELLO__INIT;
-    h.version = KVP_VERSION;
-    h.tenant = (char *)tenant;
-    h.client_name = (char *)"bad_input";
-    Kvarena__Envelope e = env_init();
-    e.body_case = KVARENA__ENVELOPE__BODY_HELLO;
-    e.hello = &h;
-    if (call_status(s, &e) != 0) {
-        fprintf(stderr, "FAIL: Hello as %s refused\n", tenant);
-        exit(1);
-    }
-    return s;
-}
-
-static uint64_t seq_open(void *s)
-{
-    Kvarena__SeqOpen so = KVARENA__SEQ_OPEN__INIT;
-    Kvarena__Envelope e = env_init();
-    e.body_case = KVARENA__ENVELOPE__BODY_SEQ_OPEN;
-    e.seq_open = &so;
-    Kvarena__Envelope *r = call(s, &e, NULL, NULL, NULL);
-    if (r->status || r->body_case != KVARENA__ENVELOPE__BODY_SEQ_OPEN_REPLY) {
-        fprintf(stderr, "FAIL: SeqOpen: %d\n", r->status);
-        exit(1);
-    }
-    uint64_t id = r->seq_open_reply->seq;
-    kvarena__envelope__free_unpacked(r, NULL);
-    return id;
-}
-
-static int seq_close(void *s, uint64_t seq)
-{
-    Kvarena__SeqClose sc = KVARENA__SEQ_CLOSE__INIT;
-    sc.seq = seq;
-    Kvarena__Envelope e = env_init();
-    e.body_case = KVARENA__ENVELOPE__BODY_SEQ_CLOSE;
-    e.seq_close = &sc;
-    return call_status(s, &e);
-}
-
-static int extend(void *s, uint64_t seq, uint32_t n)
-{
-    uint32_t *tok = calloc(n ? n : 1, sizeof(uint32_t));
-    for (uint32_t i = 0; i < n; i++)
-        tok[i] = kvs_token(1234, i);
-    Kvarena__Extend x = KVARENA__EXTEND__INIT;
-    x.seq = seq;
-    x.tokens = tok;
-    x.n_tokens = n;
-    Kvarena__Envelope e = env_init();
-    e.body_case = KVARENA__ENVELOPE__BODY_EXTEND;
-    e.extend = &x;
-    int st = call_status(s, &e);
-    free(tok);
     return st;
 }
 
@@ -428,6 +364,119 @@ static uint64_t fr_forged_job(frames *f, uint64_t job_id)
     return e.req_id;
 }
 
+/* Frame builders for the other request types: each packs one envelope into f and returns
+ * its req_id. */
+
+/* A Hello; client_name NULL leaves the field out. */
+static uint64_t fr_hello(frames *f, uint32_t version, const char *tenant, const char *client_name)
+{
+    Kvarena__Hello h = KVARENA__HELLO__INIT;
+    h.version = version;
+    h.tenant = (char *)tenant;
+    if (client_name)
+        h.client_name = (char *)client_name;
+    Kvarena__Envelope e = env_init();
+    e.body_case = KVARENA__ENVELOPE__BODY_HELLO;
+    e.hello = &h;
+    fr_env(f, &e);
+    return e.req_id;
+}
+
+/* An Extend of n tokens (borrowed from the caller). */
+static uint64_t fr_extend(frames *f, uint64_t seq, const uint32_t *tokens, size_t n)
+{
+    Kvarena__Extend x = KVARENA__EXTEND__INIT;
+    x.seq = seq;
+    x.tokens = (uint32_t *)tokens;
+    x.n_tokens = n;
+    Kvarena__Envelope e = env_init();
+    e.body_case = KVARENA__ENVELOPE__BODY_EXTEND;
+    e.extend = &x;
+    fr_env(f, &e);
+    return e.req_id;
+}
+
+static uint64_t fr_fork(frames *f, uint64_t seq)
+{
+    Kvarena__Fork fk = KVARENA__FORK__INIT;
+    fk.seq = seq;
+    Kvarena__Envelope e = env_init();
+    e.body_case = KVARENA__ENVELOPE__BODY_FORK;
+    e.fork = &fk;
+    fr_env(f, &e);
+    return e.req_id;
+}
+
+static uint64_t fr_seq_close(frames *f, uint64_t seq)
+{
+    Kvarena__SeqClose sc = KVARENA__SEQ_CLOSE__INIT;
+    sc.seq = seq;
+    Kvarena__Envelope e = env_init();
+    e.body_case = KVARENA__ENVELOPE__BODY_SEQ_CLOSE;
+    e.seq_close = &sc;
+    fr_env(f, &e);
+    return e.req_id;
+}
+
+/* A worker's Ready (1 thread) without the spawn-time token. */
+static uint64_t fr_ready(frames *f, uint32_t index, int32_t pid)
+{
+    Kvarena__Ready rd = KVARENA__READY__INIT;
+    rd.index = index;
+    rd.pid = pid;
+    rd.threads = 1;
+    Kvarena__Envelope e = env_init();
+    e.body_case = KVARENA__ENVELOPE__BODY_READY;
+    e.ready = &rd;
+    fr_env(f, &e);
+    return e.req_id;
+}
+
+static void *hello(const char *tenant)
+{
+    void *s = raw_open(ep_client, NULL, 0);
+    frames f = { 0 };
+    uint64_t id = fr_hello(&f, KVP_VERSION, tenant, "bad_input");
+    if (call_status(s, &f, id) != 0) {
+        fprintf(stderr, "FAIL: Hello as %s refused\n", tenant);
+        exit(1);
+    }
+    return s;
+}
+
+static uint64_t seq_open(void *s)
+{
+    frames f = { 0 };
+    uint64_t id = fr_body(&f, KVARENA__ENVELOPE__BODY_SEQ_OPEN);
+    Kvarena__Envelope *r = call(s, &f, id, NULL, NULL);
+    if (r->status || r->body_case != KVARENA__ENVELOPE__BODY_SEQ_OPEN_REPLY) {
+        fprintf(stderr, "FAIL: SeqOpen: %d\n", r->status);
+        exit(1);
+    }
+    uint64_t seq = r->seq_open_reply->seq;
+    kvarena__envelope__free_unpacked(r, NULL);
+    return seq;
+}
+
+static int seq_close(void *s, uint64_t seq)
+{
+    frames f = { 0 };
+    uint64_t id = fr_seq_close(&f, seq);
+    return call_status(s, &f, id);
+}
+
+static int extend(void *s, uint64_t seq, uint32_t n)
+{
+    uint32_t *tok = calloc(n ? n : 1, sizeof(uint32_t));
+    for (uint32_t i = 0; i < n; i++)
+        tok[i] = kvs_token(1234, i);
+    frames f = { 0 };
+    uint64_t id = fr_extend(&f, seq, tok, n);
+    int st = call_status(s, &f, id);
+    free(tok);
+    return st;
+}
+
 /* ---- the cases, socket by socket ---- */
 
 static const uint8_t garbage[] = { 0xff, 0xff, 0xff, 0xff, 0x0f, 0x82, 0x01, 0x08, 0xde, 0xad };
@@ -446,14 +495,7 @@ static void framing_cases(const char *sock_name, void *s, int reply_want)
     uint32_t tok[64];
     for (int i = 0; i < 64; i++)
         tok[i] = 100000 + (uint32_t)i;
-    Kvarena__Extend x = KVARENA__EXTEND__INIT;
-    x.seq = 1;
-    x.tokens = tok;
-    x.n_tokens = 64;
-    Kvarena__Envelope e = env_init();
-    e.body_case = KVARENA__ENVELOPE__BODY_EXTEND;
-    e.extend = &x;
-    fr_env(&f, &e);
+    fr_extend(&f, 1, tok, 64);
     f.len[0] /= 2;
     snprintf(what, sizeof(what), "%s: truncated envelope", sock_name);
     bad_case(what, s, &f, 0, reply_want);
@@ -510,27 +552,16 @@ static void client_cases(void)
     /* authentication */
     id = fr_body(&f, KVARENA__ENVELOPE__BODY_SEQ_OPEN);
     bad_case("SeqOpen before Hello", anon, &f, id, KV_ERR_AUTH);
-    Kvarena__Hello h = KVARENA__HELLO__INIT;
-    h.version = KVP_VERSION + 1;
-    h.tenant = (char *)"alice";
-    Kvarena__Envelope e = env_init();
-    e.body_case = KVARENA__ENVELOPE__BODY_HELLO;
-    e.hello = &h;
-    fr_env(&f, &e);
-    bad_case("Hello with a wrong version", anon, &f, e.req_id, KV_ERR_PROTO);
+    id = fr_hello(&f, KVP_VERSION + 1, "alice", NULL);
+    bad_case("Hello with a wrong version", anon, &f, id, KV_ERR_PROTO);
     char *longname = malloc(100001);
     memset(longname, 'm', 100000);
     longname[100000] = 0;
     const char *tenants[] = { "mallory", longname };
     for (int i = 0; i < 2; i++) {
-        h.version = KVP_VERSION;
-        h.tenant = (char *)tenants[i];
-        e = env_init();
-        e.body_case = KVARENA__ENVELOPE__BODY_HELLO;
-        e.hello = &h;
-        fr_env(&f, &e);
+        id = fr_hello(&f, KVP_VERSION, tenants[i], NULL);
         bad_case(i == 0 ? "Hello as an unknown tenant" : "Hello with a 100 kB tenant name", anon,
-                 &f, e.req_id, KV_ERR_AUTH);
+                 &f, id, KV_ERR_AUTH);
     }
     frames_free(&f);
     free(longname);
@@ -540,27 +571,17 @@ static void client_cases(void)
     /* sizes */
     uint32_t max_ext = 65536; /* deploy/kvarena.ini max_extend_tokens */
     uint64_t mine = seq_open(alice);
-    Kvarena__Extend x = KVARENA__EXTEND__INIT;
-    x.seq = mine;
-    e = env_init();
-    e.body_case = KVARENA__ENVELOPE__BODY_EXTEND;
-    e.extend = &x;
-    fr_env(&f, &e);
-    bad_case("Extend with no tokens", alice, &f, e.req_id, KV_ERR_INVAL);
+    id = fr_extend(&f, mine, NULL, 0);
+    bad_case("Extend with no tokens", alice, &f, id, KV_ERR_INVAL);
     uint32_t *many = malloc(sizeof(uint32_t) * (max_ext + 1));
     for (uint32_t i = 0; i <= max_ext; i++)
         many[i] = 0xffffffffu;
-    x.tokens = many;
-    x.n_tokens = max_ext + 1;
-    e = env_init();
-    e.extend = &x;
-    e.body_case = KVARENA__ENVELOPE__BODY_EXTEND;
-    fr_env(&f, &e);
-    bad_case("Extend of max_extend_tokens + 1", alice, &f, e.req_id, KV_ERR_TOOBIG);
+    id = fr_extend(&f, mine, many, max_ext + 1);
+    bad_case("Extend of max_extend_tokens + 1", alice, &f, id, KV_ERR_TOOBIG);
     Kvarena__Lookup l = KVARENA__LOOKUP__INIT;
     l.tokens = many;
     l.n_tokens = max_ext + 1;
-    e = env_init();
+    Kvarena__Envelope e = env_init();
     e.body_case = KVARENA__ENVELOPE__BODY_LOOKUP;
     e.lookup = &l;
     fr_env(&f, &e);
@@ -647,23 +668,11 @@ static void client_cases(void)
     attend_case("Attend at layer 1, sequence expects 0", alice, 1, s1, n3, 1, 0, 3, KV_ERR_STATE);
     attend_case("Attend with n_new 2 of 3 pending", alice, 0, s1, &n2, 1, 0, 2, KV_ERR_STATE);
     attend_case("Attend naming a sequence twice", alice, 0, s1, n3, 2, 0, 6, KV_ERR_INVAL);
-    Kvarena__Fork fk = KVARENA__FORK__INIT;
-    fk.seq = mine;
-    e = env_init();
-    e.body_case = KVARENA__ENVELOPE__BODY_FORK;
-    e.fork = &fk;
-    fr_env(&f, &e);
-    bad_case("Fork with pending tokens", alice, &f, e.req_id, KV_ERR_STATE);
-    x = (Kvarena__Extend)KVARENA__EXTEND__INIT;
+    id = fr_fork(&f, mine);
+    bad_case("Fork with pending tokens", alice, &f, id, KV_ERR_STATE);
     uint32_t one = 5;
-    x.seq = mine;
-    x.tokens = &one;
-    x.n_tokens = 1;
-    e = env_init();
-    e.body_case = KVARENA__ENVELOPE__BODY_EXTEND;
-    e.extend = &x;
-    fr_env(&f, &e);
-    bad_case("Extend with tokens pending", alice, &f, e.req_id, KV_ERR_STATE);
+    id = fr_extend(&f, mine, &one, 1);
+    bad_case("Extend with tokens pending", alice, &f, id, KV_ERR_STATE);
 
     /* forged and stale sequence ids */
     uint64_t stale = seq_open(alice);
@@ -685,27 +694,14 @@ static void client_cases(void)
         snprintf(what, sizeof(what), "Attend on %s", forged[i].who);
         attend_case(what, forged[i].s, 0, &sq, &n1, 1, 0, 1, KV_ERR_NOSEQ);
         snprintf(what, sizeof(what), "Extend on %s", forged[i].who);
-        x.seq = sq;
-        e = env_init();
-        e.body_case = KVARENA__ENVELOPE__BODY_EXTEND;
-        e.extend = &x;
-        fr_env(&f, &e);
-        bad_case(what, forged[i].s, &f, e.req_id, KV_ERR_NOSEQ);
+        id = fr_extend(&f, sq, &one, 1);
+        bad_case(what, forged[i].s, &f, id, KV_ERR_NOSEQ);
         snprintf(what, sizeof(what), "Fork of %s", forged[i].who);
-        fk.seq = sq;
-        e = env_init();
-        e.body_case = KVARENA__ENVELOPE__BODY_FORK;
-        e.fork = &fk;
-        fr_env(&f, &e);
-        bad_case(what, forged[i].s, &f, e.req_id, KV_ERR_NOSEQ);
+        id = fr_fork(&f, sq);
+        bad_case(what, forged[i].s, &f, id, KV_ERR_NOSEQ);
         snprintf(what, sizeof(what), "SeqClose of %s", forged[i].who);
-        Kvarena__SeqClose sc = KVARENA__SEQ_CLOSE__INIT;
-        sc.seq = sq;
-        e = env_init();
-        e.body_case = KVARENA__ENVELOPE__BODY_SEQ_CLOSE;
-        e.seq_close = &sc;
-        fr_env(&f, &e);
-        bad_case(what, forged[i].s, &f, e.req_id, KV_ERR_NOSEQ);
+        id = fr_seq_close(&f, sq);
+        bad_case(what, forged[i].s, &f, id, KV_ERR_NOSEQ);
     }
     /* one bad item spoils the batch and nothing of the good item changes */
     uint64_t mix[2] = { mine, good_seq ^ (1ull << 32) };
@@ -727,22 +723,17 @@ static void client_cases(void)
     }
     for (uint32_t layer = 0; layer < M->layers; layer++) {
         uint32_t n2b = 2;
-        frames t = { 0 };
-        fr_attend(&t, layer, &nan_seq, &n2b, 1, 0);
-        Kvarena__Envelope *ae = kvarena__envelope__unpack(NULL, t.len[0], t.p[0]);
-        frames tail = { 0 };
-        fr_bytes(&tail, q, qn * 4);
-        fr_bytes(&tail, k, kvn * 4);
-        fr_bytes(&tail, v, kvn * 4);
+        uint64_t aid = fr_attend(&f, layer, &nan_seq, &n2b, 1, 0);
+        fr_bytes(&f, q, qn * 4);
+        fr_bytes(&f, k, kvn * 4);
+        fr_bytes(&f, v, kvn * 4);
         size_t sizes[KVP_MAX_FRAMES];
         int nf = 0;
-        Kvarena__Envelope *r = call(bob, ae, &tail, sizes, &nf);
+        Kvarena__Envelope *r = call(bob, &f, aid, sizes, &nf);
         CHECK(r->status == 0 && nf == 1 && sizes[0] == qn * 4,
               "NaN/Inf attend layer %u: status %d, %d frames (passed through expected)", layer,
               r->status, nf);
         kvarena__envelope__free_unpacked(r, NULL);
-        kvarena__envelope__free_unpacked(ae, NULL);
-        frames_free(&t);
     }
     free(q); free(k); free(v);
     CHECK(seq_close(bob, nan_seq) == 0, "close of the NaN sequence");
@@ -785,11 +776,9 @@ static void admin_cases(void)
 static int worker_states(int *pids, uint32_t *restarts, int *up)
 {
     void *s = raw_open(ep_admin, NULL, 0);
-    Kvarena__Stats st = KVARENA__STATS__INIT;
-    Kvarena__Envelope e = env_init();
-    e.body_case = KVARENA__ENVELOPE__BODY_STATS;
-    e.stats = &st;
-    Kvarena__Envelope *r = call(s, &e, NULL, NULL, NULL);
+    frames f = { 0 };
+    uint64_t id = fr_body(&f, KVARENA__ENVELOPE__BODY_STATS);
+    Kvarena__Envelope *r = call(s, &f, id, NULL, NULL);
     int n = 0;
     *up = 0;
     if (r->body_case == KVARENA__ENVELOPE__BODY_STATS_REPLY) {
@@ -805,6 +794,25 @@ static int worker_states(int *pids, uint32_t *restarts, int *up)
     return n;
 }
 
+/* Forged JobDone for job ids 1..last (req_id = job_id), each with an O frame of one row. */
+static void send_forged_job_dones(void *s, uint64_t last)
+{
+    size_t o_bytes = (size_t)M->q_heads * M->head_dim * sizeof(float);
+    for (uint64_t j = 1; j <= last; j++) {
+        Kvarena__JobDone jd = KVARENA__JOB_DONE__INIT;
+        jd.job_id = j;
+        Kvarena__Envelope e = env_init();
+        e.req_id = j;
+        e.body_case = KVARENA__ENVELOPE__BODY_JOB_DONE;
+        e.job_done = &jd;
+        frames f = { 0 };
+        fr_env(&f, &e);
+        fr_bytes(&f, zeros, o_bytes);
+        raw_send(s, &f);
+        frames_free(&f);
+    }
+}
+
 static void worker_cases(void)
 {
     int pids[64], pids2[64], up, up2;
@@ -815,7 +823,6 @@ static void worker_cases(void)
     frames f = { 0 };
     framing_cases("worker", s, NO_REPLY);
 
-    Kvarena__Ready rd = KVARENA__READY__INIT;
     const struct { const char *what; uint32_t index; int32_t pid; } readies[] = {
         { "Ready with an unknown index", 99, pids[0] },
         { "Ready with a foreign pid", 0, (int32_t)getpid() },
@@ -826,13 +833,7 @@ static void worker_cases(void)
         { "Ready of a real worker without its token", 0, pids[0] },
     };
     for (size_t i = 0; i < sizeof(readies) / sizeof(readies[0]); i++) {
-        rd.index = readies[i].index;
-        rd.pid = readies[i].pid;
-        rd.threads = 1;
-        Kvarena__Envelope e = env_init();
-        e.body_case = KVARENA__ENVELOPE__BODY_READY;
-        e.ready = &rd;
-        fr_env(&f, &e);
+        fr_ready(&f, readies[i].index, readies[i].pid);
         bad_case(readies[i].what, s, &f, 0, NO_REPLY);
     }
     Kvarena__Heartbeat hb = KVARENA__HEARTBEAT__INIT;
@@ -852,19 +853,7 @@ static void worker_cases(void)
     kvc_stats before, after;
     good_stats(&before);
     uint64_t last = before.jobs_done + before.jobs_failed + 64;
-    size_t o_bytes = (size_t)M->q_heads * M->head_dim * sizeof(float);
-    for (uint64_t j = 1; j <= last; j++) {
-        Kvarena__JobDone jd = KVARENA__JOB_DONE__INIT;
-        jd.job_id = j;
-        e = env_init();
-        e.req_id = j;
-        e.body_case = KVARENA__ENVELOPE__BODY_JOB_DONE;
-        e.job_done = &jd;
-        fr_env(&f, &e);
-        fr_bytes(&f, zeros, o_bytes);
-        raw_send(s, &f);
-        frames_free(&f);
-    }
+    send_forged_job_dones(s, last);
     usleep(100000);
     good_stats(&after);
     CHECK(stats_equal(&before, &after), "forged JobDone for job ids 1..%llu changed the counters",
@@ -882,24 +871,8 @@ static void worker_cases(void)
     s = raw_open(ep_worker, rid, strlen(rid));
     usleep(50000);
     good_stats(&before);
-    for (uint64_t j = 1; j <= last + 8; j++) {
-        Kvarena__JobDone jd = KVARENA__JOB_DONE__INIT;
-        jd.job_id = j;
-        e = env_init();
-        e.req_id = j;
-        e.body_case = KVARENA__ENVELOPE__BODY_JOB_DONE;
-        e.job_done = &jd;
-        fr_env(&f, &e);
-        fr_bytes(&f, zeros, o_bytes);
-        raw_send(s, &f);
-        frames_free(&f);
-    }
-    rd.index = 0;
-    rd.pid = pids[0];
-    e = env_init();
-    e.body_case = KVARENA__ENVELOPE__BODY_READY;
-    e.ready = &rd;
-    fr_env(&f, &e);
+    send_forged_job_dones(s, last + 8);
+    fr_ready(&f, 0, pids[0]);
     raw_send(s, &f);
     frames_free(&f);
     usleep(100000);
