@@ -261,6 +261,17 @@ uint32_t kvs_page_commit(kvs_pages *pg, uint32_t p, const uint8_t salt[KVA_HASH_
     return p;
 }
 
+typedef struct tick_page {
+    uint64_t tick;
+    uint32_t page;
+} tick_page;
+
+static int tick_cmp(const void *a, const void *b)
+{
+    const tick_page *x = a, *y = b;
+    return x->tick != y->tick ? (x->tick > y->tick ? 1 : -1) : (x->page > y->page) - (x->page < y->page);
+}
+
 /* ---- init / rebuild ---- */
 
 static int alloc_arrays(kvs_pages *pg)
@@ -330,16 +341,27 @@ int kvs_pages_init(kvs_pages *pg, kva_header *h, uint32_t n_tenants)
         if (d->state != KVA_PAGE_FREE && d->parent != NONE)
             kvs_page(pg, d->parent)->children++;
     }
-    /* Pass 3: unreferenced committed pages are cached; leaves among them are evictable. */
+    /* Pass 3: unreferenced committed pages are cached; leaves among them are evictable, in
+     * the order of their last use before the restart (the page ticks), oldest evicted first. */
+    tick_page *leaves = malloc(sizeof(*leaves) * (pg->n ? pg->n : 1));
+    uint32_t n_leaves = 0;
+    if (!leaves) {
+        kvs_pages_free(pg);
+        return KV_ERR_NOMEM;
+    }
     for (uint32_t p = 0; p < pg->n; p++) {
         kva_page *d = kvs_page(pg, p);
         if (d->state == KVA_PAGE_COMMITTED && d->ref == 0) {
             pg->n_cached++;
             pg->tenant[d->tenant].cached++;
             if (d->children == 0)
-                lru_insert(pg, p, 1);
+                leaves[n_leaves++] = (tick_page){ d->tick, p };
         }
     }
+    qsort(leaves, n_leaves, sizeof(*leaves), tick_cmp);
+    for (uint32_t i = 0; i < n_leaves; i++)
+        lru_insert(pg, leaves[i].page, 1);
+    free(leaves);
     return kvs_pages_check(pg);
 }
 

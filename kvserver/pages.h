@@ -45,7 +45,8 @@ typedef struct kvs_pages {
 
 /* Builds the private indexes from the descriptors of arena h: a fresh one (all FREE) or one
  * kvs_arena_recover() made consistent (states, ref counts, no orphans). Children counts are
- * recomputed. Returns 0, KV_ERR_NOMEM (malloc) or KV_ERR_INTERNAL (inconsistent). */
+ * recomputed; the evictable pages are queued in the order of their last use (page ticks), so
+ * the LRU survives a restart. Returns 0, KV_ERR_NOMEM (malloc) or KV_ERR_INTERNAL. */
 int kvs_pages_init(kvs_pages *pg, kva_header *h, uint32_t n_tenants);
 void kvs_pages_free(kvs_pages *pg);
 
