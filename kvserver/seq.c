@@ -65,10 +65,14 @@ kva_seq *kvs_seq_find(const kvs_seqs *ss, uint64_t id, uint32_t tenant)
     return rec;
 }
 
-/* Takes a free slot and fills its record; the caller marks it LIVE when it is complete. */
-static kva_seq *slot_take(kvs_seqs *ss, uint32_t tenant)
+/* Takes a free slot with room for a page table of pt_min entries (8 at least: a live
+ * sequence always has a page table array) and fills its record; slot_publish makes it LIVE
+ * when it is complete. NULL when the table is full or out of memory (nothing changed). */
+static kva_seq *slot_take(kvs_seqs *ss, uint32_t tenant, uint32_t pt_min)
 {
     if (ss->n_free == 0)
+        return NULL;
+    if (pt_reserve(&ss->s[ss->free_slots[ss->n_free - 1]], pt_min > 8 ? pt_min : 8) != 0)
         return NULL;
     uint32_t slot = ss->free_slots[--ss->n_free];
     kva_seq *rec = kva_seq_at(ss->h, slot);
@@ -84,6 +88,14 @@ static kva_seq *slot_take(kvs_seqs *ss, uint32_t tenant)
     ss->live++;
     ss->per_tenant[tenant]++;
     return rec;
+}
+
+/* Marks a complete record LIVE, last: a record is either absent or complete. */
+static uint64_t slot_publish(kva_seq *rec)
+{
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    rec->state = KVA_SEQ_LIVE;
+    return rec->id;
 }
 
 /* Frees a record, leaving a tombstone until the slot is taken again: the closed id's
@@ -103,15 +115,10 @@ static void slot_release(kvs_seqs *ss, kva_seq *rec)
 
 int kvs_seq_open(kvs_seqs *ss, uint32_t tenant, uint64_t *id)
 {
-    if (ss->n_free == 0)
+    kva_seq *rec = slot_take(ss, tenant, 0);
+    if (!rec)
         return KV_ERR_NOMEM;
-    uint32_t slot = ss->free_slots[ss->n_free - 1];
-    if (pt_reserve(&ss->s[slot], 8) != 0)
-        return KV_ERR_NOMEM;
-    kva_seq *rec = slot_take(ss, tenant);
-    __atomic_signal_fence(__ATOMIC_SEQ_CST);
-    rec->state = KVA_SEQ_LIVE;
-    *id = rec->id;
+    *id = slot_publish(rec);
     return 0;
 }
 
@@ -154,22 +161,16 @@ int kvs_seq_fork(kvs_seqs *ss, uint64_t id, uint32_t tenant, uint64_t *child)
     if (!rec)
         return rc;
     kvs_seq *s = kvs_seq_priv(ss, rec);
-    if (ss->n_free == 0)
+    kva_seq *crec = slot_take(ss, tenant, s->n_pt);
+    if (!crec)
         return KV_ERR_NOMEM;
-    kvs_seq *c = &ss->s[ss->free_slots[ss->n_free - 1]];
-    /* at least what kvs_seq_open reserves: a live sequence always has a page table array
-     * (forking an empty sequence into a never-used slot passed NULL to memcpy) */
-    if (pt_reserve(c, s->n_pt > 8 ? s->n_pt : 8) != 0)
-        return KV_ERR_NOMEM;
-    kva_seq *crec = slot_take(ss, tenant);
+    kvs_seq *c = kvs_seq_priv(ss, crec);
     memcpy(c->pt, s->pt, sizeof(uint32_t) * s->n_pt);
     c->n_pt = s->n_pt;
     kvs_pages_pin(ss->pg, c->pt, c->n_pt, 1);
     crec->len = rec->len;
     crec->tail = rec->tail;
-    __atomic_signal_fence(__ATOMIC_SEQ_CST);
-    crec->state = KVA_SEQ_LIVE; /* last: a record is either absent or complete */
-    *child = crec->id;
+    *child = slot_publish(crec);
     return 0;
 }
 
