@@ -44,15 +44,10 @@ int kvp_recv(void *sock, kvp_msg *m, int router, int flags)
         flags = 0;
     }
     zmq_msg_init(&m->env);
-    m->n_frames++; /* env is initialised from here on: kvp_msg_close closes it */
-    if (zmq_msg_recv(&m->env, sock, flags) < 0) {
-        if (!router) {
-            m->n_frames = 0;
-            zmq_msg_close(&m->env);
-            return KV_ERR_IO;
-        }
-        return KV_ERR_PROTO;
-    }
+    m->has_env = 1;
+    if (zmq_msg_recv(&m->env, sock, flags) < 0)
+        return router ? KV_ERR_PROTO : KV_ERR_IO; /* a router has a route to answer */
+    m->n_frames++;
     while (more_frames(sock)) {
         if (m->n_tensors == KVP_MAX_FRAMES) {
             drain(sock, m);
@@ -71,7 +66,7 @@ void kvp_msg_close(kvp_msg *m)
 {
     if (m->has_route)
         zmq_msg_close(&m->route);
-    if (m->n_frames > (m->has_route ? 1 : 0))
+    if (m->has_env)
         zmq_msg_close(&m->env);
     for (int i = 0; i < m->n_tensors; i++)
         zmq_msg_close(&m->tensor[i]);

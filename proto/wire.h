@@ -21,6 +21,7 @@ typedef struct kvp_msg {
     zmq_msg_t route;              /* routing id (ROUTER sockets only) */
     int has_route;                /* route is initialised */
     zmq_msg_t env;                /* the Envelope frame */
+    int has_env;                  /* env is initialised */
     zmq_msg_t tensor[KVP_MAX_FRAMES]; /* raw frames after the envelope */
     int n_tensors;                /* initialised tensor frames */
     int n_frames;                 /* frames the message had in all (may exceed what is kept) */
