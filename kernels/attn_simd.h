@@ -195,10 +195,19 @@ typedef struct logit_layout {
     uint32_t nk;
 } logit_layout;
 
-/* Masks keys query vectors m0 .. m1-1 cannot see (and the padding past n), applies soft-cap
- * and ALiBi. Only runs on blocks where something applies. lohi: a wide tile's buffers with
- * the visible ranges in lo/hi (m1 - m0 a multiple of VL, positions below 2^24 so floats hold
- * them exactly), for a vectorized masking-only path; NULL otherwise. */
+/* Soft-caps every logit of a block (n floats, a multiple of VL): cap * tanh(s / cap). */
+static void softcap_block(float *s, size_t n, float cap)
+{
+    vf c = v_set1(cap), inv = v_set1(1.0f / cap);
+    for (size_t i = 0; i < n; i += VL)
+        v_store(s + i, v_mul(c, v_tanh(v_mul(v_load(s + i), inv))));
+}
+
+/* Applies soft-cap (in vectors, to the whole block) and ALiBi to the logits of query vectors
+ * m0 .. m1-1, and masks the keys they cannot see and the padding past n. Does nothing on
+ * blocks where nothing applies. lohi: a wide tile's buffers with the visible ranges in lo/hi
+ * (m1 - m0 a multiple of VL, positions below 2^24 so floats hold them exactly), for a
+ * vectorized masking path when there is no ALiBi; NULL otherwise. */
 static void logits_fix(const kvk_call *c, const kvk_task *t, float *s, uint32_t m0,
                        uint32_t m1, const logit_layout *ly, uint32_t kb, uint32_t n,
                        uint32_t n_pad, const tile_buf *lohi)
@@ -210,10 +219,11 @@ static void logits_fix(const kvk_call *c, const kvk_task *t, float *s, uint32_t 
     kvk__visible(o, it->n_kv + t->r1 - 1, n_keys, &lo_last, &hi);
     kvk__visible(o, it->n_kv + t->r0, n_keys, &lo, &hi_first);
     int mask = kb < lo_last || kb + n > hi_first || n < n_pad;
-    int modify = o->softcap > 0.0f || o->alibi;
-    if (!mask && !modify)
+    if (o->softcap > 0.0f)
+        softcap_block(s, (size_t)n_pad / ly->nk * ly->sk, o->softcap);
+    if (!mask && !o->alibi)
         return;
-    if (lohi && !modify) { /* wide, masking only: vectors of query vectors */
+    if (lohi && !o->alibi) { /* wide, masking only: vectors of query vectors */
         for (uint32_t j = 0; j < n_pad; j++) {
             vf key = v_set1((float)(kb + j) + 0.5f); /* key >= hi <=> key + 0.5 > hi */
             for (uint32_t m = m0; m < m1; m += VL) {
@@ -232,8 +242,8 @@ static void logits_fix(const kvk_call *c, const kvk_task *t, float *s, uint32_t 
             float *x = &s[(m - m0) * ly->sm + j / ly->nk * ly->sk + j % ly->nk];
             if (j >= n || kb + j < lo || kb + j >= hi)
                 *x = -INFINITY;
-            else if (modify)
-                *x = kvk__logit(o, *x, slope, kb + j, pos);
+            else if (slope != 0.0f) /* ALiBi, as kvk__logit adds it */
+                *x += slope * ((float)(kb + j) - (float)pos);
         }
     }
 }
