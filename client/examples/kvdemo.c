@@ -337,12 +337,31 @@ static uint32_t prefill_chunk(const tenant *t)
     return t->m.max_batch_tokens ? t->m.max_batch_tokens : UINT32_MAX;
 }
 
+/* Prefills the n conversations of set, step after step, until every prompt is sent. */
+static int prefill_all(tenant *t, conv **set, uint32_t n, tally *r)
+{
+    int rc = 0;
+    for (int more = 1; rc == 0 && more;) {
+        rc = step(t, set, n, prefill_chunk(t), 1, 1, r);
+        more = 0;
+        for (uint32_t i = 0; i < n; i++)
+            more |= set[i]->ext < set[i]->len;
+    }
+    return rc;
+}
+
+/* set[i] = conversation i of the round. */
+static void round_set(tenant *t, int round, conv **set)
+{
+    for (uint32_t i = 0; i < t->n_cv[round]; i++)
+        set[i] = &t->cv[round][i];
+}
+
 static int decode(tenant *t, int round, uint32_t steps)
 {
     conv *set[64];
     uint32_t n = t->n_cv[round];
-    for (uint32_t i = 0; i < n; i++)
-        set[i] = &t->cv[round][i];
+    round_set(t, round, set);
     for (uint32_t s = 0; s < steps; s++) {
         for (uint32_t i = 0; i < n; i++) {
             conv *cv = set[i];
@@ -394,19 +413,12 @@ static int round1(tenant *t)
     if (rc != 0)
         return rc;
     conv *set[64];
-    for (uint32_t i = 0; i < t->n_cv[0]; i++)
-        set[i] = &t->cv[0][i];
+    round_set(t, 0, set);
     /* The first conversation alone, so its system-prompt pages are committed before the
      * others look them up. */
-    rc = step(t, set, 1, prefill_chunk(t), 1, 1, &t->r[0]);
-    while (rc == 0 && set[0]->ext < set[0]->len)
-        rc = step(t, set, 1, prefill_chunk(t), 1, 1, &t->r[0]);
-    for (int more = 1; rc == 0 && more;) {
-        rc = step(t, set + 1, t->n_cv[0] - 1, prefill_chunk(t), 1, 1, &t->r[0]);
-        more = 0;
-        for (uint32_t i = 1; i < t->n_cv[0]; i++)
-            more |= set[i]->ext < set[i]->len;
-    }
+    rc = prefill_all(t, set, 1, &t->r[0]);
+    if (rc == 0)
+        rc = prefill_all(t, set + 1, t->n_cv[0] - 1, &t->r[0]);
     if (rc != 0)
         return rc;
     return decode(t, 0, cfg->decode_steps);
@@ -435,14 +447,8 @@ static int round2(tenant *t)
     if (rc != 0)
         return rc;
     conv *set[64];
-    for (uint32_t i = 0; i < t->n_cv[1]; i++)
-        set[i] = &t->cv[1][i];
-    for (int more = 1; rc == 0 && more;) {
-        rc = step(t, set, t->n_cv[1], prefill_chunk(t), 1, 1, &t->r[1]);
-        more = 0;
-        for (uint32_t i = 0; i < t->n_cv[1]; i++)
-            more |= set[i]->ext < set[i]->len;
-    }
+    round_set(t, 1, set);
+    rc = prefill_all(t, set, t->n_cv[1], &t->r[1]);
     if (rc != 0)
         return rc;
     return decode(t, 1, cfg->decode_steps < ROUND2_STEPS ? cfg->decode_steps : ROUND2_STEPS);
