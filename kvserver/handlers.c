@@ -218,7 +218,8 @@ static void on_create(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uin
     int fork = e->body_case == KVARENA__ENVELOPE__BODY_FORK;
     uint64_t id = created_by(s, t, e->req_id, e->retry);
     if (!id) {
-        int rc = fork ? kvs_seq_fork(&s->seqs, e->fork->seq, t, &id) : kvs_seq_open(&s->seqs, t, &id);
+        int rc = fork ? kvs_seq_fork(&s->seqs, e->fork->seq, t, e->req_id, &id)
+                      : kvs_seq_open(&s->seqs, t, e->req_id, &id);
         if (rc) {
             reply_status(s, m, e->req_id, rc, "%s", rc == KV_ERR_NOMEM ? "sequence table full" : seq_err(rc));
             return;
@@ -241,7 +242,7 @@ static void on_create(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uin
 
 static void on_seq_close(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uint32_t t)
 {
-    int rc = kvs_seq_close(&s->seqs, e->seq_close->seq, t);
+    int rc = kvs_seq_close(&s->seqs, e->seq_close->seq, t, e->req_id);
     if (rc == KV_ERR_NOSEQ && kvs_seq_closed_by(&s->seqs, e->seq_close->seq, t, e->req_id))
         rc = 0; /* closed by the first try of this request */
     if (rc)
@@ -259,7 +260,7 @@ static void on_extend(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uin
     if (e->retry && rec && rec->last_req == e->req_id && rec->pending > 0)
         cached = rec->last_cached; /* applied by the first try: answer from the record */
     else
-        rc = kvs_seq_extend(&s->seqs, x->seq, t, x->tokens, (uint32_t)x->n_tokens, &cached);
+        rc = kvs_seq_extend(&s->seqs, x->seq, t, e->req_id, x->tokens, (uint32_t)x->n_tokens, &cached);
     if (rc) {
         reply_status(s, m, e->req_id, rc, "%s", seq_err(rc));
         return;
@@ -490,7 +491,6 @@ void kvs_handle_client(kvs_server *s, kvp_msg *m)
         goto out;
     }
     c->last_seen_ms = kvs_now_ms();
-    s->seqs.req_id = e->req_id;
     if (s->stopping) {
         reply_status(s, m, e->req_id, KV_ERR_SHUTDOWN, NULL);
         goto out;

@@ -66,9 +66,10 @@ kva_seq *kvs_seq_find(const kvs_seqs *ss, uint64_t id, uint32_t tenant)
 }
 
 /* Takes a free slot with room for a page table of pt_min entries (8 at least: a live
- * sequence always has a page table array) and fills its record; slot_publish makes it LIVE
- * when it is complete. NULL when the table is full or out of memory (nothing changed). */
-static kva_seq *slot_take(kvs_seqs *ss, uint32_t tenant, uint32_t pt_min)
+ * sequence always has a page table array) and fills its record as created by request
+ * req_id; slot_publish makes it LIVE when it is complete. NULL when the table is full or
+ * out of memory (nothing changed). */
+static kva_seq *slot_take(kvs_seqs *ss, uint32_t tenant, uint64_t req_id, uint32_t pt_min)
 {
     if (ss->n_free == 0)
         return NULL;
@@ -82,7 +83,7 @@ static kva_seq *slot_take(kvs_seqs *ss, uint32_t tenant, uint32_t pt_min)
     rec->id = ((uint64_t)(uint32_t)ss->h->next_seq_gen << SLOT_BITS) | slot;
     rec->tenant = tenant;
     rec->tail = NONE;
-    rec->last_req = ss->req_id;
+    rec->last_req = req_id;
     ss->s[slot].n_pt = 0;
     ss->s[slot].busy_job = 0;
     ss->live++;
@@ -99,23 +100,23 @@ static uint64_t slot_publish(kva_seq *rec)
 }
 
 /* Frees a record, leaving a tombstone until the slot is taken again: the closed id's
- * generation and the closing request (kvs_seq_closed_by). */
-static void slot_release(kvs_seqs *ss, kva_seq *rec)
+ * generation and the closing request req_id (kvs_seq_closed_by). */
+static void slot_release(kvs_seqs *ss, kva_seq *rec, uint64_t req_id)
 {
     uint32_t slot = (uint32_t)rec->id;
     ss->live--;
     ss->per_tenant[rec->tenant]--;
     rec->closed_gen = (uint32_t)(rec->id >> SLOT_BITS);
-    rec->last_req = ss->req_id;
+    rec->last_req = req_id;
     rec->state = KVA_SEQ_FREE;
     rec->id = 0;
     ss->s[slot].n_pt = 0;
     ss->free_slots[ss->n_free++] = slot;
 }
 
-int kvs_seq_open(kvs_seqs *ss, uint32_t tenant, uint64_t *id)
+int kvs_seq_open(kvs_seqs *ss, uint32_t tenant, uint64_t req_id, uint64_t *id)
 {
-    kva_seq *rec = slot_take(ss, tenant, 0);
+    kva_seq *rec = slot_take(ss, tenant, req_id, 0);
     if (!rec)
         return KV_ERR_NOMEM;
     *id = slot_publish(rec);
@@ -132,7 +133,7 @@ static kva_seq *seq_idle(const kvs_seqs *ss, uint64_t id, uint32_t tenant, int p
     return *rc ? NULL : rec;
 }
 
-int kvs_seq_close(kvs_seqs *ss, uint64_t id, uint32_t tenant)
+int kvs_seq_close(kvs_seqs *ss, uint64_t id, uint32_t tenant, uint64_t req_id)
 {
     int rc;
     kva_seq *rec = seq_idle(ss, id, tenant, 1, &rc);
@@ -140,7 +141,7 @@ int kvs_seq_close(kvs_seqs *ss, uint64_t id, uint32_t tenant)
         return rc;
     kvs_seq *s = kvs_seq_priv(ss, rec);
     kvs_pages_pin(ss->pg, s->pt, s->n_pt, 0);
-    slot_release(ss, rec);
+    slot_release(ss, rec, req_id);
     return 0;
 }
 
@@ -154,14 +155,14 @@ int kvs_seq_closed_by(const kvs_seqs *ss, uint64_t id, uint32_t tenant, uint64_t
            && rec->last_req == req_id;
 }
 
-int kvs_seq_fork(kvs_seqs *ss, uint64_t id, uint32_t tenant, uint64_t *child)
+int kvs_seq_fork(kvs_seqs *ss, uint64_t id, uint32_t tenant, uint64_t req_id, uint64_t *child)
 {
     int rc;
     kva_seq *rec = seq_idle(ss, id, tenant, 0, &rc);
     if (!rec)
         return rc;
     kvs_seq *s = kvs_seq_priv(ss, rec);
-    kva_seq *crec = slot_take(ss, tenant, s->n_pt);
+    kva_seq *crec = slot_take(ss, tenant, req_id, s->n_pt);
     if (!crec)
         return KV_ERR_NOMEM;
     kvs_seq *c = kvs_seq_priv(ss, crec);
@@ -225,8 +226,8 @@ static uint32_t tail_copy(kvs_seqs *ss, kvs_seq *s, const kva_seq *rec)
     return p;
 }
 
-int kvs_seq_extend(kvs_seqs *ss, uint64_t id, uint32_t tenant, const uint32_t *tokens,
-                   uint32_t n, uint32_t *cached)
+int kvs_seq_extend(kvs_seqs *ss, uint64_t id, uint32_t tenant, uint64_t req_id,
+                   const uint32_t *tokens, uint32_t n, uint32_t *cached)
 {
     const uint32_t P = page_tokens(ss);
     int rc;
@@ -296,7 +297,7 @@ int kvs_seq_extend(kvs_seqs *ss, uint64_t id, uint32_t tenant, const uint32_t *t
     rec->len += hit;
     rec->pending = m;
     rec->next_layer = 0;
-    rec->last_req = ss->req_id;
+    rec->last_req = req_id;
     rec->last_cached = hit;
     change_end(rec);
     if (cached)

@@ -6,7 +6,12 @@
  * Life of an extend: kvs_seq_extend reserves `pending` tokens (pages allocated, token ids
  * written to descriptors); each layer's Attend writes their K/V; after the last layer
  * kvs_seq_layer_done makes them valid and commits the pages that became full.
- * Every function validates first and changes nothing when it fails. */
+ * Every function validates first and changes nothing when it fails.
+ *
+ * req_id: open, fork, extend and close take the id of the client request they apply and
+ * write it into the record they change (kva_seq.last_req), in the same stores as the change
+ * itself, so it survives a restart with it. That is how a retry or resend of the same
+ * request is recognised and answered instead of being applied twice (see handlers.c). */
 #ifndef KVARENA_SEQ_H
 #define KVARENA_SEQ_H
 
@@ -30,8 +35,6 @@ typedef struct kvs_seqs {
     uint32_t live;           /* open sequences */
     uint32_t per_tenant[KVS_MAX_TENANTS]; /* open sequences per tenant */
     uint8_t (*salt)[KVA_HASH_BYTES];      /* per-tenant hash salts, n_tenants entries */
-    uint64_t req_id;         /* request being applied: open, fork and extend record it in the
-                              * record they change (kva_seq.last_req), in the same store */
 } kvs_seqs;
 
 /* Sets up the private state for the arena's sequence table. Live records found in it (left
@@ -48,21 +51,26 @@ static inline kvs_seq *kvs_seq_priv(const kvs_seqs *ss, const kva_seq *rec)
     return &ss->s[(uint32_t)rec->id];
 }
 
-/* Opens an empty sequence for tenant. Errors: KV_ERR_NOMEM (sequence table full). */
-int kvs_seq_open(kvs_seqs *ss, uint32_t tenant, uint64_t *id);
-/* Closes it and releases its pages. Errors: KV_ERR_NOSEQ, KV_ERR_BUSY. */
-int kvs_seq_close(kvs_seqs *ss, uint64_t id, uint32_t tenant);
+/* Opens an empty sequence for tenant, created by request req_id (its record's last_req: a
+ * resent open finds the sequence it made). Returns 0 with its id in *id, or
+ * KV_ERR_NOMEM (sequence table full). */
+int kvs_seq_open(kvs_seqs *ss, uint32_t tenant, uint64_t req_id, uint64_t *id);
+/* Closes it for request req_id and releases its pages; the freed slot keeps req_id
+ * (kvs_seq_closed_by) until it is taken again. Errors: KV_ERR_NOSEQ, KV_ERR_BUSY. */
+int kvs_seq_close(kvs_seqs *ss, uint64_t id, uint32_t tenant, uint64_t req_id);
 /* 1 if request req_id of tenant closed id and its slot has not been reused since (the record
  * keeps that in shared memory, across restarts): a resent close is then answered success. */
 int kvs_seq_closed_by(const kvs_seqs *ss, uint64_t id, uint32_t tenant, uint64_t req_id);
-/* A new sequence sharing every page of id. Errors: NOSEQ, BUSY, STATE (tokens pending),
- * NOMEM (table full). */
-int kvs_seq_fork(kvs_seqs *ss, uint64_t id, uint32_t tenant, uint64_t *child);
-/* Reserves n tokens (see kvclient.h for the cached-prefix rule). *cached: leading tokens
- * of this call attached from the prefix cache. Errors: NOSEQ, BUSY, STATE, INVAL (n 0),
- * NOMEM, QUOTA. */
-int kvs_seq_extend(kvs_seqs *ss, uint64_t id, uint32_t tenant, const uint32_t *tokens,
-                   uint32_t n, uint32_t *cached);
+/* A new sequence sharing every page of id, created by request req_id (the child's
+ * last_req, as for open). Returns 0 with its id in *child. Errors: NOSEQ, BUSY, STATE
+ * (tokens pending), NOMEM (table full). */
+int kvs_seq_fork(kvs_seqs *ss, uint64_t id, uint32_t tenant, uint64_t req_id, uint64_t *child);
+/* Reserves n tokens for request req_id (see kvclient.h for the cached-prefix rule); the
+ * record keeps req_id and *cached (last_req, last_cached) until its next change, so a
+ * retried extend is answered from it. *cached (may be NULL): leading tokens of this call
+ * attached from the prefix cache. Errors: NOSEQ, BUSY, STATE, INVAL (n 0), NOMEM, QUOTA. */
+int kvs_seq_extend(kvs_seqs *ss, uint64_t id, uint32_t tenant, uint64_t req_id,
+                   const uint32_t *tokens, uint32_t n, uint32_t *cached);
 /* Leading tokens of tokens[0..n) cached for tenant now (full pages, at most n-1 tokens:
  * what an extend of a new sequence would attach). Read-only. */
 uint32_t kvs_prefix_match(const kvs_seqs *ss, uint32_t tenant, const uint32_t *tokens,

@@ -142,15 +142,15 @@ static inline void fx_layers_done(fx *f, uint64_t id, uint32_t tenant)
     assert_int_equal(rec->pending, 0);
 }
 
-/* Opens a sequence of tenant, extends it with tokens and completes every layer; returns
- * its id, the cached-prefix length in *cached. */
+/* Opens a sequence of tenant, extends it with tokens (both as request 0) and completes every
+ * layer; returns its id, the cached-prefix length in *cached. */
 static inline uint64_t fx_seq_fill(fx *f, uint32_t tenant, const uint32_t *tokens, uint32_t n,
                                    uint32_t *cached)
 {
     uint64_t id = 0;
     uint32_t c = UINT32_MAX;
-    assert_int_equal(kvs_seq_open(&f->ss, tenant, &id), 0);
-    assert_int_equal(kvs_seq_extend(&f->ss, id, tenant, tokens, n, &c), 0);
+    assert_int_equal(kvs_seq_open(&f->ss, tenant, 0, &id), 0);
+    assert_int_equal(kvs_seq_extend(&f->ss, id, tenant, 0, tokens, n, &c), 0);
     fx_check(f);
     fx_layers_done(f, id, tenant);
     if (cached)

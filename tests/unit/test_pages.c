@@ -284,8 +284,8 @@ static void test_tenants_never_share(void **state)
     assert_memory_equal(pb, sb->pt, sizeof(pb));
     assert_int_equal(f->pg.tenant[0].pages, 2);
     assert_int_equal(f->pg.tenant[1].pages, 2);
-    assert_int_equal(kvs_seq_close(&f->ss, a, 0), 0);
-    assert_int_equal(kvs_seq_close(&f->ss, b, 1), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, a, 0, 0), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, b, 1, 0), 0);
     fx_check(f);
     assert_int_equal(f->pg.n_cached, 4);
     assert_int_equal(f->pg.hits, 0);
@@ -307,11 +307,11 @@ static void test_lru_order(void **state)
     y = fx_seq_fill(f, 0, tok, FX_P, NULL);
     fx_tokens(tok, FX_P, 300);
     z = fx_seq_fill(f, 0, tok, FX_P, NULL);
-    assert_int_equal(kvs_seq_close(&f->ss, x, 0), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, x, 0, 0), 0);
     fx_check(f);
-    assert_int_equal(kvs_seq_close(&f->ss, y, 0), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, y, 0, 0), 0);
     fx_check(f);
-    assert_int_equal(kvs_seq_close(&f->ss, z, 0), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, z, 0, 0), 0);
     fx_check(f);
     assert_int_equal(f->pg.n_cached, 3);
     assert_int_equal(f->pg.n_free, 3);
@@ -323,11 +323,11 @@ static void test_lru_order(void **state)
     uint64_t r;
     uint32_t cached = 0;
     fx_tokens(tok, FX_P + 1, 100);
-    assert_int_equal(kvs_seq_open(&f->ss, 0, &r), 0);
-    assert_int_equal(kvs_seq_extend(&f->ss, r, 0, tok, FX_P + 1, &cached), 0);
+    assert_int_equal(kvs_seq_open(&f->ss, 0, 0, &r), 0);
+    assert_int_equal(kvs_seq_extend(&f->ss, r, 0, 0, tok, FX_P + 1, &cached), 0);
     assert_int_equal(cached, FX_P);
     fx_check(f);
-    assert_int_equal(kvs_seq_close(&f->ss, r, 0), 0); /* pending tail page is freed */
+    assert_int_equal(kvs_seq_close(&f->ss, r, 0, 0), 0); /* pending tail page is freed */
     fx_check(f);
     assert_int_equal(f->pg.n_cached, 3);
     assert_int_equal(f->pg.n_free, 3);
@@ -347,14 +347,14 @@ static void test_lru_order(void **state)
     /* one more page for W: Z goes, then X */
     uint32_t more[FX_P];
     fx_tokens(more, FX_P, 6000);
-    assert_int_equal(kvs_seq_extend(&f->ss, w, 0, more, FX_P, NULL), 0);
+    assert_int_equal(kvs_seq_extend(&f->ss, w, 0, 0, more, FX_P, NULL), 0);
     fx_check(f);
     fx_layers_done(f, w, 0);
     assert_int_equal(f->pg.evictions, 2);
     assert_int_equal(match1(f, 0, 300), 0);
     assert_int_equal(match1(f, 0, 100), FX_P);
     fx_tokens(more, FX_P, 7000);
-    assert_int_equal(kvs_seq_extend(&f->ss, w, 0, more, FX_P, NULL), 0);
+    assert_int_equal(kvs_seq_extend(&f->ss, w, 0, 0, more, FX_P, NULL), 0);
     fx_check(f);
     fx_layers_done(f, w, 0);
     assert_int_equal(f->pg.evictions, 3);
@@ -364,10 +364,10 @@ static void test_lru_order(void **state)
 
     /* every page referenced by W: out of memory, nothing evicted */
     fx_tokens(more, 1, 8000);
-    assert_int_equal(kvs_seq_extend(&f->ss, w, 0, more, 1, NULL), KV_ERR_NOMEM);
+    assert_int_equal(kvs_seq_extend(&f->ss, w, 0, 0, more, 1, NULL), KV_ERR_NOMEM);
     assert_int_equal(f->pg.evictions, 3);
     fx_check(f);
-    assert_int_equal(kvs_seq_close(&f->ss, w, 0), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, w, 0, 0), 0);
     fx_check(f);
     assert_int_equal(f->pg.n_cached, 6);
 }
@@ -397,7 +397,7 @@ static void test_evict_leaves_only(void **state)
     assert_int_equal(err, KV_ERR_NOMEM);
     assert_int_equal(f->pg.evictions, 0);
 
-    assert_int_equal(kvs_seq_close(&f->ss, a, 0), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, a, 0, 0), 0);
     fx_check(f);
     assert_int_equal(f->pg.n_cached, 3);
     assert_int_equal(kvs_page(&f->pg, c[0])->children, 1);
@@ -481,11 +481,11 @@ static void test_evict_chain_before_newer(void **state)
     uint64_t a = fx_seq_fill(f, 0, tok, 3 * FX_P, NULL);
     uint32_t c[3];
     memcpy(c, fx_priv(f, a, 0)->pt, sizeof(c));
-    assert_int_equal(kvs_seq_close(&f->ss, a, 0), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, a, 0, 0), 0);
     fx_tokens(tok, FX_P, 900);
     uint64_t q = fx_seq_fill(f, 0, tok, FX_P, NULL);
     uint32_t qp = fx_priv(f, q, 0)->pt[0];
-    assert_int_equal(kvs_seq_close(&f->ss, q, 0), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, q, 0, 0), 0);
     fx_check(f);
     assert_int_equal(f->pg.n_cached, 4);
     assert_int_equal(f->pg.n_free, 1);

@@ -32,10 +32,10 @@ static void test_state_survives(void **state)
     fx_tokens(c_tok, 5, 900);
     uint64_t a = fx_seq_fill(f, 0, a_tok, 10, NULL);
     uint64_t b = fx_seq_fill(f, 1, b_tok, 8, NULL);
-    assert_int_equal(kvs_seq_close(&f->ss, b, 1), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, b, 1, 0), 0);
     uint64_t c;
-    assert_int_equal(kvs_seq_open(&f->ss, 0, &c), 0);
-    assert_int_equal(kvs_seq_extend(&f->ss, c, 0, c_tok, 5, NULL), 0);
+    assert_int_equal(kvs_seq_open(&f->ss, 0, 0, &c), 0);
+    assert_int_equal(kvs_seq_extend(&f->ss, c, 0, 0, c_tok, 5, NULL), 0);
     kvs_seq_layer_done(&f->ss, kvs_seq_find(&f->ss, c, 0)); /* layer 0 of 2 written */
     uint32_t cached_before = f->pg.n_cached;
 
@@ -58,9 +58,9 @@ static void test_state_survives(void **state)
     uint32_t cached = 0;
     uint64_t d = fx_seq_fill(f, 1, b_tok, 9, &cached);
     assert_int_equal(cached, 8);
-    assert_int_equal(kvs_seq_close(&f->ss, d, 1), 0);
-    assert_int_equal(kvs_seq_close(&f->ss, a, 0), 0);
-    assert_int_equal(kvs_seq_close(&f->ss, c, 0), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, d, 1, 0), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, a, 0, 0), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, c, 0, 0), 0);
     fx_check(f);
     assert_int_equal(fx_in_use(f), 0);
 }
@@ -76,13 +76,13 @@ static void test_lru_order_survives(void **state)
     fx_tokens(ta, FX_P, 100);
     uint64_t b = fx_seq_fill(f, 0, tb, FX_P, NULL);
     uint32_t pb = kvs_seq_priv(&f->ss, kvs_seq_find(&f->ss, b, 0))->pt[0];
-    assert_int_equal(kvs_seq_close(&f->ss, b, 0), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, b, 0, 0), 0);
     uint64_t c = fx_seq_fill(f, 0, tc, FX_P, NULL);
     uint32_t pc = kvs_seq_priv(&f->ss, kvs_seq_find(&f->ss, c, 0))->pt[0];
-    assert_int_equal(kvs_seq_close(&f->ss, c, 0), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, c, 0, 0), 0);
     uint64_t a = fx_seq_fill(f, 0, ta, FX_P, NULL);
     uint32_t pa = kvs_seq_priv(&f->ss, kvs_seq_find(&f->ss, a, 0))->pt[0];
-    assert_int_equal(kvs_seq_close(&f->ss, a, 0), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, a, 0, 0), 0);
     /* page numbers are not in the order of use (pages come off the top of the free stack),
      * so an LRU rebuilt in page order would fail below */
     assert_false(pb < pc && pc < pa);
@@ -103,7 +103,7 @@ static void test_half_applied_extend(void **state)
     kva_seq *rec = kvs_seq_find(&f->ss, a, 0);
     kva_seq_fields before = rec->f;
     uint32_t free_before = f->pg.n_free;
-    assert_int_equal(kvs_seq_extend(&f->ss, a, 0, tok + 6, 7, NULL), 0);
+    assert_int_equal(kvs_seq_extend(&f->ss, a, 0, 0, tok + 6, 7, NULL), 0);
     assert_true(f->pg.n_free < free_before);
     /* as if killed just before change_end(): every store of the extend done, still dirty */
     rec->undo = before;
@@ -119,10 +119,10 @@ static void test_half_applied_extend(void **state)
     assert_int_equal(kvs_page(&f->pg, rec->tail)->ntok, 2); /* 6 = 4 + 2 */
     assert_int_equal(f->pg.n_free, free_before);
     /* the client's resend applies it once */
-    assert_int_equal(kvs_seq_extend(&f->ss, a, 0, tok + 6, 7, NULL), 0);
+    assert_int_equal(kvs_seq_extend(&f->ss, a, 0, 0, tok + 6, 7, NULL), 0);
     fx_layers_done(f, a, 0);
     assert_int_equal(rec->len, 13);
-    assert_int_equal(kvs_seq_close(&f->ss, a, 0), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, a, 0, 0), 0);
     fx_check(f);
 }
 
@@ -148,7 +148,7 @@ static void test_corrupt_page_dropped(void **state)
     assert_non_null(kvs_seq_find(&f->ss, b, 0));
     uint32_t hit = kvs_prefix_match(&f->ss, 0, x, 12, NULL);
     assert_int_equal(hit, 4); /* only page 0 of x is still a valid block */
-    assert_int_equal(kvs_seq_close(&f->ss, b, 0), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, b, 0, 0), 0);
     fx_check(f);
     assert_int_equal(fx_in_use(f), 0);
 }

@@ -43,7 +43,7 @@ static void test_prefix_reuse(void **state)
     }
     assert_int_equal(kvs_page(&f->pg, ap[3])->state, KVA_PAGE_OPEN);
     assert_int_equal(kvs_page(&f->pg, ap[3])->nvalid, FX_P / 2);
-    assert_int_equal(kvs_seq_close(&f->ss, a, 0), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, a, 0, 0), 0);
     fx_check(f);
     assert_int_equal(f->pg.n_cached, 3);
     assert_int_equal(f->pg.n_free, 13);
@@ -71,9 +71,9 @@ static void test_prefix_reuse(void **state)
 
     /* B: same 3.5 pages, 3 pages attached */
     uint64_t b;
-    assert_int_equal(kvs_seq_open(&f->ss, 0, &b), 0);
+    assert_int_equal(kvs_seq_open(&f->ss, 0, 0, &b), 0);
     cached = 99;
-    assert_int_equal(kvs_seq_extend(&f->ss, b, 0, tok, n, &cached), 0);
+    assert_int_equal(kvs_seq_extend(&f->ss, b, 0, 0, tok, n, &cached), 0);
     fx_check(f);
     assert_int_equal(cached, 3 * FX_P);
     assert_int_equal(f->pg.hits, 3);
@@ -89,13 +89,13 @@ static void test_prefix_reuse(void **state)
         assert_int_equal(kvs_page(&f->pg, ap[i])->ref, 1);
     fx_layers_done(f, b, 0);
     assert_int_equal(rb->len, n);
-    assert_int_equal(kvs_seq_close(&f->ss, b, 0), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, b, 0, 0), 0);
     fx_check(f);
 
     /* C: exactly 3 pages: the last token must be computed, so only 2 pages attach */
     uint64_t c;
-    assert_int_equal(kvs_seq_open(&f->ss, 0, &c), 0);
-    assert_int_equal(kvs_seq_extend(&f->ss, c, 0, tok, 3 * FX_P, &cached), 0);
+    assert_int_equal(kvs_seq_open(&f->ss, 0, 0, &c), 0);
+    assert_int_equal(kvs_seq_extend(&f->ss, c, 0, 0, tok, 3 * FX_P, &cached), 0);
     fx_check(f);
     assert_int_equal(cached, 2 * FX_P);
     assert_int_equal(f->pg.hits, 5);
@@ -114,7 +114,7 @@ static void test_prefix_reuse(void **state)
     assert_int_equal(kvs_page(&f->pg, fresh)->state, KVA_PAGE_FREE);
     assert_int_equal(kvs_page(&f->pg, ap[1])->children, 1);
     assert_int_equal(f->pg.n_free, 13);
-    assert_int_equal(kvs_seq_close(&f->ss, c, 0), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, c, 0, 0), 0);
     fx_check(f);
     assert_int_equal(f->pg.n_cached, 3);
 
@@ -128,7 +128,7 @@ static void test_prefix_reuse(void **state)
             assert_int_not_equal(fx_priv(f, d, 1)->pt[i], ap[j]);
     assert_int_equal(f->pg.tenant[0].pages, 3);
     assert_int_equal(f->pg.tenant[1].pages, 4);
-    assert_int_equal(kvs_seq_close(&f->ss, d, 1), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, d, 1, 0), 0);
     fx_check(f);
     assert_int_equal(f->pg.n_cached, 6);
     assert_int_equal(f->pg.n_free, 10);
@@ -144,10 +144,10 @@ static void test_long_sequence(void **state)
     uint32_t tok[N + 1], len = 0, step = 1;
     fx_tokens(tok, N + 1, 70000);
     uint64_t s;
-    assert_int_equal(kvs_seq_open(&f->ss, 0, &s), 0);
+    assert_int_equal(kvs_seq_open(&f->ss, 0, 0, &s), 0);
     while (len < N) {
         uint32_t n = len + step > N ? N - len : step, cached = 9;
-        assert_int_equal(kvs_seq_extend(&f->ss, s, 0, tok + len, n, &cached), 0);
+        assert_int_equal(kvs_seq_extend(&f->ss, s, 0, 0, tok + len, n, &cached), 0);
         assert_int_equal(cached, 0);
         fx_check(f);
         fx_layers_done(f, s, 0);
@@ -173,7 +173,7 @@ static void test_long_sequence(void **state)
     uint32_t pages[10];
     assert_int_equal(kvs_prefix_match(&f->ss, 0, tok, N + 1, pages), N);
     assert_memory_equal(pages, fx_priv(f, s, 0)->pt, sizeof(pages));
-    assert_int_equal(kvs_seq_close(&f->ss, s, 0), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, s, 0, 0), 0);
     fx_check(f);
     assert_int_equal(f->pg.n_cached, 10);
     uint32_t cached = 0;
@@ -181,7 +181,7 @@ static void test_long_sequence(void **state)
     assert_int_equal(cached, N);
     assert_int_equal(f->pg.hits, 10);
     assert_int_equal(fx_priv(f, t, 0)->n_pt, 11);
-    assert_int_equal(kvs_seq_close(&f->ss, t, 0), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, t, 0, 0), 0);
     fx_check(f);
 }
 
@@ -225,8 +225,8 @@ static void test_out_of_memory(void **state)
     uint64_t a = fx_seq_fill(f, 0, ta, 2 * FX_P, NULL); /* 2 committed pages */
     uint64_t b = fx_seq_fill(f, 0, tb, 6, NULL);         /* 1 committed + 1 partial */
     uint64_t c, d;
-    assert_int_equal(kvs_seq_open(&f->ss, 0, &c), 0);
-    assert_int_equal(kvs_seq_open(&f->ss, 0, &d), 0);
+    assert_int_equal(kvs_seq_open(&f->ss, 0, 0, &c), 0);
+    assert_int_equal(kvs_seq_open(&f->ss, 0, 0, &d), 0);
     assert_int_equal(f->pg.n_free, 0);
     assert_int_equal(f->pg.n_cached, 0);
     assert_int_equal(fx_in_use(f), 4);
@@ -235,17 +235,17 @@ static void test_out_of_memory(void **state)
     snap s;
     uint32_t cached = 1234;
     snap_take(f, &s);
-    assert_int_equal(kvs_seq_extend(&f->ss, c, 0, x, 1, &cached), KV_ERR_NOMEM);
-    assert_int_equal(kvs_seq_extend(&f->ss, a, 0, x, 1, &cached), KV_ERR_NOMEM);
-    assert_int_equal(kvs_seq_extend(&f->ss, b, 0, x, 3, &cached), KV_ERR_NOMEM); /* 2 fit */
+    assert_int_equal(kvs_seq_extend(&f->ss, c, 0, 0, x, 1, &cached), KV_ERR_NOMEM);
+    assert_int_equal(kvs_seq_extend(&f->ss, a, 0, 0, x, 1, &cached), KV_ERR_NOMEM);
+    assert_int_equal(kvs_seq_extend(&f->ss, b, 0, 0, x, 3, &cached), KV_ERR_NOMEM); /* 2 fit */
     /* 2 pages of a's prefix would attach (they are in use), 1 new page does not fit */
-    assert_int_equal(kvs_seq_extend(&f->ss, d, 0, ta, 2 * FX_P + 1, &cached), KV_ERR_NOMEM);
+    assert_int_equal(kvs_seq_extend(&f->ss, d, 0, 0, ta, 2 * FX_P + 1, &cached), KV_ERR_NOMEM);
     assert_int_equal(cached, 1234);
     snap_same(f, &s);
     fx_check(f);
 
     /* what fits in the tail still works; the prefix alone too */
-    assert_int_equal(kvs_seq_extend(&f->ss, b, 0, x, 2, &cached), 0);
+    assert_int_equal(kvs_seq_extend(&f->ss, b, 0, 0, x, 2, &cached), 0);
     assert_int_equal(cached, 0);
     fx_check(f);
     fx_layers_done(f, b, 0);
@@ -253,21 +253,21 @@ static void test_out_of_memory(void **state)
     assert_int_equal(f->pg.n_free, 0);
 
     /* closing a frees what only it used; a's pages become cached and evictable */
-    assert_int_equal(kvs_seq_close(&f->ss, a, 0), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, a, 0, 0), 0);
     fx_check(f);
     assert_int_equal(f->pg.n_cached, 2);
     /* a's 2 cached pages would attach to d: they are not evictable for d's third page */
     assert_int_equal(kvs_pages_can_alloc(&f->pg, 0, 1, 0), 0);
     assert_int_equal(kvs_pages_can_alloc(&f->pg, 0, 1, 2), KV_ERR_NOMEM);
     snap_take(f, &s);
-    assert_int_equal(kvs_seq_extend(&f->ss, d, 0, ta, 2 * FX_P + 1, &cached), KV_ERR_NOMEM);
+    assert_int_equal(kvs_seq_extend(&f->ss, d, 0, 0, ta, 2 * FX_P + 1, &cached), KV_ERR_NOMEM);
     snap_same(f, &s);
-    assert_int_equal(kvs_seq_extend(&f->ss, c, 0, x, FX_P + 1, &cached), 0);
+    assert_int_equal(kvs_seq_extend(&f->ss, c, 0, 0, x, FX_P + 1, &cached), 0);
     fx_check(f);
     assert_int_equal(f->pg.evictions, 2);
-    assert_int_equal(kvs_seq_close(&f->ss, c, 0), 0);
-    assert_int_equal(kvs_seq_close(&f->ss, d, 0), 0);
-    assert_int_equal(kvs_seq_close(&f->ss, b, 0), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, c, 0, 0), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, d, 0, 0), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, b, 0, 0), 0);
     fx_check(f);
     assert_int_equal(f->pg.n_free, 2);
     assert_int_equal(f->pg.n_cached, 2);
@@ -284,13 +284,13 @@ static void test_quota(void **state)
 
     /* tenant 0 caches 2 pages first: the coldest pages of the arena */
     uint64_t z = fx_seq_fill(f, 0, t0, 2 * FX_P, NULL);
-    assert_int_equal(kvs_seq_close(&f->ss, z, 0), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, z, 0, 0), 0);
     fx_check(f);
 
     /* tenant 1 holds its 3 pages in use: quota, though 7 pages are free */
     uint64_t s1, s2;
-    assert_int_equal(kvs_seq_open(&f->ss, 1, &s1), 0);
-    assert_int_equal(kvs_seq_extend(&f->ss, s1, 1, t1, 3 * FX_P, NULL), 0);
+    assert_int_equal(kvs_seq_open(&f->ss, 1, 0, &s1), 0);
+    assert_int_equal(kvs_seq_extend(&f->ss, s1, 1, 0, t1, 3 * FX_P, NULL), 0);
     fx_check(f);
     assert_int_equal(f->pg.tenant[1].pages, 3);
     assert_int_equal(f->pg.n_free, 7);
@@ -299,23 +299,23 @@ static void test_quota(void **state)
     int err = 0;
     assert_int_equal(kvs_page_alloc(&f->pg, 1, NONE, &err), NONE);
     assert_int_equal(err, KV_ERR_QUOTA);
-    assert_int_equal(kvs_seq_open(&f->ss, 1, &s2), 0);
+    assert_int_equal(kvs_seq_open(&f->ss, 1, 0, &s2), 0);
     snap s;
     snap_take(f, &s);
-    assert_int_equal(kvs_seq_extend(&f->ss, s2, 1, x, 1, NULL), KV_ERR_QUOTA);
+    assert_int_equal(kvs_seq_extend(&f->ss, s2, 1, 0, x, 1, NULL), KV_ERR_QUOTA);
     snap_same(f, &s);
     fx_check(f);
 
     /* completed and closed, its pages are cached: at quota it evicts its own, not tenant
      * 0's (which are older) */
     fx_layers_done(f, s1, 1);
-    assert_int_equal(kvs_seq_close(&f->ss, s1, 1), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, s1, 1, 0), 0);
     fx_check(f);
     assert_int_equal(f->pg.tenant[1].cached, 3);
     assert_int_equal(kvs_pages_can_alloc(&f->pg, 1, 3, 0), 0);
     assert_int_equal(kvs_pages_can_alloc(&f->pg, 1, 4, 0), KV_ERR_QUOTA);
     assert_int_equal(kvs_pages_can_alloc(&f->pg, 1, 3, 1), KV_ERR_QUOTA);
-    assert_int_equal(kvs_seq_extend(&f->ss, s2, 1, x, FX_P, NULL), 0);
+    assert_int_equal(kvs_seq_extend(&f->ss, s2, 1, 0, x, FX_P, NULL), 0);
     fx_check(f);
     assert_int_equal(f->pg.evictions, 1);
     assert_int_equal(f->pg.tenant[1].pages, 3);
@@ -329,7 +329,7 @@ static void test_quota(void **state)
     assert_int_equal(kvs_prefix_match(&f->ss, 1, m, 3 * FX_P + 1, NULL), 2 * FX_P); /* tail gone */
     assert_int_equal(f->pg.n_free, 7); /* one evicted, one allocated */
     fx_layers_done(f, s2, 1);
-    assert_int_equal(kvs_seq_close(&f->ss, s2, 1), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, s2, 1, 0), 0);
     fx_check(f);
     assert_int_equal(f->pg.tenant[1].pages, 3);
     assert_int_equal(f->pg.tenant[1].cached, 3);
@@ -363,7 +363,7 @@ static void test_fork_cow(void **state)
     uint32_t free0 = f->pg.n_free;
 
     uint64_t c = 0;
-    assert_int_equal(kvs_seq_fork(&f->ss, s, 1, &c), 0);
+    assert_int_equal(kvs_seq_fork(&f->ss, s, 1, 0, &c), 0);
     fx_check(f);
     assert_int_not_equal(c, s);
     const kva_seq *rc = kvs_seq_find(&f->ss, c, 1), *rs = kvs_seq_find(&f->ss, s, 1);
@@ -377,7 +377,7 @@ static void test_fork_cow(void **state)
     assert_int_equal(f->pg.n_free, free0);
 
     /* the child appends to the shared partial tail: it gets a copy */
-    assert_int_equal(kvs_seq_extend(&f->ss, c, 1, &one, 1, &cached), 0);
+    assert_int_equal(kvs_seq_extend(&f->ss, c, 1, 0, &one, 1, &cached), 0);
     fx_check(f);
     assert_int_equal(cached, 0);
     uint32_t c1 = fx_priv(f, c, 1)->pt[1];
@@ -406,7 +406,7 @@ static void test_fork_cow(void **state)
     assert_int_equal(rs->tail, s1);
 
     /* the parent now holds its tail alone: no copy */
-    assert_int_equal(kvs_seq_extend(&f->ss, s, 1, &two, 1, NULL), 0);
+    assert_int_equal(kvs_seq_extend(&f->ss, s, 1, 0, &two, 1, NULL), 0);
     fx_check(f);
     assert_int_equal(fx_priv(f, s, 1)->pt[1], s1);
     assert_int_equal(f->pg.n_free, free0 - 1);
@@ -418,9 +418,9 @@ static void test_fork_cow(void **state)
     fx_layers_done(f, s, 1);
     assert_int_equal(rc->len, 7);
     assert_int_equal(rs->len, 7);
-    assert_int_equal(kvs_seq_close(&f->ss, c, 1), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, c, 1, 0), 0);
     fx_check(f);
-    assert_int_equal(kvs_seq_close(&f->ss, s, 1), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, s, 1, 0), 0);
     fx_check(f);
     /* back to baseline: only the full first page stays, cached */
     assert_int_equal(kvs_page(&f->pg, s0)->ref, 0);
@@ -448,60 +448,60 @@ static void test_seq_errors(void **state)
         (s & ~0xffffffffull) | f->h->max_seqs, UINT64_MAX,
     };
     for (size_t i = 0; i < sizeof(forged) / sizeof(forged[0]); i++) {
-        assert_int_equal(kvs_seq_fork(&f->ss, forged[i], 0, &c), KV_ERR_NOSEQ);
-        assert_int_equal(kvs_seq_extend(&f->ss, forged[i], 0, tok, 1, &cached), KV_ERR_NOSEQ);
-        assert_int_equal(kvs_seq_close(&f->ss, forged[i], 0), KV_ERR_NOSEQ);
+        assert_int_equal(kvs_seq_fork(&f->ss, forged[i], 0, 0, &c), KV_ERR_NOSEQ);
+        assert_int_equal(kvs_seq_extend(&f->ss, forged[i], 0, 0, tok, 1, &cached), KV_ERR_NOSEQ);
+        assert_int_equal(kvs_seq_close(&f->ss, forged[i], 0, 0), KV_ERR_NOSEQ);
         assert_null(kvs_seq_find(&f->ss, forged[i], 0));
     }
     /* another tenant's id */
-    assert_int_equal(kvs_seq_fork(&f->ss, s, 1, &c), KV_ERR_NOSEQ);
-    assert_int_equal(kvs_seq_extend(&f->ss, s, 1, tok, 1, &cached), KV_ERR_NOSEQ);
-    assert_int_equal(kvs_seq_close(&f->ss, s, 1), KV_ERR_NOSEQ);
+    assert_int_equal(kvs_seq_fork(&f->ss, s, 1, 0, &c), KV_ERR_NOSEQ);
+    assert_int_equal(kvs_seq_extend(&f->ss, s, 1, 0, tok, 1, &cached), KV_ERR_NOSEQ);
+    assert_int_equal(kvs_seq_close(&f->ss, s, 1, 0), KV_ERR_NOSEQ);
     /* busy */
     kvs_seq *ps = kvs_seq_priv(&f->ss, kvs_seq_find(&f->ss, s, 0));
     ps->busy_job = 42;
-    assert_int_equal(kvs_seq_fork(&f->ss, s, 0, &c), KV_ERR_BUSY);
-    assert_int_equal(kvs_seq_extend(&f->ss, s, 0, tok, 1, &cached), KV_ERR_BUSY);
-    assert_int_equal(kvs_seq_close(&f->ss, s, 0), KV_ERR_BUSY);
+    assert_int_equal(kvs_seq_fork(&f->ss, s, 0, 0, &c), KV_ERR_BUSY);
+    assert_int_equal(kvs_seq_extend(&f->ss, s, 0, 0, tok, 1, &cached), KV_ERR_BUSY);
+    assert_int_equal(kvs_seq_close(&f->ss, s, 0, 0), KV_ERR_BUSY);
     ps->busy_job = 0;
-    assert_int_equal(kvs_seq_extend(&f->ss, s, 0, tok, 0, &cached), KV_ERR_INVAL);
+    assert_int_equal(kvs_seq_extend(&f->ss, s, 0, 0, tok, 0, &cached), KV_ERR_INVAL);
     snap_same(f, &sn);
     fx_check(f);
 
     /* pending tokens: no fork, no second extend */
-    assert_int_equal(kvs_seq_extend(&f->ss, s, 0, tok, 1, &cached), 0);
+    assert_int_equal(kvs_seq_extend(&f->ss, s, 0, 0, tok, 1, &cached), 0);
     fx_check(f);
     snap_take(f, &sn);
-    assert_int_equal(kvs_seq_fork(&f->ss, s, 0, &c), KV_ERR_STATE);
-    assert_int_equal(kvs_seq_extend(&f->ss, s, 0, tok, 1, &cached), KV_ERR_STATE);
+    assert_int_equal(kvs_seq_fork(&f->ss, s, 0, 0, &c), KV_ERR_STATE);
+    assert_int_equal(kvs_seq_extend(&f->ss, s, 0, 0, tok, 1, &cached), KV_ERR_STATE);
     snap_same(f, &sn);
     fx_layers_done(f, s, 0);
 
     /* closed: the id is stale, also once its slot is reused */
-    assert_int_equal(kvs_seq_close(&f->ss, s, 0), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, s, 0, 0), 0);
     fx_check(f);
-    assert_int_equal(kvs_seq_close(&f->ss, s, 0), KV_ERR_NOSEQ);
-    assert_int_equal(kvs_seq_fork(&f->ss, s, 0, &c), KV_ERR_NOSEQ);
-    assert_int_equal(kvs_seq_extend(&f->ss, s, 0, tok, 1, &cached), KV_ERR_NOSEQ);
+    assert_int_equal(kvs_seq_close(&f->ss, s, 0, 0), KV_ERR_NOSEQ);
+    assert_int_equal(kvs_seq_fork(&f->ss, s, 0, 0, &c), KV_ERR_NOSEQ);
+    assert_int_equal(kvs_seq_extend(&f->ss, s, 0, 0, tok, 1, &cached), KV_ERR_NOSEQ);
     uint64_t s2;
-    assert_int_equal(kvs_seq_open(&f->ss, 0, &s2), 0);
+    assert_int_equal(kvs_seq_open(&f->ss, 0, 0, &s2), 0);
     assert_int_equal((uint32_t)s2, slot);
     assert_int_not_equal(s2, s);
-    assert_int_equal(kvs_seq_fork(&f->ss, s, 0, &c), KV_ERR_NOSEQ);
-    assert_int_equal(kvs_seq_close(&f->ss, s, 0), KV_ERR_NOSEQ);
+    assert_int_equal(kvs_seq_fork(&f->ss, s, 0, 0, &c), KV_ERR_NOSEQ);
+    assert_int_equal(kvs_seq_close(&f->ss, s, 0, 0), KV_ERR_NOSEQ);
     assert_non_null(kvs_seq_find(&f->ss, s2, 0));
-    assert_int_equal(kvs_seq_close(&f->ss, s2, 0), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, s2, 0, 0), 0);
     fx_check(f);
 
     /* a full sequence table */
     uint64_t ids[8];
     for (uint32_t i = 0; i < 8; i++)
-        assert_int_equal(kvs_seq_open(&f->ss, 0, &ids[i]), 0);
+        assert_int_equal(kvs_seq_open(&f->ss, 0, 0, &ids[i]), 0);
     uint64_t extra;
-    assert_int_equal(kvs_seq_open(&f->ss, 0, &extra), KV_ERR_NOMEM);
-    assert_int_equal(kvs_seq_fork(&f->ss, ids[0], 0, &extra), KV_ERR_NOMEM);
+    assert_int_equal(kvs_seq_open(&f->ss, 0, 0, &extra), KV_ERR_NOMEM);
+    assert_int_equal(kvs_seq_fork(&f->ss, ids[0], 0, 0, &extra), KV_ERR_NOMEM);
     for (uint32_t i = 0; i < 8; i++)
-        assert_int_equal(kvs_seq_close(&f->ss, ids[i], 0), 0);
+        assert_int_equal(kvs_seq_close(&f->ss, ids[i], 0, 0), 0);
     assert_int_equal(f->ss.live, 0);
     fx_check(f);
 }
@@ -512,12 +512,11 @@ static void test_close_tombstone(void **state)
 {
     fx *f = *state;
     uint64_t s = 0, s2 = 0;
-    f->ss.req_id = 41;
-    assert_int_equal(kvs_seq_open(&f->ss, 0, &s), 0);
+    assert_int_equal(kvs_seq_open(&f->ss, 0, 41, &s), 0);
+    assert_int_equal(kvs_seq_find(&f->ss, s, 0)->last_req, 41); /* a resent open finds it */
     assert_int_equal(kvs_seq_closed_by(&f->ss, s, 0, 41), 0); /* live: not closed */
-    f->ss.req_id = 42;
-    assert_int_equal(kvs_seq_close(&f->ss, s, 0), 0);
-    assert_int_equal(kvs_seq_close(&f->ss, s, 0), KV_ERR_NOSEQ);
+    assert_int_equal(kvs_seq_close(&f->ss, s, 0, 42), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, s, 0, 42), KV_ERR_NOSEQ);
     assert_int_equal(kvs_seq_closed_by(&f->ss, s, 0, 42), 1);
     assert_int_equal(kvs_seq_closed_by(&f->ss, s, 0, 43), 0);  /* another request */
     assert_int_equal(kvs_seq_closed_by(&f->ss, s, 1, 42), 0);  /* another tenant */
@@ -525,11 +524,10 @@ static void test_close_tombstone(void **state)
     assert_int_equal(kvs_seq_closed_by(&f->ss, (uint64_t)f->h->max_seqs, 0, 42), 0);
     assert_int_equal(kvs_seq_closed_by(&f->ss, UINT64_MAX, 0, 42), 0);
     /* the slot taken again (the free slots are a stack): the tombstone is gone */
-    f->ss.req_id = 44;
-    assert_int_equal(kvs_seq_open(&f->ss, 0, &s2), 0);
+    assert_int_equal(kvs_seq_open(&f->ss, 0, 44, &s2), 0);
     assert_int_equal((uint32_t)s2, (uint32_t)s);
     assert_int_equal(kvs_seq_closed_by(&f->ss, s, 0, 42), 0);
-    assert_int_equal(kvs_seq_close(&f->ss, s2, 0), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, s2, 0, 44), 0);
     fx_check(f);
 }
 
@@ -538,8 +536,8 @@ static void test_fork_empty(void **state)
 {
     fx *f = *state;
     uint64_t e, c, g;
-    assert_int_equal(kvs_seq_open(&f->ss, 0, &e), 0);
-    assert_int_equal(kvs_seq_fork(&f->ss, e, 0, &c), 0);
+    assert_int_equal(kvs_seq_open(&f->ss, 0, 0, &e), 0);
+    assert_int_equal(kvs_seq_fork(&f->ss, e, 0, 0, &c), 0);
     fx_check(f);
     const kva_seq *rc = kvs_seq_find(&f->ss, c, 0);
     assert_non_null(rc);
@@ -547,16 +545,16 @@ static void test_fork_empty(void **state)
     assert_int_equal(rc->tail, NONE);
     uint32_t tok[FX_P + 1], cached = 9;
     fx_tokens(tok, FX_P + 1, 50);
-    assert_int_equal(kvs_seq_extend(&f->ss, c, 0, tok, FX_P + 1, &cached), 0);
+    assert_int_equal(kvs_seq_extend(&f->ss, c, 0, 0, tok, FX_P + 1, &cached), 0);
     assert_int_equal(cached, 0);
     fx_check(f);
     fx_layers_done(f, c, 0);
-    assert_int_equal(kvs_seq_fork(&f->ss, c, 0, &g), 0);
+    assert_int_equal(kvs_seq_fork(&f->ss, c, 0, 0, &g), 0);
     fx_check(f);
     assert_int_equal(kvs_page(&f->pg, fx_priv(f, c, 0)->pt[0])->ref, 2);
-    assert_int_equal(kvs_seq_close(&f->ss, e, 0), 0);
-    assert_int_equal(kvs_seq_close(&f->ss, c, 0), 0);
-    assert_int_equal(kvs_seq_close(&f->ss, g, 0), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, e, 0, 0), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, c, 0, 0), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, g, 0, 0), 0);
     fx_check(f);
     assert_int_equal(f->pg.n_cached, 1);
     assert_int_equal(f->pg.n_free, 7);
@@ -570,26 +568,26 @@ static void test_fork_cow_pressure(void **state)
     uint32_t tok[6], x[3] = { 91, 92, 93 };
     fx_tokens(tok, 6, 1);
     uint64_t s = fx_seq_fill(f, 0, tok, 6, NULL), c;
-    assert_int_equal(kvs_seq_fork(&f->ss, s, 0, &c), 0);
+    assert_int_equal(kvs_seq_fork(&f->ss, s, 0, 0, &c), 0);
     fx_check(f);
     assert_int_equal(f->pg.n_free, 1);
     snap sn;
     snap_take(f, &sn);
-    assert_int_equal(kvs_seq_extend(&f->ss, c, 0, x, 3, NULL), KV_ERR_NOMEM);
+    assert_int_equal(kvs_seq_extend(&f->ss, c, 0, 0, x, 3, NULL), KV_ERR_NOMEM);
     snap_same(f, &sn);
     fx_check(f);
-    assert_int_equal(kvs_seq_extend(&f->ss, c, 0, x, 2, NULL), 0);
+    assert_int_equal(kvs_seq_extend(&f->ss, c, 0, 0, x, 2, NULL), 0);
     fx_check(f);
     assert_int_equal(f->pg.n_free, 0);
     assert_int_not_equal(fx_priv(f, c, 0)->pt[1], fx_priv(f, s, 0)->pt[1]);
     fx_layers_done(f, c, 0);
     assert_int_equal(kvs_page(&f->pg, fx_priv(f, c, 0)->pt[1])->state, KVA_PAGE_COMMITTED);
     /* the parent's tail is its own now: appending needs no page */
-    assert_int_equal(kvs_seq_extend(&f->ss, s, 0, x + 2, 1, NULL), 0);
+    assert_int_equal(kvs_seq_extend(&f->ss, s, 0, 0, x + 2, 1, NULL), 0);
     fx_check(f);
     fx_layers_done(f, s, 0);
-    assert_int_equal(kvs_seq_close(&f->ss, s, 0), 0);
-    assert_int_equal(kvs_seq_close(&f->ss, c, 0), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, s, 0, 0), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, c, 0, 0), 0);
     fx_check(f);
     assert_int_equal(f->pg.n_cached, 2);
     assert_int_equal(f->pg.n_free, 1);
@@ -605,16 +603,16 @@ static void test_dedup_against_cached(void **state)
     uint32_t tok[2 * FX_P + 1];
     fx_tokens(tok, 2 * FX_P + 1, 4500);
     uint64_t a, b;
-    assert_int_equal(kvs_seq_open(&f->ss, 0, &a), 0);
-    assert_int_equal(kvs_seq_open(&f->ss, 0, &b), 0);
-    assert_int_equal(kvs_seq_extend(&f->ss, a, 0, tok, 2 * FX_P, NULL), 0);
-    assert_int_equal(kvs_seq_extend(&f->ss, b, 0, tok, 2 * FX_P + 1, NULL), 0);
+    assert_int_equal(kvs_seq_open(&f->ss, 0, 0, &a), 0);
+    assert_int_equal(kvs_seq_open(&f->ss, 0, 0, &b), 0);
+    assert_int_equal(kvs_seq_extend(&f->ss, a, 0, 0, tok, 2 * FX_P, NULL), 0);
+    assert_int_equal(kvs_seq_extend(&f->ss, b, 0, 0, tok, 2 * FX_P + 1, NULL), 0);
     fx_check(f);
     uint32_t ap[2], bp[3];
     memcpy(ap, fx_priv(f, a, 0)->pt, sizeof(ap));
     memcpy(bp, fx_priv(f, b, 0)->pt, sizeof(bp));
     fx_layers_done(f, a, 0);
-    assert_int_equal(kvs_seq_close(&f->ss, a, 0), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, a, 0, 0), 0);
     fx_check(f);
     assert_int_equal(f->pg.n_cached, 2);
     assert_int_equal(f->pg.in_lru[ap[1]], 1);
@@ -630,7 +628,7 @@ static void test_dedup_against_cached(void **state)
     assert_int_equal(kvs_page(&f->pg, bp[0])->state, KVA_PAGE_FREE);
     assert_int_equal(kvs_page(&f->pg, bp[1])->state, KVA_PAGE_FREE);
     assert_int_equal(f->pg.n_free, 5);
-    assert_int_equal(kvs_seq_close(&f->ss, b, 0), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, b, 0, 0), 0);
     fx_check(f);
     assert_int_equal(f->pg.n_cached, 2);
     assert_int_equal(f->pg.n_free, 6);
@@ -643,11 +641,11 @@ static void test_dedup_concurrent(void **state)
     uint32_t tok[2 * FX_P + 2], ca = 9, cb = 9;
     fx_tokens(tok, n, 3000);
     uint64_t a, b;
-    assert_int_equal(kvs_seq_open(&f->ss, 0, &a), 0);
-    assert_int_equal(kvs_seq_open(&f->ss, 0, &b), 0);
-    assert_int_equal(kvs_seq_extend(&f->ss, a, 0, tok, n, &ca), 0);
+    assert_int_equal(kvs_seq_open(&f->ss, 0, 0, &a), 0);
+    assert_int_equal(kvs_seq_open(&f->ss, 0, 0, &b), 0);
+    assert_int_equal(kvs_seq_extend(&f->ss, a, 0, 0, tok, n, &ca), 0);
     fx_check(f);
-    assert_int_equal(kvs_seq_extend(&f->ss, b, 0, tok, n, &cb), 0);
+    assert_int_equal(kvs_seq_extend(&f->ss, b, 0, 0, tok, n, &cb), 0);
     fx_check(f);
     assert_int_equal(ca, 0);
     assert_int_equal(cb, 0); /* nothing committed yet */
@@ -682,9 +680,9 @@ static void test_dedup_concurrent(void **state)
     assert_int_equal(f->pg.n_free, 12);
     assert_int_equal(f->pg.tenant[0].pages, 4);
 
-    assert_int_equal(kvs_seq_close(&f->ss, a, 0), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, a, 0, 0), 0);
     fx_check(f);
-    assert_int_equal(kvs_seq_close(&f->ss, b, 0), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, b, 0, 0), 0);
     fx_check(f);
     assert_int_equal(f->pg.n_cached, 2);
     assert_int_equal(f->pg.n_free, 14);
@@ -698,10 +696,10 @@ static void test_dedup_full_pages(void **state)
     uint32_t tok[2 * FX_P];
     fx_tokens(tok, 2 * FX_P, 4000);
     uint64_t a, b;
-    assert_int_equal(kvs_seq_open(&f->ss, 0, &a), 0);
-    assert_int_equal(kvs_seq_open(&f->ss, 0, &b), 0);
-    assert_int_equal(kvs_seq_extend(&f->ss, a, 0, tok, 2 * FX_P, NULL), 0);
-    assert_int_equal(kvs_seq_extend(&f->ss, b, 0, tok, 2 * FX_P, NULL), 0);
+    assert_int_equal(kvs_seq_open(&f->ss, 0, 0, &a), 0);
+    assert_int_equal(kvs_seq_open(&f->ss, 0, 0, &b), 0);
+    assert_int_equal(kvs_seq_extend(&f->ss, a, 0, 0, tok, 2 * FX_P, NULL), 0);
+    assert_int_equal(kvs_seq_extend(&f->ss, b, 0, 0, tok, 2 * FX_P, NULL), 0);
     fx_check(f);
     uint32_t bp[2];
     memcpy(bp, fx_priv(f, b, 0)->pt, sizeof(bp));
@@ -713,8 +711,8 @@ static void test_dedup_full_pages(void **state)
     assert_int_equal(kvs_page(&f->pg, bp[0])->children, 1);
     assert_int_equal(kvs_seq_find(&f->ss, a, 0)->tail, bp[1]);
     assert_int_equal(f->pg.n_free, 6);
-    assert_int_equal(kvs_seq_close(&f->ss, b, 0), 0);
-    assert_int_equal(kvs_seq_close(&f->ss, a, 0), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, b, 0, 0), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, a, 0, 0), 0);
     fx_check(f);
     assert_int_equal(f->pg.n_cached, 2);
     assert_int_equal(f->pg.n_free, 6);
