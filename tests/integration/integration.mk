@@ -29,7 +29,8 @@ INTEG_TESTS += tests/fault/test_mem_pressure.sh
 tests: $(B)/tests/mem_pressure
 
 # Bad input on every socket (tests/fault/test_bad_input.sh): raw DEALERs + libkvclient.
-$(B)/tests/bad_input: $(B)/obj/tests/fault/bad_input.o $(B)/obj/client/examples/synth.o \
+$(B)/tests/bad_input: $(B)/obj/tests/fault/bad_input.o $(B)/obj/tests/fault/frames.o \
+                      $(B)/obj/client/examples/synth.o \
                       $(B)/libkvclient.a $(KERNELS_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
