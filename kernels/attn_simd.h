@@ -10,8 +10,7 @@
  *   1. gather the block's K and V rows from their pages and widen them to fp32;
  *   2. logits: the transposed queries Qt[d][m] against broadcast K elements, a register-
  *      blocked 2*VL x QK_NR outer product with no reduction at all, into S^T[n][m];
- *   3. masking in vectors, only on blocks that need it; soft-cap and ALiBi (scalar) on
- *      every block when they are on;
+ *   3. soft-cap, ALiBi and masking in vectors, each only on blocks that need it;
  *   4. online softmax vectorized along the query axis;
  *   5. acc[m][:] = alpha[m] acc[m][:] + P[m][n] * V[n][:], register-blocked PV_MR rows x
  *      PV_DR vectors (the rescale of step 4 applied as the accumulators are loaded).
@@ -43,7 +42,11 @@ typedef struct tile_buf {
     float *s;         /* [KB * mp] logits, then probabilities */
     float *m, *l;     /* [mp] running max and sum */
     float *alpha;     /* [mp] rescale factor of the current block */
-    float *lo, *hi;   /* [mp] visible key range of each query vector, as floats (wide tiles) */
+    float *lo, *hi;   /* [mp] visible key range [lo, hi) of each query vector, as floats */
+    float *pos;       /* [mp] its position + 0.5 (keys are compared as key + 0.5: see fix_vec) */
+    float *slope;     /* [mp] its ALiBi slope, or 0 */
+    int vec_fix;      /* positions below 2^23, exact as floats with halves: ALiBi and masking
+                       * in vectors (fix_vec); otherwise fix_scalar */
 } tile_buf;
 
 static size_t round16(size_t n)
@@ -54,7 +57,7 @@ static size_t round16(size_t n)
 static size_t tile_scratch_floats(uint32_t D, uint32_t mp)
 {
     return 2 * round16((size_t)mp * D) + 2 * round16((size_t)KB * D)
-           + round16((size_t)KB * mp) + 5 * round16(mp);
+           + round16((size_t)KB * mp) + 7 * round16(mp);
 }
 
 static tile_buf tile_buf_carve(float *p, uint32_t D, uint32_t mp)
@@ -69,7 +72,10 @@ static tile_buf tile_buf_carve(float *p, uint32_t D, uint32_t mp)
     b.l = p, p += round16(mp);
     b.alpha = p, p += round16(mp);
     b.lo = p, p += round16(mp);
-    b.hi = p;
+    b.hi = p, p += round16(mp);
+    b.pos = p, p += round16(mp);
+    b.slope = p;
+    b.vec_fix = 0;
     return b;
 }
 
@@ -203,37 +209,57 @@ static void softcap_block(float *s, size_t n, float cap)
         v_store(s + i, v_mul(c, v_tanh(v_mul(v_load(s + i), inv))));
 }
 
-/* Applies soft-cap (in vectors, to the whole block) and ALiBi to the logits of query vectors
- * m0 .. m1-1, and masks the keys they cannot see and the padding past n. Does nothing on
- * blocks where nothing applies. lohi: a wide tile's buffers with the visible ranges in lo/hi
- * (m1 - m0 a multiple of VL, positions below 2^24 so floats hold them exactly), for a
- * vectorized masking path when there is no ALiBi; NULL otherwise. */
-static void logits_fix(const kvk_call *c, const kvk_task *t, float *s, uint32_t m0,
-                       uint32_t m1, const logit_layout *ly, uint32_t kb, uint32_t n,
-                       uint32_t n_pad, const tile_buf *lohi)
+/* Soft-caps a block's logits (count floats) when soft-cap is on. Returns 1 if they also need
+ * ALiBi or masking: keys some query vector of the task cannot see, or padding past n. */
+static int logits_cap(const kvk_call *c, const kvk_task *t, float *s, size_t count,
+                      uint32_t kb, uint32_t n, uint32_t n_pad)
+{
+    const kvk_item *it = &c->items[t->item];
+    uint32_t n_keys = it->n_kv + it->n_new, lo_last, hi_first, lo, hi;
+    if (c->opts.softcap > 0.0f)
+        softcap_block(s, count, c->opts.softcap);
+    kvk__visible(&c->opts, it->n_kv + t->r1 - 1, n_keys, &lo_last, &hi);
+    kvk__visible(&c->opts, it->n_kv + t->r0, n_keys, &lo, &hi_first);
+    return c->opts.alibi || kb < lo_last || kb + n > hi_first || n < n_pad;
+}
+
+/* Logits x of keys `key` (each + 0.5) for query vectors seeing [lo, hi), at positions pos
+ * (+ 0.5) with ALiBi slopes slope: ALiBi added if `alibi` (the halves cancel: key - pos is
+ * exact), keys outside [lo, hi) set to -inf (key >= hi <=> key + 0.5 > hi for integers). */
+ALWAYS_INLINE vf fix_vec(vf x, vf key, vf lo, vf hi, vf pos, vf slope, int alibi)
+{
+    if (alibi)
+        x = v_fma(slope, v_sub(key, pos), x);
+    return v_ninf_gt(v_ninf_gt(x, key, hi), lo, key);
+}
+
+/* Wide tiles (s[j][m]): fix_vec down the query axis, a key at a time. Not inlined (nor is
+ * fix_scalar): inlined into tile_run, they cost its blocks that need no fixing ~1% (A/B). */
+static __attribute__((noinline)) void fix_wide(const tile_buf *b, uint32_t mp, uint32_t kb,
+                                               uint32_t n, uint32_t n_pad, int alibi)
+{
+    for (uint32_t j = 0; j < n_pad; j++) {
+        float *x = b->s + (size_t)j * mp;
+        vf key = v_set1((float)(kb + j) + 0.5f);
+        for (uint32_t m = 0; m < mp; m += VL)
+            v_store(x + m, j < n ? fix_vec(v_load(x + m), key, v_load(b->lo + m),
+                                           v_load(b->hi + m), v_load(b->pos + m),
+                                           v_load(b->slope + m), alibi)
+                                 : v_set1(-INFINITY));
+    }
+}
+
+/* The general path, any position: soft-capped logits of query vectors m0 .. m1-1 at
+ * s[m * sm + (j / nk) * sk + j % nk] get ALiBi as kvk__logit adds it, and -inf where the key
+ * is invisible or padding. */
+static __attribute__((noinline)) void fix_scalar(const kvk_call *c, const kvk_task *t,
+                                                 float *s, uint32_t m0, uint32_t m1,
+                                                 const logit_layout *ly, uint32_t kb,
+                                                 uint32_t n, uint32_t n_pad)
 {
     const kvk_item *it = &c->items[t->item];
     const kvk_attn_opts *o = &c->opts;
-    uint32_t G = c->g->q_heads / c->g->kv_heads, n_keys = it->n_kv + it->n_new;
-    uint32_t lo_last, hi_first, lo, hi;
-    kvk__visible(o, it->n_kv + t->r1 - 1, n_keys, &lo_last, &hi);
-    kvk__visible(o, it->n_kv + t->r0, n_keys, &lo, &hi_first);
-    int mask = kb < lo_last || kb + n > hi_first || n < n_pad;
-    if (o->softcap > 0.0f)
-        softcap_block(s, (size_t)n_pad / ly->nk * ly->sk, o->softcap);
-    if (!mask && !o->alibi)
-        return;
-    if (lohi && !o->alibi) { /* wide, masking only: vectors of query vectors */
-        for (uint32_t j = 0; j < n_pad; j++) {
-            vf key = v_set1((float)(kb + j) + 0.5f); /* key >= hi <=> key + 0.5 > hi */
-            for (uint32_t m = m0; m < m1; m += VL) {
-                float *x = &s[(m - m0) + j * ly->sk];
-                vf v = j < n ? v_ninf_gt(v_load(x), key, v_load(lohi->hi + m)) : v_set1(-INFINITY);
-                v_store(x, v_ninf_gt(v, v_load(lohi->lo + m), key));
-            }
-        }
-        return;
-    }
+    uint32_t G = c->g->q_heads / c->g->kv_heads, n_keys = it->n_kv + it->n_new, lo, hi;
     for (uint32_t m = m0; m < m1; m++) {
         uint32_t pos = it->n_kv + t->r0 + m / G, qh = t->kv_head * G + m % G;
         float slope = o->alibi ? o->alibi[qh] : 0.0f;
@@ -242,9 +268,27 @@ static void logits_fix(const kvk_call *c, const kvk_task *t, float *s, uint32_t 
             float *x = &s[(m - m0) * ly->sm + j / ly->nk * ly->sk + j % ly->nk];
             if (j >= n || kb + j < lo || kb + j >= hi)
                 *x = -INFINITY;
-            else if (slope != 0.0f) /* ALiBi, as kvk__logit adds it */
-                *x += slope * ((float)(kb + j) - (float)pos);
+            else if (slope != 0.0f)
+                *x += kvk__alibi(slope, kb + j, pos);
         }
+    }
+}
+
+/* Per query vector m < M of the task: visible range, position and slope (tile_buf); padding
+ * vectors up to mp see every key. */
+static void tile_qattr(const kvk_call *c, const kvk_task *t, tile_buf *b, uint32_t M,
+                       uint32_t mp)
+{
+    const kvk_item *it = &c->items[t->item];
+    uint32_t G = c->g->q_heads / c->g->kv_heads, n_keys = it->n_kv + it->n_new, lo, hi;
+    b->vec_fix = n_keys < (1u << 23);
+    for (uint32_t m = 0; m < mp; m++) {
+        uint32_t pos = it->n_kv + t->r0 + (m < M ? m / G : 0);
+        kvk__visible(&c->opts, pos, n_keys, &lo, &hi);
+        b->lo[m] = m < M ? (float)lo : 0.0f;
+        b->hi[m] = m < M ? (float)hi : (float)(1u << 24);
+        b->pos[m] = (float)pos + 0.5f;
+        b->slope[m] = m < M && c->opts.alibi ? c->opts.alibi[t->kv_head * G + m % G] : 0.0f;
     }
 }
 
@@ -463,10 +507,26 @@ static const narrow_fns narrow_by_dtype[] = {
     [KVK_BF16] = { qk_quad_bf16, pv_quad_bf16 },
 };
 
-/* The state of a narrow task: per quad, max and sum as in softmax_quad. */
+/* The state of a narrow task: per quad, max and sum as in softmax_quad, and the attributes
+ * of its query vectors (tile_qattr) laid out as its logits are, for fix_narrow. */
 typedef struct narrow_state {
     vf m[VL / 4], l[VL / 4];
+    vf lo[VL / 4], hi[VL / 4], pos[VL / 4], slope[VL / 4];
+    vf koff; /* lane i * QK_NK + k: k, the key of the lane within its vector's keys */
 } narrow_state;
+
+/* A quad's logit vectors (keys kb + v * QK_NK + lane % QK_NK), fix_vec with the quad's lanes;
+ * the padding keys from n on are invisible to every lane. */
+static void fix_narrow(float *s, const narrow_state *st, uint32_t quad, uint32_t kb,
+                       uint32_t n, uint32_t n_pad, int alibi)
+{
+    vf hi = v_min(st->hi[quad], v_set1((float)(kb + n)));
+    for (uint32_t v = 0; v < n_pad / QK_NK; v++) {
+        vf key = v_add(st->koff, v_set1((float)(kb + v * QK_NK) + 0.5f));
+        v_store(s + (size_t)v * VL, fix_vec(v_load(s + (size_t)v * VL), key, st->lo[quad], hi,
+                                            st->pos[quad], st->slope[quad], alibi));
+    }
+}
 
 /* The K and V row addresses of one block of keys. */
 typedef struct narrow_rows {
@@ -487,7 +547,12 @@ static void narrow_block(const kvk_call *c, const kvk_task *t, const tile_buf *b
         float *s = b->s + (size_t)quad * KB_NARROW * 4, alpha[VL];
         uint32_t pf_n = quad ? 0 : next->n;
         fn->qk(b->qs + (size_t)m0 * D, r->k, r->n_pad, D, s, next->k, pf_n);
-        logits_fix(c, t, s, m0, m0 + 4 < M ? m0 + 4 : M, &ly, r->kb, r->n, r->n_pad, NULL);
+        if (logits_cap(c, t, s, (size_t)r->n_pad / QK_NK * VL, r->kb, r->n, r->n_pad)) {
+            if (b->vec_fix)
+                fix_narrow(s, st, quad, r->kb, r->n, r->n_pad, c->opts.alibi != NULL);
+            else
+                fix_scalar(c, t, s, m0, m0 + 4 < M ? m0 + 4 : M, &ly, r->kb, r->n, r->n_pad);
+        }
         v_store(alpha, softmax_quad(s, r->n_pad / QK_NK, &st->m[quad], &st->l[quad]));
         fn->pv(s, alpha, r->v, r->n_pad, D, acc + (size_t)m0 * D, next->v, pf_n);
     }
@@ -540,10 +605,23 @@ static void tile_run_narrow(const kvk_call *c, const kvk_task *t, tile_buf *b, f
     const kvk_item *it = &c->items[t->item];
     narrow_rows rows[2], *cur = &rows[0], *next = &rows[1];
     narrow_state st;
+    float lane[4][VL];
     for (uint32_t q = 0; q < VL / 4; q++) {
         st.m[q] = v_set1(-INFINITY);
         st.l[q] = v_zero();
     }
+    for (uint32_t q = 0; 4 * q < M; q++) {
+        for (uint32_t i = 0; i < VL; i++) { /* lane i: query vector 4q + i / QK_NK */
+            uint32_t m = 4 * q + i / QK_NK;
+            lane[0][i] = b->lo[m], lane[1][i] = b->hi[m], lane[2][i] = b->pos[m];
+            lane[3][i] = b->slope[m];
+        }
+        st.lo[q] = v_load(lane[0]), st.hi[q] = v_load(lane[1]), st.pos[q] = v_load(lane[2]);
+        st.slope[q] = v_load(lane[3]);
+    }
+    for (uint32_t i = 0; i < VL; i++)
+        lane[0][i] = (float)(i % QK_NK);
+    st.koff = v_load(lane[0]);
     for (uint32_t i = 0; i < NARROW_LEAD_BLOCKS; i++) /* the blocks before the lead */
         narrow_lead(c, it, t->kv_head, t->k0 + i * KB_NARROW, t->k1);
     narrow_rows_get(c, it, t->kv_head, t->k0, t->k1, cur);
@@ -583,25 +661,19 @@ static void tile_run(const kvk_call *c, const kvk_task *t, size_t row0, float *s
         b.l[m] = 0.0f;
     }
     memset(acc, 0, (size_t)m4 * D * sizeof(float));
-    const tile_buf *lohi = NULL;
-    if (wide && it->n_kv + it->n_new < (1u << 24)) {
-        uint32_t lo, hi;
-        for (uint32_t m = 0; m < mp; m++) { /* padding vectors: see everything */
-            kvk__visible(&c->opts, it->n_kv + t->r0 + (m < M ? m / G : 0), it->n_kv + it->n_new,
-                         &lo, &hi);
-            b.lo[m] = m < M ? (float)lo : 0.0f;
-            b.hi[m] = m < M ? (float)hi : (float)(1u << 24);
-        }
-        lohi = &b;
-    }
+    tile_qattr(c, t, &b, M, wide ? mp : m4);
     if (wide)
         for (uint32_t kb = t->k0; kb < t->k1; kb += KB) {
             uint32_t n = t->k1 - kb < KB ? t->k1 - kb : KB, n_pad = (n + 15) & ~15u;
             load_block(c, it, t->kv_head, 0, kb, n, n_pad, b.kf);
             load_block(c, it, t->kv_head, 1, kb, n, n_pad, b.vf);
             qk_wide(c, t, &b, mp, n_pad, D, kb + KB);
-            logits_fix(c, t, b.s, 0, lohi ? mp : M, &(logit_layout){ 1, mp, 1 }, kb, n, n_pad,
-                       lohi);
+            if (logits_cap(c, t, b.s, (size_t)n_pad * mp, kb, n, n_pad)) {
+                if (b.vec_fix)
+                    fix_wide(&b, mp, kb, n, n_pad, c->opts.alibi != NULL);
+                else
+                    fix_scalar(c, t, b.s, 0, M, &(logit_layout){ 1, mp, 1 }, kb, n, n_pad);
+            }
             softmax_cols(&b, mp, n_pad);
             pv(b.s, mp, b.alpha, b.vf, n_pad, D, acc, m4);
         }

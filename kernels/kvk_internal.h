@@ -74,6 +74,13 @@ static inline void kvk__visible(const kvk_attn_opts *o, uint32_t pos, uint32_t n
               ? pos - (uint32_t)o->window_left : 0;
 }
 
+/* The ALiBi bias of key kpos for query qpos: the distance taken in integers, so it stays
+ * exact far past the 2^24 positions a float holds exactly. */
+static inline float kvk__alibi(float slope, uint32_t kpos, uint32_t qpos)
+{
+    return slope * (float)((int64_t)kpos - (int64_t)qpos);
+}
+
 /* Applies softcap and ALiBi (slope, or 0) to a scaled logit of key kpos for query qpos. */
 static inline float kvk__logit(const kvk_attn_opts *o, float s, float slope, uint32_t kpos,
                                uint32_t qpos)
@@ -81,7 +88,7 @@ static inline float kvk__logit(const kvk_attn_opts *o, float s, float slope, uin
     if (o->softcap > 0.0f)
         s = o->softcap * tanhf(s / o->softcap);
     if (slope != 0.0f)
-        s += slope * ((float)kpos - (float)qpos);
+        s += kvk__alibi(slope, kpos, qpos);
     return s;
 }
 

@@ -71,8 +71,18 @@ static uint32_t ceil_div(uint32_t a, uint32_t b)
     return (a + b - 1) / b;
 }
 
+/* The first key any new row of item i can see (its sliding window's start): keys before it
+ * are never read, so they need no pages and no written K/V. */
+static uint32_t first_visible(const tcase *tc, uint32_t i)
+{
+    int w = tc->opts.window_left;
+    return w >= 0 && tc->n_kv[i] > (uint32_t)w ? tc->n_kv[i] - (uint32_t)w : 0;
+}
+
 /* Pages of all items come from one shuffled pool, so no item's pages are contiguous; the
- * other layer of each page holds random bytes the kernels must never read. */
+ * other layer of each page holds random bytes the kernels must never read, and so does the
+ * one page every table entry before first_visible points to (a context of millions of
+ * tokens with a sliding window needs pages only for its window). */
 static void arena_build(arena *a, const tcase *tc)
 {
     memset(a, 0, sizeof(*a));
@@ -80,9 +90,9 @@ static void arena_build(arena *a, const tcase *tc)
                        .head_dim = tc->head_dim, .page_tokens = tc->page_tokens,
                        .dtype = tc->dtype };
     assert_int_equal(kvk_geom_check(&a->g), 0);
-    uint32_t total = 3;
+    uint32_t total = 3, pt = tc->page_tokens;
     for (uint32_t i = 0; i < tc->n_items; i++)
-        total += ceil_div(tc->n_kv[i] + tc->n_new[i], tc->page_tokens);
+        total += ceil_div(tc->n_kv[i] + tc->n_new[i], pt) - first_visible(tc, i) / pt;
     size_t pb = kvk_page_bytes(&a->g);
     a->pg.n_pages = total;
     a->pg.base = malloc(pb * total);
@@ -97,12 +107,15 @@ static void arena_build(arena *a, const tcase *tc)
         perm[i] = perm[j];
         perm[j] = t;
     }
-    uint32_t next = 0;
+    uint32_t next = 1; /* perm[0]: the never-read page */
     for (uint32_t i = 0; i < tc->n_items; i++) {
-        uint32_t np = ceil_div(tc->n_kv[i] + tc->n_new[i], tc->page_tokens);
+        uint32_t np = ceil_div(tc->n_kv[i] + tc->n_new[i], pt), skip = first_visible(tc, i) / pt;
         a->tables[i] = malloc((np ? np : 1) * sizeof(uint32_t));
-        memcpy(a->tables[i], perm + next, np * sizeof(uint32_t));
-        next += np;
+        assert_non_null(a->tables[i]);
+        for (uint32_t p = 0; p < skip; p++)
+            a->tables[i][p] = perm[0];
+        memcpy(a->tables[i] + skip, perm + next, (np - skip) * sizeof(uint32_t));
+        next += np - skip;
         a->items[i] = (kvk_item){ a->tables[i], tc->n_kv[i], tc->n_new[i] };
         a->rows += tc->n_new[i];
     }
@@ -129,13 +142,14 @@ static float *rand_tensor(size_t n, float gain)
     return t;
 }
 
-/* Writes each item's old KV (positions 0 .. n_kv-1) and then the call's new rows, as a
- * server would over two steps, and fills the queries. */
+/* Writes each item's old KV (positions first_visible .. n_kv-1) and then the call's new rows,
+ * as a server would over two steps, and fills the queries. */
 static void arena_fill(arena *a, const tcase *tc)
 {
     uint32_t H = tc->kv_heads, D = tc->head_dim;
     for (uint32_t i = 0; i < tc->n_items; i++) {
-        kvk_item old = { a->tables[i], 0, tc->n_kv[i] };
+        uint32_t j0 = first_visible(tc, i);
+        kvk_item old = { a->tables[i], j0, tc->n_kv[i] - j0 };
         float *k = rand_tensor((size_t)old.n_new * H * D, 1.0f);
         float *v = rand_tensor((size_t)old.n_new * H * D, 1.0f);
         assert_int_equal(kvk_write_kv(&a->g, &a->pg, 1, &old, 1, k, v, &tc->opts), 0);
@@ -189,16 +203,17 @@ static void naive_attn(const arena *a, const tcase *tc, double *o_ref, double *l
     double theta = op->rope_theta ? op->rope_theta : 10000.0;
     size_t row = 0;
     for (uint32_t i = 0; i < tc->n_items; i++) {
-        uint32_t n = tc->n_kv[i] + tc->n_new[i];
+        /* keys j0 .. n-1, at index j - j0 */
+        uint32_t j0 = first_visible(tc, i), n = tc->n_kv[i] + tc->n_new[i], nv = n - j0;
         uint32_t kvh_count = tc->kv_heads;
-        double *K = malloc(((size_t)n * kvh_count * D + 1) * sizeof(double));
-        double *V = malloc(((size_t)n * kvh_count * D + 1) * sizeof(double));
-        double *s = malloc((n + 1) * sizeof(double));
-        for (uint32_t j = 0; j < n; j++)
+        double *K = malloc(((size_t)nv * kvh_count * D + 1) * sizeof(double));
+        double *V = malloc(((size_t)nv * kvh_count * D + 1) * sizeof(double));
+        double *s = malloc((nv + 1) * sizeof(double));
+        for (uint32_t j = 0; j < nv; j++)
             for (uint32_t h = 0; h < kvh_count; h++)
                 for (uint32_t d = 0; d < D; d++) {
-                    K[((size_t)j * kvh_count + h) * D + d] = page_elem(a, i, j, h, 0, d);
-                    V[((size_t)j * kvh_count + h) * D + d] = page_elem(a, i, j, h, 1, d);
+                    K[((size_t)j * kvh_count + h) * D + d] = page_elem(a, i, j0 + j, h, 0, d);
+                    V[((size_t)j * kvh_count + h) * D + d] = page_elem(a, i, j0 + j, h, 1, d);
                 }
         for (uint32_t r = 0; r < tc->n_new[i]; r++, row++) {
             uint32_t pos = tc->n_kv[i] + r;
@@ -210,9 +225,10 @@ static void naive_attn(const arena *a, const tcase *tc, double *o_ref, double *l
                 if (op->rope)
                     rope_f64(q, D, pos, op->rope, theta);
                 double m = -INFINITY, l = 0.0;
-                for (uint32_t j = 0; j < n; j++) {
-                    int vis = (!op->causal || j <= pos)
-                              && (op->window_left < 0 || j + (uint32_t)op->window_left >= pos);
+                for (uint32_t j = 0; j < nv; j++) {
+                    uint32_t key = j0 + j;
+                    int vis = (!op->causal || key <= pos)
+                              && (op->window_left < 0 || key + (uint32_t)op->window_left >= pos);
                     double x = 0.0;
                     for (uint32_t d = 0; d < D; d++)
                         x += q[d] * K[((size_t)j * kvh_count + qh / G) * D + d];
@@ -220,13 +236,13 @@ static void naive_attn(const arena *a, const tcase *tc, double *o_ref, double *l
                     if (op->softcap > 0)
                         x = op->softcap * tanh(x / op->softcap);
                     if (tc->use_alibi)
-                        x += (double)a->alibi[qh] * ((double)j - pos);
+                        x += (double)a->alibi[qh] * ((double)key - pos);
                     s[j] = vis ? x : -INFINITY;
                     m = fmax(m, s[j]);
                 }
                 for (uint32_t d = 0; d < D; d++)
                     o_ref[qi * D + d] = 0.0;
-                for (uint32_t j = 0; j < n && m > -INFINITY; j++) {
+                for (uint32_t j = 0; j < nv && m > -INFINITY; j++) {
                     double p = exp(s[j] - m);
                     l += p;
                     for (uint32_t d = 0; d < D; d++)
@@ -592,6 +608,22 @@ static void test_attn_alibi(void **state)
     run_case(&tc);
 }
 
+/* Positions past 2^23, where floats no longer hold key + 0.5 exactly (masking and ALiBi take
+ * the scalar path), and past 2^24, where they no longer hold the positions: a sliding window,
+ * ALiBi, decode and prefill rows; one item just below 2^23 on the vector path. Only the
+ * window's pages exist. */
+static void test_attn_far_positions(void **state)
+{
+    (void)state;
+    tcase tc = base_case(8, 2, 64, 16, KVK_F16);
+    tc.opts.window_left = 70;
+    tc.use_alibi = 1;
+    add_item(&tc, (1u << 24) + 37, 1);
+    add_item(&tc, (1u << 23) + 5, 20);
+    add_item(&tc, (1u << 23) - 40, 20);
+    run_case(&tc);
+}
+
 static void test_attn_rope(void **state)
 {
     (void)state;
@@ -805,6 +837,7 @@ int main(void)
         cmocka_unit_test(test_attn_window),
         cmocka_unit_test(test_attn_softcap),
         cmocka_unit_test(test_attn_alibi),
+        cmocka_unit_test(test_attn_far_positions),
         cmocka_unit_test(test_attn_rope),
         cmocka_unit_test(test_attn_all_options),
         cmocka_unit_test(test_attn_long_decode),
