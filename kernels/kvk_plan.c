@@ -4,6 +4,8 @@
  * Tiles: for each item and KV head, rows are taken KVK_TILE_M / G at a time, so a tile is
  * about KVK_TILE_M query vectors: all G q heads of the group share every K/V byte the tile
  * reads (GQA read once per KV head), and a prefill tile reuses each key KVK_TILE_M times.
+ * Items of KVK_LONG_ROWS new rows or more take KVK_TILE_M_LONG: twice the reuse per key
+ * block; on shorter ones the larger masked diagonal of each causal tile costs more than that.
  * A tile's keys are the union of its rows' visible ranges, so causal and window tiles never
  * visit a block that no row can see.
  *
@@ -22,6 +24,8 @@
 #include "kvk_internal.h"
 
 #define KVK_TILE_M 64       /* query vectors per tile (prefill) */
+#define KVK_TILE_M_LONG 128 /* ... for items of at least KVK_LONG_ROWS new rows */
+#define KVK_LONG_ROWS 512
 #define KVK_SPLIT_MIN 512   /* never split a tile's keys into parts shorter than this */
 #define KVK_SPLIT_ALIGN 64  /* part boundaries fall on multiples of this many keys */
 #define KVK_TASKS_PER_THREAD 8
@@ -32,7 +36,6 @@ typedef struct plan {
     kvk_task *tasks;
     uint32_t n_tasks;
     uint32_t n_slots;
-    uint32_t rows_per_tile;
     uint32_t mcap;            /* query vectors per tile at most */
     uint32_t chunk;           /* keys per part when a tile is split; 0: never split */
     size_t *row0;             /* [n_items] global row of each item's row 0 */
@@ -48,14 +51,23 @@ static size_t out_floats(uint32_t mcap, uint32_t head_dim)
     return (size_t)mcap * (2 + head_dim);
 }
 
+/* Rows per tile of item it. */
+static uint32_t tile_rows(const kvk_call *c, const kvk_item *it)
+{
+    uint32_t G = c->g->q_heads / c->g->kv_heads;
+    uint32_t m = it->n_new >= KVK_LONG_ROWS ? KVK_TILE_M_LONG : KVK_TILE_M;
+    return G >= m ? 1 : m / G;
+}
+
 /* Visits every tile (and part) in generation order; fills p->tasks when it is not NULL. */
 static void plan_walk(plan *p)
 {
     const kvk_call *c = p->c;
-    uint32_t G = c->g->q_heads / c->g->kv_heads, R = p->rows_per_tile;
+    uint32_t G = c->g->q_heads / c->g->kv_heads;
     uint32_t n = 0, slots = 0;
     for (uint32_t i = 0; i < c->n_items; i++) {
         const kvk_item *it = &c->items[i];
+        uint32_t R = tile_rows(c, it);
         for (uint32_t h = 0; h < c->g->kv_heads; h++)
             for (uint32_t r0 = 0; r0 < it->n_new; r0 += R) {
                 uint32_t r1 = r0 + R < it->n_new ? r0 + R : it->n_new;
@@ -102,9 +114,11 @@ static uint32_t plan_chunk(plan *p, int nth)
     if (nth <= 1)
         return 0;
     uint64_t keys = 0;
-    for (uint32_t i = 0; i < p->c->n_items; i++)
-        keys += (uint64_t)(p->c->items[i].n_kv + p->c->items[i].n_new) * p->c->g->kv_heads
-                * ((p->c->items[i].n_new + p->rows_per_tile - 1) / p->rows_per_tile);
+    for (uint32_t i = 0; i < p->c->n_items; i++) {
+        const kvk_item *it = &p->c->items[i];
+        uint32_t R = tile_rows(p->c, it);
+        keys += (uint64_t)(it->n_kv + it->n_new) * p->c->g->kv_heads * ((it->n_new + R - 1) / R);
+    }
     uint64_t chunk = keys / ((uint64_t)nth * KVK_TASKS_PER_THREAD);
     return chunk < KVK_SPLIT_MIN ? KVK_SPLIT_MIN : chunk > UINT32_MAX / 2 ? UINT32_MAX / 2 : (uint32_t)chunk;
 }
@@ -211,8 +225,12 @@ int kvk__attn_tiled(const kvk_call *call, kvk_pool *pool, const kvk_tile_ops *op
     int nth = kvk_pool_threads(pool), rc = KV_ERR_NOMEM;
     uint32_t G = c->g->q_heads / c->g->kv_heads, D = c->g->head_dim;
     plan p = { .c = c, .ops = ops };
-    p.rows_per_tile = G >= KVK_TILE_M ? 1 : KVK_TILE_M / G;
-    p.mcap = (p.rows_per_tile * G + 3) & ~3u; /* tile kernels work on query vectors 4 at a time */
+    uint32_t rows_max = 1;
+    for (uint32_t i = 0; i < c->n_items; i++) {
+        uint32_t R = tile_rows(c, &c->items[i]);
+        rows_max = R > rows_max ? R : rows_max;
+    }
+    p.mcap = (rows_max * G + 3) & ~3u; /* tile kernels work on query vectors 4 at a time */
     p.chunk = plan_chunk(&p, nth);
     plan_walk(&p);
     uint32_t mp = (p.mcap + ops->m_align - 1) / ops->m_align * ops->m_align;

@@ -673,6 +673,12 @@ static void test_attn_prefill_tiles(void **state)
     tcase mqa = base_case(16, 1, 64, 32, KVK_BF16);
     add_item(&mqa, 10, 70);
     run_case(&mqa);
+    /* a long prefill (larger tiles) in one call with a short one and a decode row */
+    tcase mixed = base_case(8, 2, 64, 16, KVK_F16);
+    add_item(&mixed, 100, 600);
+    add_item(&mixed, 0, 30);
+    add_item(&mixed, 700, 1);
+    run_case(&mixed);
 }
 
 /* ---- merge_states ---- */
