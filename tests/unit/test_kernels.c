@@ -1,11 +1,7 @@
-/* test_kernels.c — unit tests of libkvkernels.
- *
- * The oracle is a naive fp64 attention over contiguous K/V. Those K/V are read back from the
- * pages through the layout formula of kvkernels.h (not through library code), so the oracle
- * sees exactly the dtype-rounded values the kernels see and the comparison measures only
- * the attention arithmetic: max |o - o_ref| <= 1e-4 * max |o_ref|. Every attention case runs
- * on every instruction set this CPU supports (scalar reference, AVX2, AVX-512), with and
- * without a thread pool, and outputs are poisoned with NaN first so an unwritten row fails. */
+/* test_kernels.c — unit tests of libkvkernels: fp16/bf16 conversions, geometry and page
+ * layout, kvk_write_kv, attention against the fp64 oracle of attn_oracle.h (every case on
+ * every instruction set this CPU supports, with and without a thread pool), merging of
+ * partial states, errors, the thread pool and ISA selection. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,327 +16,7 @@
 
 #include "kverr.h"
 #include "kvkernels.h"
-
-#define TOL 1e-4
-#define MAX_ITEMS 8
-
-static const char *const isa_names[] = { "scalar", "avx2", "avx512" };
-
-/* ---- random numbers (deterministic) ---- */
-
-static uint64_t rng_state = 88172645463325252ull;
-
-static uint64_t rng_u64(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return rng_state;
-}
-
-/* Uniform in [-1, 1). */
-static float rng_f(void)
-{
-    return (float)((double)(rng_u64() >> 11) * 0x1p-52 - 1.0);
-}
-
-/* ---- one attention scenario ---- */
-
-typedef struct tcase {
-    uint32_t q_heads, kv_heads, head_dim, page_tokens;
-    kvk_dtype dtype;
-    uint32_t n_items;
-    uint32_t n_kv[MAX_ITEMS], n_new[MAX_ITEMS];
-    kvk_attn_opts opts;     /* alibi: filled in by run_case when use_alibi */
-    int use_alibi;
-    float qk_gain;          /* scales Q so logits span a useful range (softcap, ALiBi) */
-} tcase;
-
-typedef struct arena {
-    kvk_geom g;
-    kvk_pages pg;
-    uint32_t *tables[MAX_ITEMS];
-    kvk_item items[MAX_ITEMS];
-    uint32_t rows;
-    float *q, *k, *v;       /* inputs: [rows][heads][dim] */
-    float alibi[64];
-} arena;
-
-static uint32_t ceil_div(uint32_t a, uint32_t b)
-{
-    return (a + b - 1) / b;
-}
-
-/* The first key any new row of item i can see (its sliding window's start): keys before it
- * are never read, so they need no pages and no written K/V. */
-static uint32_t first_visible(const tcase *tc, uint32_t i)
-{
-    int w = tc->opts.window_left;
-    return w >= 0 && tc->n_kv[i] > (uint32_t)w ? tc->n_kv[i] - (uint32_t)w : 0;
-}
-
-/* Pages of all items come from one shuffled pool, so no item's pages are contiguous; the
- * other layer of each page holds random bytes the kernels must never read, and so does the
- * one page every table entry before first_visible points to (a context of millions of
- * tokens with a sliding window needs pages only for its window). */
-static void arena_build(arena *a, const tcase *tc)
-{
-    memset(a, 0, sizeof(*a));
-    a->g = (kvk_geom){ .layers = 2, .q_heads = tc->q_heads, .kv_heads = tc->kv_heads,
-                       .head_dim = tc->head_dim, .page_tokens = tc->page_tokens,
-                       .dtype = tc->dtype };
-    assert_int_equal(kvk_geom_check(&a->g), 0);
-    uint32_t total = 3, pt = tc->page_tokens;
-    for (uint32_t i = 0; i < tc->n_items; i++)
-        total += ceil_div(tc->n_kv[i] + tc->n_new[i], pt) - first_visible(tc, i) / pt;
-    size_t pb = kvk_page_bytes(&a->g);
-    a->pg.n_pages = total;
-    a->pg.base = malloc(pb * total);
-    assert_non_null(a->pg.base);
-    for (size_t i = 0; i < pb * total; i++)
-        a->pg.base[i] = (uint8_t)rng_u64();
-    uint32_t *perm = malloc(total * sizeof(*perm));
-    for (uint32_t i = 0; i < total; i++)
-        perm[i] = i;
-    for (uint32_t i = total - 1; i > 0; i--) {
-        uint32_t j = (uint32_t)(rng_u64() % (i + 1)), t = perm[i];
-        perm[i] = perm[j];
-        perm[j] = t;
-    }
-    uint32_t next = 1; /* perm[0]: the never-read page */
-    for (uint32_t i = 0; i < tc->n_items; i++) {
-        uint32_t np = ceil_div(tc->n_kv[i] + tc->n_new[i], pt), skip = first_visible(tc, i) / pt;
-        a->tables[i] = malloc((np ? np : 1) * sizeof(uint32_t));
-        assert_non_null(a->tables[i]);
-        for (uint32_t p = 0; p < skip; p++)
-            a->tables[i][p] = perm[0];
-        memcpy(a->tables[i] + skip, perm + next, (np - skip) * sizeof(uint32_t));
-        next += np - skip;
-        a->items[i] = (kvk_item){ a->tables[i], tc->n_kv[i], tc->n_new[i] };
-        a->rows += tc->n_new[i];
-    }
-    free(perm);
-    for (uint32_t h = 0; h < tc->q_heads && h < 64; h++)
-        a->alibi[h] = -0.5f / (float)(1u << (h % 8)); /* ALiBi-like geometric slopes */
-}
-
-static void arena_free(arena *a)
-{
-    for (uint32_t i = 0; i < MAX_ITEMS; i++)
-        free(a->tables[i]);
-    free(a->pg.base);
-    free(a->q);
-    free(a->k);
-    free(a->v);
-}
-
-static float *rand_tensor(size_t n, float gain)
-{
-    float *t = malloc((n ? n : 1) * sizeof(float));
-    for (size_t i = 0; i < n; i++)
-        t[i] = rng_f() * gain;
-    return t;
-}
-
-/* Writes each item's old KV (positions first_visible .. n_kv-1) and then the call's new rows,
- * as a server would over two steps, and fills the queries. */
-static void arena_fill(arena *a, const tcase *tc)
-{
-    uint32_t H = tc->kv_heads, D = tc->head_dim;
-    for (uint32_t i = 0; i < tc->n_items; i++) {
-        uint32_t j0 = first_visible(tc, i);
-        kvk_item old = { a->tables[i], j0, tc->n_kv[i] - j0 };
-        float *k = rand_tensor((size_t)old.n_new * H * D, 1.0f);
-        float *v = rand_tensor((size_t)old.n_new * H * D, 1.0f);
-        assert_int_equal(kvk_write_kv(&a->g, &a->pg, 1, &old, 1, k, v, &tc->opts), 0);
-        free(k);
-        free(v);
-    }
-    a->k = rand_tensor((size_t)a->rows * H * D, 1.0f);
-    a->v = rand_tensor((size_t)a->rows * H * D, 1.0f);
-    a->q = rand_tensor((size_t)a->rows * tc->q_heads * D, tc->qk_gain ? tc->qk_gain : 1.0f);
-    assert_int_equal(kvk_write_kv(&a->g, &a->pg, 1, a->items, tc->n_items, a->k, a->v,
-                                  &tc->opts), 0);
-}
-
-/* Element d of token pos of item i, per the header's layout formula. */
-static double page_elem(const arena *a, uint32_t i, uint32_t pos, uint32_t h, int kind,
-                        uint32_t d)
-{
-    const kvk_geom *g = &a->g;
-    size_t es = g->dtype == KVK_F32 ? 4 : 2, layer = 1;
-    size_t off = ((layer * g->kv_heads + h) * 2 + (size_t)kind) * g->page_tokens * g->head_dim * es;
-    const uint8_t *p = a->pg.base + (size_t)a->tables[i][pos / g->page_tokens] * kvk_page_bytes(g)
-                       + off + ((size_t)(pos % g->page_tokens) * g->head_dim + d) * es;
-    if (g->dtype == KVK_F32) {
-        float f;
-        memcpy(&f, p, 4);
-        return f;
-    }
-    uint16_t u;
-    memcpy(&u, p, 2);
-    return g->dtype == KVK_F16 ? kvk_f16_to_f32(u) : kvk_bf16_to_f32(u);
-}
-
-static void rope_f64(double *x, uint32_t D, uint32_t pos, kvk_rope_mode mode, double theta)
-{
-    for (uint32_t i = 0; i < D / 2; i++) {
-        double ang = pos * pow(theta, -2.0 * i / D), c = cos(ang), s = sin(ang);
-        uint32_t ia = mode == KVK_ROPE_HALF ? i : 2 * i;
-        uint32_t ib = mode == KVK_ROPE_HALF ? i + D / 2 : 2 * i + 1;
-        double x0 = x[ia], x1 = x[ib];
-        x[ia] = x0 * c - x1 * s;
-        x[ib] = x0 * s + x1 * c;
-    }
-}
-
-/* The fp64 oracle: o_ref [rows][q_heads][D], lse_ref [rows][q_heads]. */
-static void naive_attn(const arena *a, const tcase *tc, double *o_ref, double *lse_ref)
-{
-    const kvk_attn_opts *op = &tc->opts;
-    uint32_t D = tc->head_dim, G = tc->q_heads / tc->kv_heads;
-    double scale = op->scale ? op->scale : 1.0 / sqrt(D);
-    double theta = op->rope_theta ? op->rope_theta : 10000.0;
-    size_t row = 0;
-    for (uint32_t i = 0; i < tc->n_items; i++) {
-        /* keys j0 .. n-1, at index j - j0 */
-        uint32_t j0 = first_visible(tc, i), n = tc->n_kv[i] + tc->n_new[i], nv = n - j0;
-        uint32_t kvh_count = tc->kv_heads;
-        double *K = malloc(((size_t)nv * kvh_count * D + 1) * sizeof(double));
-        double *V = malloc(((size_t)nv * kvh_count * D + 1) * sizeof(double));
-        double *s = malloc((nv + 1) * sizeof(double));
-        for (uint32_t j = 0; j < nv; j++)
-            for (uint32_t h = 0; h < kvh_count; h++)
-                for (uint32_t d = 0; d < D; d++) {
-                    K[((size_t)j * kvh_count + h) * D + d] = page_elem(a, i, j0 + j, h, 0, d);
-                    V[((size_t)j * kvh_count + h) * D + d] = page_elem(a, i, j0 + j, h, 1, d);
-                }
-        for (uint32_t r = 0; r < tc->n_new[i]; r++, row++) {
-            uint32_t pos = tc->n_kv[i] + r;
-            for (uint32_t qh = 0; qh < tc->q_heads; qh++) {
-                double q[1024];
-                size_t qi = row * tc->q_heads + qh;
-                for (uint32_t d = 0; d < D; d++)
-                    q[d] = a->q[qi * D + d];
-                if (op->rope)
-                    rope_f64(q, D, pos, op->rope, theta);
-                double m = -INFINITY, l = 0.0;
-                for (uint32_t j = 0; j < nv; j++) {
-                    uint32_t key = j0 + j;
-                    int vis = (!op->causal || key <= pos)
-                              && (op->window_left < 0 || key + (uint32_t)op->window_left >= pos);
-                    double x = 0.0;
-                    for (uint32_t d = 0; d < D; d++)
-                        x += q[d] * K[((size_t)j * kvh_count + qh / G) * D + d];
-                    x *= scale;
-                    if (op->softcap > 0)
-                        x = op->softcap * tanh(x / op->softcap);
-                    if (tc->use_alibi)
-                        x += (double)a->alibi[qh] * ((double)key - pos);
-                    s[j] = vis ? x : -INFINITY;
-                    m = fmax(m, s[j]);
-                }
-                for (uint32_t d = 0; d < D; d++)
-                    o_ref[qi * D + d] = 0.0;
-                for (uint32_t j = 0; j < nv && m > -INFINITY; j++) {
-                    double p = exp(s[j] - m);
-                    l += p;
-                    for (uint32_t d = 0; d < D; d++)
-                        o_ref[qi * D + d] += p * V[((size_t)j * kvh_count + qh / G) * D + d];
-                }
-                for (uint32_t d = 0; d < D && l > 0; d++)
-                    o_ref[qi * D + d] /= l;
-                lse_ref[qi] = l > 0 ? m + log(l) : -INFINITY;
-            }
-        }
-        free(K);
-        free(V);
-        free(s);
-    }
-}
-
-/* Asserts max |o - o_ref| <= TOL * max |o_ref| and the same for lse (relative to its own
- * scale, at least 1). */
-static void compare(const float *o, const double *o_ref, size_t n_o, const float *lse,
-                    const double *lse_ref, size_t n_lse, const char *what)
-{
-    double omax = 1e-30, err = 0.0, lmax = 1.0, lerr = 0.0;
-    for (size_t i = 0; i < n_o; i++)
-        omax = fmax(omax, fabs(o_ref[i]));
-    for (size_t i = 0; i < n_o; i++) {
-        double e = fabs(o[i] - o_ref[i]);
-        if (!(e <= err)) /* NaN counts as an error */
-            err = isnan(e) ? INFINITY : e;
-    }
-    for (size_t i = 0; i < n_lse && lse; i++)
-        if (isfinite(lse_ref[i]))
-            lmax = fmax(lmax, fabs(lse_ref[i]));
-    for (size_t i = 0; i < n_lse && lse; i++) {
-        double e = isinf(lse_ref[i]) ? (lse[i] == lse_ref[i] ? 0.0 : INFINITY)
-                                     : fabs(lse[i] - lse_ref[i]);
-        if (!(e <= lerr))
-            lerr = isnan(e) ? INFINITY : e;
-    }
-    if (err > TOL * omax || lerr > TOL * lmax)
-        fail_msg("%s: max|o-ref| %.3g (max|ref| %.3g), max|lse-ref| %.3g", what, err, omax,
-                 lerr);
-}
-
-/* Runs tc on every ISA the CPU has, with pool NULL and with a 2-thread pool. */
-static void run_case(const tcase *tc)
-{
-    arena a;
-    arena_build(&a, tc);
-    arena_fill(&a, tc);
-    tcase t = *tc;
-    if (tc->use_alibi)
-        t.opts.alibi = a.alibi;
-    size_t n_o = (size_t)a.rows * tc->q_heads * tc->head_dim, n_l = (size_t)a.rows * tc->q_heads;
-    double *o_ref = malloc((n_o + 1) * sizeof(double)), *l_ref = malloc((n_l + 1) * sizeof(double));
-    float *o = malloc((n_o + 1) * sizeof(float)), *lse = malloc((n_l + 1) * sizeof(float));
-    naive_attn(&a, &t, o_ref, l_ref);
-    kvk_pool *pool = kvk_pool_create(2);
-    assert_non_null(pool);
-    const char *best = kvk_isa_name();
-    for (size_t isa = 0; isa < sizeof(isa_names) / sizeof(*isa_names); isa++) {
-        if (kvk_isa_set(isa_names[isa]))
-            continue;
-        for (int with_pool = 0; with_pool < 2; with_pool++) {
-            char what[160];
-            snprintf(what, sizeof(what), "isa %s pool %d D %u pt %u dtype %d", isa_names[isa],
-                     with_pool, tc->head_dim, tc->page_tokens, (int)tc->dtype);
-            for (size_t i = 0; i < n_o; i++)
-                o[i] = NAN;
-            for (size_t i = 0; i < n_l; i++)
-                lse[i] = NAN;
-            assert_int_equal(kvk_attn(&a.g, &a.pg, 1, a.items, tc->n_items, a.q, o, lse,
-                                      &t.opts, with_pool ? pool : NULL), 0);
-            compare(o, o_ref, n_o, lse, l_ref, n_l, what);
-        }
-    }
-    assert_int_equal(kvk_isa_set(best), 0);
-    kvk_pool_destroy(&pool);
-    assert_null(pool);
-    free(o_ref);
-    free(l_ref);
-    free(o);
-    free(lse);
-    arena_free(&a);
-}
-
-static tcase base_case(uint32_t qh, uint32_t kvh, uint32_t D, uint32_t pt, kvk_dtype dt)
-{
-    tcase tc = { .q_heads = qh, .kv_heads = kvh, .head_dim = D, .page_tokens = pt,
-                 .dtype = dt, .opts = kvk_attn_opts_default() };
-    return tc;
-}
-
-static void add_item(tcase *tc, uint32_t n_kv, uint32_t n_new)
-{
-    tc->n_kv[tc->n_items] = n_kv;
-    tc->n_new[tc->n_items] = n_new;
-    tc->n_items++;
-}
+#include "tests/unit/attn_oracle.h"
 
 /* ---- conversions ---- */
 
@@ -392,7 +68,7 @@ static void test_f16_rounding(void **state)
         return;
     /* Random bit patterns and values near every half boundary, against the hardware. */
     for (int i = 0; i < 2000000; i++) {
-        uint32_t bits = (uint32_t)rng_u64();
+        uint32_t bits = (uint32_t)ao_rng_u64();
         if (i & 1) /* concentrate on the half range, exact ties included */
             bits = (bits & 0x80001fffu) | ((0x33000000u + (bits & 0x0fffe000u)) & 0x7fffe000u);
         float f;
@@ -427,7 +103,7 @@ static void test_bf16_rounding(void **state)
     }
     /* Against double rounding arithmetic: the nearest of the two bf16 neighbours. */
     for (int i = 0; i < 1000000; i++) {
-        uint32_t bits = (uint32_t)rng_u64() & 0x7effffffu;
+        uint32_t bits = (uint32_t)ao_rng_u64() & 0x7effffffu;
         float f;
         memcpy(&f, &bits, 4);
         double lo = kvk_bf16_to_f32((uint16_t)(bits >> 16));
@@ -476,13 +152,12 @@ static void test_write_kv(void **state)
     (void)state;
     for (int dt = 0; dt < 3; dt++)
         for (int rope = 0; rope < 3; rope++) {
-            tcase tc = base_case(4, 2, 16, 5, (kvk_dtype)dt);
+            ao_case tc = ao_case_base(4, 2, 16, 5, (kvk_dtype)dt);
             tc.opts.rope = (kvk_rope_mode)rope;
-            add_item(&tc, 0, 13);
-            add_item(&tc, 0, 4);
-            arena a;
-            arena_build(&a, &tc);
-            arena_fill(&a, &tc);
+            ao_case_add_item(&tc, 0, 13);
+            ao_case_add_item(&tc, 0, 4);
+            ao_arena a;
+            ao_arena_init(&a, &tc);
             double tol = dt == KVK_F32 ? 1e-6 : dt == KVK_F16 ? 1e-3 : 8e-3;
             size_t row = 0;
             for (uint32_t i = 0; i < tc.n_items; i++)
@@ -492,14 +167,14 @@ static void test_write_kv(void **state)
                         for (uint32_t d = 0; d < 16; d++)
                             k[d] = a.k[(row * 2 + h) * 16 + d];
                         if (rope)
-                            rope_f64(k, 16, pos, (kvk_rope_mode)rope, 10000.0);
+                            ao_rope(k, 16, pos, (kvk_rope_mode)rope, 10000.0);
                         for (uint32_t d = 0; d < 16; d++) {
-                            assert_true(fabs(page_elem(&a, i, pos, h, 0, d) - k[d]) <= tol);
-                            assert_true(fabs(page_elem(&a, i, pos, h, 1, d)
+                            assert_true(fabs(ao_page_elem(&a, i, pos, h, 0, d) - k[d]) <= tol);
+                            assert_true(fabs(ao_page_elem(&a, i, pos, h, 1, d)
                                              - a.v[(row * 2 + h) * 16 + d]) <= tol);
                         }
                     }
-            arena_free(&a);
+            ao_arena_free(&a);
         }
 }
 
@@ -512,11 +187,11 @@ static void test_attn_gqa(void **state)
     static const uint32_t heads[][2] = { { 4, 4 }, { 8, 2 }, { 8, 1 }, { 12, 3 }, { 32, 8 },
                                          { 6, 2 }, { 24, 4 }, { 12, 1 } };
     for (size_t i = 0; i < sizeof(heads) / sizeof(*heads); i++) {
-        tcase tc = base_case(heads[i][0], heads[i][1], 64, 16, KVK_F16);
-        add_item(&tc, 37, 1);
-        add_item(&tc, 0, 21);
-        add_item(&tc, 50, 3);
-        run_case(&tc);
+        ao_case tc = ao_case_base(heads[i][0], heads[i][1], 64, 16, KVK_F16);
+        ao_case_add_item(&tc, 37, 1);
+        ao_case_add_item(&tc, 0, 21);
+        ao_case_add_item(&tc, 50, 3);
+        ao_run_case(&tc);
     }
 }
 
@@ -525,26 +200,26 @@ static void test_attn_page_sizes(void **state)
     (void)state;
     static const uint32_t pts[] = { 1, 2, 3, 5, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 128, 256 };
     for (size_t i = 0; i < sizeof(pts) / sizeof(*pts); i++) {
-        tcase tc = base_case(8, 2, 32, pts[i], KVK_F16);
-        add_item(&tc, 100, 1);          /* decode, length not a multiple of the page */
-        add_item(&tc, 0, 45);           /* prefill from empty */
-        add_item(&tc, 13, 9);           /* chunked prefill on a partial page */
-        run_case(&tc);
+        ao_case tc = ao_case_base(8, 2, 32, pts[i], KVK_F16);
+        ao_case_add_item(&tc, 100, 1);          /* decode, length not a multiple of the page */
+        ao_case_add_item(&tc, 0, 45);           /* prefill from empty */
+        ao_case_add_item(&tc, 13, 9);           /* chunked prefill on a partial page */
+        ao_run_case(&tc);
     }
 }
 
 static void test_attn_ragged_mixed(void **state)
 {
     (void)state;
-    tcase tc = base_case(16, 4, 128, 16, KVK_BF16);
-    add_item(&tc, 300, 1);
-    add_item(&tc, 0, 70);
-    add_item(&tc, 1, 1);
-    add_item(&tc, 0, 1);
-    add_item(&tc, 129, 33);
-    add_item(&tc, 64, 0);               /* no rows: must be skipped */
-    add_item(&tc, 17, 2);
-    run_case(&tc);
+    ao_case tc = ao_case_base(16, 4, 128, 16, KVK_BF16);
+    ao_case_add_item(&tc, 300, 1);
+    ao_case_add_item(&tc, 0, 70);
+    ao_case_add_item(&tc, 1, 1);
+    ao_case_add_item(&tc, 0, 1);
+    ao_case_add_item(&tc, 129, 33);
+    ao_case_add_item(&tc, 64, 0);               /* no rows: must be skipped */
+    ao_case_add_item(&tc, 17, 2);
+    ao_run_case(&tc);
 }
 
 static void test_attn_dtypes_dims(void **state)
@@ -553,22 +228,22 @@ static void test_attn_dtypes_dims(void **state)
     static const uint32_t dims[] = { 8, 20, 24, 40, 64, 72, 80, 96, 128, 256 };
     for (int dt = 0; dt < 3; dt++)
         for (size_t i = 0; i < sizeof(dims) / sizeof(*dims); i++) {
-            tcase tc = base_case(4, 2, dims[i], 16, (kvk_dtype)dt);
-            add_item(&tc, 40, 2);
-            add_item(&tc, 0, 19);
-            run_case(&tc);
+            ao_case tc = ao_case_base(4, 2, dims[i], 16, (kvk_dtype)dt);
+            ao_case_add_item(&tc, 40, 2);
+            ao_case_add_item(&tc, 0, 19);
+            ao_run_case(&tc);
         }
 }
 
 static void test_attn_noncausal(void **state)
 {
     (void)state;
-    tcase tc = base_case(8, 2, 64, 16, KVK_F32);
+    ao_case tc = ao_case_base(8, 2, 64, 16, KVK_F32);
     tc.opts.causal = 0;
     tc.opts.scale = 0.3f;
-    add_item(&tc, 20, 17);
-    add_item(&tc, 0, 40);
-    run_case(&tc);
+    ao_case_add_item(&tc, 20, 17);
+    ao_case_add_item(&tc, 0, 40);
+    ao_run_case(&tc);
 }
 
 static void test_attn_window(void **state)
@@ -577,35 +252,35 @@ static void test_attn_window(void **state)
     static const int32_t wins[] = { 0, 1, 7, 16, 33, 1000 };
     for (size_t i = 0; i < sizeof(wins) / sizeof(*wins); i++)
         for (int causal = 0; causal < 2; causal++) {
-            tcase tc = base_case(8, 4, 64, 8, KVK_F16);
+            ao_case tc = ao_case_base(8, 4, 64, 8, KVK_F16);
             tc.opts.window_left = wins[i];
             tc.opts.causal = causal;
-            add_item(&tc, 90, 1);
-            add_item(&tc, 0, 50);
-            add_item(&tc, 30, 20);
-            run_case(&tc);
+            ao_case_add_item(&tc, 90, 1);
+            ao_case_add_item(&tc, 0, 50);
+            ao_case_add_item(&tc, 30, 20);
+            ao_run_case(&tc);
         }
 }
 
 static void test_attn_softcap(void **state)
 {
     (void)state;
-    tcase tc = base_case(8, 2, 64, 16, KVK_F16);
+    ao_case tc = ao_case_base(8, 2, 64, 16, KVK_F16);
     tc.opts.softcap = 5.0f;
     tc.qk_gain = 8.0f; /* logits up to ~|60|: the cap really bites */
-    add_item(&tc, 77, 1);
-    add_item(&tc, 0, 40);
-    run_case(&tc);
+    ao_case_add_item(&tc, 77, 1);
+    ao_case_add_item(&tc, 0, 40);
+    ao_run_case(&tc);
 }
 
 static void test_attn_alibi(void **state)
 {
     (void)state;
-    tcase tc = base_case(8, 2, 64, 16, KVK_BF16);
+    ao_case tc = ao_case_base(8, 2, 64, 16, KVK_BF16);
     tc.use_alibi = 1;
-    add_item(&tc, 77, 1);
-    add_item(&tc, 5, 40);
-    run_case(&tc);
+    ao_case_add_item(&tc, 77, 1);
+    ao_case_add_item(&tc, 5, 40);
+    ao_run_case(&tc);
 }
 
 /* Positions past 2^23, where floats no longer hold key + 0.5 exactly (masking and ALiBi take
@@ -615,70 +290,70 @@ static void test_attn_alibi(void **state)
 static void test_attn_far_positions(void **state)
 {
     (void)state;
-    tcase tc = base_case(8, 2, 64, 16, KVK_F16);
+    ao_case tc = ao_case_base(8, 2, 64, 16, KVK_F16);
     tc.opts.window_left = 70;
     tc.use_alibi = 1;
-    add_item(&tc, (1u << 24) + 37, 1);
-    add_item(&tc, (1u << 23) + 5, 20);
-    add_item(&tc, (1u << 23) - 40, 20);
-    run_case(&tc);
+    ao_case_add_item(&tc, (1u << 24) + 37, 1);
+    ao_case_add_item(&tc, (1u << 23) + 5, 20);
+    ao_case_add_item(&tc, (1u << 23) - 40, 20);
+    ao_run_case(&tc);
 }
 
 static void test_attn_rope(void **state)
 {
     (void)state;
     for (int mode = 1; mode <= 2; mode++) {
-        tcase tc = base_case(8, 2, 64, 16, KVK_F32);
+        ao_case tc = ao_case_base(8, 2, 64, 16, KVK_F32);
         tc.opts.rope = (kvk_rope_mode)mode;
         tc.opts.rope_theta = mode == 1 ? 0.0f : 500000.0f;
-        add_item(&tc, 300, 1);
-        add_item(&tc, 0, 30);
-        run_case(&tc);
+        ao_case_add_item(&tc, 300, 1);
+        ao_case_add_item(&tc, 0, 30);
+        ao_run_case(&tc);
     }
 }
 
 static void test_attn_all_options(void **state)
 {
     (void)state;
-    tcase tc = base_case(12, 4, 128, 7, KVK_F16);
+    ao_case tc = ao_case_base(12, 4, 128, 7, KVK_F16);
     tc.opts.rope = KVK_ROPE_HALF;
     tc.opts.softcap = 20.0f;
     tc.opts.window_left = 40;
     tc.use_alibi = 1;
     tc.qk_gain = 3.0f;
-    add_item(&tc, 200, 1);
-    add_item(&tc, 0, 60);
-    add_item(&tc, 50, 5);
-    run_case(&tc);
+    ao_case_add_item(&tc, 200, 1);
+    ao_case_add_item(&tc, 0, 60);
+    ao_case_add_item(&tc, 50, 5);
+    ao_run_case(&tc);
 }
 
 /* Long contexts: the SIMD decode path splits keys across threads and merges the parts. */
 static void test_attn_long_decode(void **state)
 {
     (void)state;
-    tcase tc = base_case(8, 2, 128, 16, KVK_F16);
-    add_item(&tc, 6000, 1);
-    add_item(&tc, 2500, 2);
-    add_item(&tc, 1, 1);
-    run_case(&tc);
+    ao_case tc = ao_case_base(8, 2, 128, 16, KVK_F16);
+    ao_case_add_item(&tc, 6000, 1);
+    ao_case_add_item(&tc, 2500, 2);
+    ao_case_add_item(&tc, 1, 1);
+    ao_run_case(&tc);
 }
 
 static void test_attn_prefill_tiles(void **state)
 {
     (void)state;
-    tcase tc = base_case(8, 2, 64, 16, KVK_F16);
-    add_item(&tc, 0, 150);
-    add_item(&tc, 64, 64);
-    run_case(&tc);
-    tcase mqa = base_case(16, 1, 64, 32, KVK_BF16);
-    add_item(&mqa, 10, 70);
-    run_case(&mqa);
+    ao_case tc = ao_case_base(8, 2, 64, 16, KVK_F16);
+    ao_case_add_item(&tc, 0, 150);
+    ao_case_add_item(&tc, 64, 64);
+    ao_run_case(&tc);
+    ao_case mqa = ao_case_base(16, 1, 64, 32, KVK_BF16);
+    ao_case_add_item(&mqa, 10, 70);
+    ao_run_case(&mqa);
     /* a long prefill (larger tiles) in one call with a short one and a decode row */
-    tcase mixed = base_case(8, 2, 64, 16, KVK_F16);
-    add_item(&mixed, 100, 600);
-    add_item(&mixed, 0, 30);
-    add_item(&mixed, 700, 1);
-    run_case(&mixed);
+    ao_case mixed = ao_case_base(8, 2, 64, 16, KVK_F16);
+    ao_case_add_item(&mixed, 100, 600);
+    ao_case_add_item(&mixed, 0, 30);
+    ao_case_add_item(&mixed, 700, 1);
+    ao_run_case(&mixed);
 }
 
 /* ---- merge_states ---- */
@@ -689,12 +364,11 @@ static void test_merge_states_split(void **state)
 {
     (void)state;
     const uint32_t pt = 8, n = 200, split = 96, D = 64, qh = 4, rows = 3;
-    tcase tc = base_case(qh, 2, D, pt, KVK_F16);
+    ao_case tc = ao_case_base(qh, 2, D, pt, KVK_F16);
     tc.opts.causal = 0;
-    add_item(&tc, n - rows, rows);
-    arena a;
-    arena_build(&a, &tc);
-    arena_fill(&a, &tc);
+    ao_case_add_item(&tc, n - rows, rows);
+    ao_arena a;
+    ao_arena_init(&a, &tc);
     kvk_item lo = { a.tables[0], 0, 0 }, hi = { a.tables[0] + split / pt, 0, 0 };
     /* Keys only: zero new rows, but kvk_attn needs rows, so each part takes the queries as
      * "new rows" at the end of its own key set; non-causal attention ignores positions. */
@@ -716,7 +390,7 @@ static void test_merge_states_split(void **state)
         ro[i] = o_full[i];
     for (size_t i = 0; i < nl; i++)
         rl[i] = l_full[i];
-    compare(o_a, ro, no, l_a, rl, nl, "merge");
+    ao_compare(o_a, ro, no, l_a, rl, nl, "merge");
     free(ro);
     free(rl);
     free(o_full);
@@ -725,7 +399,7 @@ static void test_merge_states_split(void **state)
     free(l_full);
     free(l_a);
     free(l_b);
-    arena_free(&a);
+    ao_arena_free(&a);
 }
 
 static void test_merge_states_empty(void **state)
@@ -747,11 +421,10 @@ static void test_merge_states_empty(void **state)
 static void test_attn_invalid(void **state)
 {
     (void)state;
-    tcase tc = base_case(4, 2, 16, 4, KVK_F16);
-    add_item(&tc, 5, 2);
-    arena a;
-    arena_build(&a, &tc);
-    arena_fill(&a, &tc);
+    ao_case tc = ao_case_base(4, 2, 16, 4, KVK_F16);
+    ao_case_add_item(&tc, 5, 2);
+    ao_arena a;
+    ao_arena_init(&a, &tc);
     float o[2 * 4 * 16], lse[8];
     for (size_t i = 0; i < 128; i++)
         o[i] = 42.0f;
@@ -777,7 +450,7 @@ static void test_attn_invalid(void **state)
     op.rope = KVK_ROPE_HALF;
     assert_int_equal(kvk_attn(&g3, &a.pg, 1, a.items, 1, a.q, o, lse, &op, NULL), KV_ERR_INVAL);
     assert_int_equal(kvk_attn(&a.g, &a.pg, 1, NULL, 0, NULL, NULL, NULL, NULL, NULL), 0);
-    arena_free(&a);
+    ao_arena_free(&a);
 }
 
 static void test_pool(void **state)
@@ -793,13 +466,12 @@ static void test_pool(void **state)
         assert_null(p);
         kvk_pool_destroy(&p); /* harmless twice */
     }
-    /* Thread counts 1..3 give the same answer (checked by run_case with 2; here 3 and 1). */
-    tcase tc = base_case(8, 2, 64, 16, KVK_F16);
-    add_item(&tc, 900, 1);
-    add_item(&tc, 0, 33);
-    arena a;
-    arena_build(&a, &tc);
-    arena_fill(&a, &tc);
+    /* Thread counts 1..3 give the same answer (checked by ao_run_case with 2; here 3 and 1). */
+    ao_case tc = ao_case_base(8, 2, 64, 16, KVK_F16);
+    ao_case_add_item(&tc, 900, 1);
+    ao_case_add_item(&tc, 0, 33);
+    ao_arena a;
+    ao_arena_init(&a, &tc);
     size_t n_o = (size_t)a.rows * 8 * 64;
     float *o1 = malloc(n_o * 4), *o3 = malloc(n_o * 4);
     kvk_pool *p1 = kvk_pool_create(1), *p3 = kvk_pool_create(3);
@@ -811,7 +483,7 @@ static void test_pool(void **state)
     kvk_pool_destroy(&p3);
     free(o1);
     free(o3);
-    arena_free(&a);
+    ao_arena_free(&a);
 }
 
 static void test_isa(void **state)
