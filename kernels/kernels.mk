@@ -16,7 +16,9 @@ ALL_TARGETS += $(KERNELS_LIB)
 
 # Unit tests: cmocka, scalar reference and every SIMD path against an fp64 naive attention.
 EXTRA_CFLAGS_test_kernels := -Ikernels
-$(B)/tests/test_kernels: $(B)/obj/tests/unit/test_kernels.o $(KERNELS_LIB)
+# tests/unit/attn_oracle: the scenarios, paged K/V and fp64 oracle attention test_kernels runs.
+$(B)/tests/test_kernels: $(B)/obj/tests/unit/test_kernels.o $(B)/obj/tests/unit/attn_oracle.o \
+                         $(KERNELS_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ -o $@ $(CMOCKA_LIBS) $(LDLIBS)
 

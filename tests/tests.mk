@@ -10,10 +10,3 @@ $(KVS_UNIT_TESTS): $(B)/tests/%: $(B)/obj/tests/unit/%.o $(B)/libkvserver.a $(B)
 UNIT_TESTS += $(KVS_UNIT_TESTS)
 .PHONY: tests
 tests: $(KVS_UNIT_TESTS)
-
-# ---- the harness of test_kernels (its rule is in kernels/kernels.mk) ----
-# attn_oracle: scenarios, paged K/V and the fp64 oracle attention (tests/unit/attn_oracle.h).
-# The object lands after libkvkernels.a in that rule's $^, so the library is named once more
-# at the end of the link line for what only the harness calls.
-$(B)/tests/test_kernels: $(B)/obj/tests/unit/attn_oracle.o
-$(B)/tests/test_kernels: LDLIBS := $(KERNELS_LIB) $(LDLIBS)
