@@ -3,8 +3,9 @@
  * Included by attn_avx2.c and attn_avx512.c after they define the vector type `vf`, its
  * width VL, the register-blocking sizes (QK_NR, PV_DR wide; QK_NK, PVN_DR narrow) and the
  * v_* helpers; compiled once per ISA with that ISA's flags. One task (kvk_internal.h) = up
- * to KVK_TILE_M query vectors (the G heads of one KV head for a few rows) against a key
- * range. Each K/V byte is read once per task, shared by all its query vectors.
+ * to mcap query vectors (the G heads of one KV head for a few rows; kvk_plan.c sizes the
+ * tiles) against a key range. Each K/V byte is read once per task, shared by all its query
+ * vectors.
  *
  * Wide tiles (prefill, M >= VL query vectors), blocks of KB keys:
  *   1. gather the block's K and V rows from their pages and widen them to fp32;
@@ -205,23 +206,24 @@ typedef struct logit_layout {
     uint32_t nk;
 } logit_layout;
 
-/* Soft-caps every logit of a block (n floats, a multiple of VL): cap * tanh(s / cap). */
+/* Soft-caps every logit of a block (n floats, a multiple of VL): cap * tanh(s / cap); nothing
+ * when cap <= 0 (off). */
 static void softcap_block(float *s, size_t n, float cap)
 {
+    if (cap <= 0.0f)
+        return;
     vf c = v_set1(cap), inv = v_set1(1.0f / cap);
     for (size_t i = 0; i < n; i += VL)
         v_store(s + i, v_mul(c, v_tanh(v_mul(v_load(s + i), inv))));
 }
 
-/* Soft-caps a block's logits (count floats) when soft-cap is on. Returns 1 if they also need
- * ALiBi or masking: keys some query vector of the task cannot see, or padding past n. */
-static int logits_cap(const kvk_call *c, const kvk_task *t, float *s, size_t count,
-                      uint32_t kb, uint32_t n, uint32_t n_pad)
+/* 1 if the logits of block [kb, kb + n) of task t need ALiBi or masking: keys some query
+ * vector of the task cannot see, or padding past n. */
+static int block_needs_fix(const kvk_call *c, const kvk_task *t, uint32_t kb, uint32_t n,
+                           uint32_t n_pad)
 {
     const kvk_item *it = &c->items[t->item];
     uint32_t n_keys = it->n_kv + it->n_new, lo_last, hi_first, lo, hi;
-    if (c->opts.softcap > 0.0f)
-        softcap_block(s, count, c->opts.softcap);
     kvk__visible(&c->opts, it->n_kv + t->r1 - 1, n_keys, &lo_last, &hi);
     kvk__visible(&c->opts, it->n_kv + t->r0, n_keys, &lo, &hi_first);
     return c->opts.alibi || kb < lo_last || kb + n > hi_first || n < n_pad;
@@ -520,7 +522,9 @@ typedef struct narrow_state {
 } narrow_state;
 
 /* A quad's logit vectors (keys kb + v * QK_NK + lane % QK_NK), fix_vec with the quad's lanes;
- * the padding keys from n on are invisible to every lane. */
+ * the padding keys from n on are invisible to every lane (today each lane's hi masks them
+ * already, as a task ends at a row's hi or on a multiple of QK_NK; the min keeps padding
+ * from depending on that). */
 static void fix_narrow(float *s, const narrow_state *st, uint32_t quad, uint32_t kb,
                        uint32_t n, uint32_t n_pad, int alibi)
 {
@@ -547,16 +551,16 @@ static void narrow_block(const kvk_call *c, const kvk_task *t, const tile_buf *b
     uint32_t D = c->g->head_dim;
     static const logit_layout ly = { QK_NK, VL, QK_NK };
     const narrow_fns *fn = &narrow_by_dtype[c->g->dtype];
+    int fix = block_needs_fix(c, t, r->kb, r->n, r->n_pad);
     for (uint32_t m0 = 0, quad = 0; m0 < M; m0 += 4, quad++) {
         float *s = b->s + (size_t)quad * KB_NARROW * 4, alpha[VL];
         uint32_t pf_n = quad ? 0 : next->n;
         fn->qk(b->qs + (size_t)m0 * D, r->k, r->n_pad, D, s, next->k, pf_n);
-        if (logits_cap(c, t, s, (size_t)r->n_pad / QK_NK * VL, r->kb, r->n, r->n_pad)) {
-            if (b->vec_fix)
-                fix_narrow(s, st, quad, r->kb, r->n, r->n_pad, c->opts.alibi != NULL);
-            else
-                fix_scalar(c, t, s, m0, m0 + 4 < M ? m0 + 4 : M, &ly, r->kb, r->n, r->n_pad);
-        }
+        softcap_block(s, (size_t)r->n_pad / QK_NK * VL, c->opts.softcap);
+        if (fix && b->vec_fix)
+            fix_narrow(s, st, quad, r->kb, r->n, r->n_pad, c->opts.alibi != NULL);
+        else if (fix)
+            fix_scalar(c, t, s, m0, m0 + 4 < M ? m0 + 4 : M, &ly, r->kb, r->n, r->n_pad);
         v_store(alpha, softmax_quad(s, r->n_pad / QK_NK, &st->m[quad], &st->l[quad]));
         fn->pv(s, alpha, r->v, r->n_pad, D, acc + (size_t)m0 * D, next->v, pf_n);
     }
@@ -672,7 +676,8 @@ static void tile_run(const kvk_call *c, const kvk_task *t, size_t row0, float *s
             load_block(c, it, t->kv_head, 0, kb, n, n_pad, b.kf);
             load_block(c, it, t->kv_head, 1, kb, n, n_pad, b.vf);
             qk_wide(c, t, &b, mp, n_pad, D, kb + KB);
-            if (logits_cap(c, t, b.s, (size_t)n_pad * mp, kb, n, n_pad)) {
+            softcap_block(b.s, (size_t)n_pad * mp, c->opts.softcap);
+            if (block_needs_fix(c, t, kb, n, n_pad)) {
                 if (b.vec_fix)
                     fix_wide(&b, mp, kb, n, n_pad, c->opts.alibi != NULL);
                 else

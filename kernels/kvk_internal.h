@@ -74,8 +74,9 @@ static inline void kvk__visible(const kvk_attn_opts *o, uint32_t pos, uint32_t n
               ? pos - (uint32_t)o->window_left : 0;
 }
 
-/* The ALiBi bias of key kpos for query qpos: the distance taken in integers, so it stays
- * exact far past the 2^24 positions a float holds exactly. */
+/* The ALiBi bias of key kpos for query qpos: the distance taken in integers, so it is exact
+ * at any position while the distance itself is below 2^24 (floats of the positions are not
+ * exact past 2^24). */
 static inline float kvk__alibi(float slope, uint32_t kpos, uint32_t qpos)
 {
     return slope * (float)((int64_t)kpos - (int64_t)qpos);

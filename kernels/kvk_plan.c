@@ -36,7 +36,8 @@ typedef struct plan {
     kvk_task *tasks;
     uint32_t n_tasks;
     uint32_t n_slots;
-    uint32_t mcap;            /* query vectors per tile at most */
+    uint32_t mcap;            /* query vectors per tile at most, over all the call's items:
+                               * every task's result slot and scratch is laid out for it */
     uint32_t chunk;           /* keys per part when a tile is split; 0: never split */
     size_t *row0;             /* [n_items] global row of each item's row 0 */
     float *slots;             /* [n_slots] partial results, slot_floats each */

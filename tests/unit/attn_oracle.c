@@ -273,6 +273,7 @@ void ao_run_case(const ao_case *tc)
     ao_arena a;
     ao_arena_init(&a, tc);
     ao_case t = *tc;
+    assert_true(!tc->use_alibi || tc->q_heads <= sizeof(a.alibi) / sizeof(*a.alibi));
     if (tc->use_alibi)
         t.opts.alibi = a.alibi;
     size_t n_o = (size_t)a.rows * tc->q_heads * tc->head_dim, n_l = (size_t)a.rows * tc->q_heads;

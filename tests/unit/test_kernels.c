@@ -258,6 +258,7 @@ static void test_attn_window(void **state)
             ao_case_add_item(&tc, 90, 1);
             ao_case_add_item(&tc, 0, 50);
             ao_case_add_item(&tc, 30, 20);
+            ao_case_add_item(&tc, 60, 3); /* 6 query vectors: a narrow tile on every ISA */
             ao_run_case(&tc);
         }
 }
@@ -285,8 +286,8 @@ static void test_attn_alibi(void **state)
 
 /* Positions past 2^23, where floats no longer hold key + 0.5 exactly (masking and ALiBi take
  * the scalar path), and past 2^24, where they no longer hold the positions: a sliding window,
- * ALiBi, decode and prefill rows; one item just below 2^23 on the vector path. Only the
- * window's pages exist. */
+ * ALiBi, decode and prefill rows; items of 2^23 - 1 keys (the last on the vector path) and of
+ * 2^23 (the first on the scalar one). Only the window's pages exist. */
 static void test_attn_far_positions(void **state)
 {
     (void)state;
@@ -296,6 +297,8 @@ static void test_attn_far_positions(void **state)
     ao_case_add_item(&tc, (1u << 24) + 37, 1);
     ao_case_add_item(&tc, (1u << 23) + 5, 20);
     ao_case_add_item(&tc, (1u << 23) - 40, 20);
+    ao_case_add_item(&tc, (1u << 23) - 2, 1);
+    ao_case_add_item(&tc, (1u << 23) - 1, 1);
     ao_run_case(&tc);
 }
 
@@ -324,6 +327,7 @@ static void test_attn_all_options(void **state)
     ao_case_add_item(&tc, 200, 1);
     ao_case_add_item(&tc, 0, 60);
     ao_case_add_item(&tc, 50, 5);
+    ao_case_add_item(&tc, 120, 2); /* 6 query vectors of two rows: narrow on every ISA */
     ao_run_case(&tc);
 }
 
@@ -354,6 +358,16 @@ static void test_attn_prefill_tiles(void **state)
     ao_case_add_item(&mixed, 0, 30);
     ao_case_add_item(&mixed, 700, 1);
     ao_run_case(&mixed);
+    /* large tiles split into parts across threads (one head: few tiles, long keys), then
+     * the same under a window with ALiBi */
+    for (int opts = 0; opts < 2; opts++) {
+        ao_case split = ao_case_base(1, 1, 64, 16, KVK_F16);
+        split.opts.window_left = opts ? 700 : -1;
+        split.use_alibi = opts;
+        ao_case_add_item(&split, 3000, 512);
+        ao_case_add_item(&split, 900, 1);
+        ao_run_case(&split);
+    }
 }
 
 /* ---- merge_states ---- */
