@@ -200,7 +200,7 @@ static int hello(kvc_client *c)
     }
     c->model = (kvc_model){ r->layers, r->q_heads, r->kv_heads, r->head_dim, r->page_tokens,
                             r->dtype, r->max_batch_tokens, r->rope, r->rope_theta, r->window,
-                            r->softcap };
+                            r->softcap, r->alibi_max_bias };
     snprintf(c->tenant, sizeof c->tenant, "%s", r->tenant ? r->tenant : "");
     kvr_reply_clear(&rep);
     return 0;

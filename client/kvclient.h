@@ -71,6 +71,8 @@ typedef struct kvc_model {
     float rope_theta;
     uint32_t window;          /* a row at position p sees keys p - window .. p; 0 = all */
     float softcap;            /* logits = softcap * tanh(logits / softcap); 0 = none */
+    float alibi_max_bias;     /* ALiBi: logits of head h += slope_h * (key pos - query pos),
+                               * slopes kvk_alibi_slopes(q_heads, alibi_max_bias); 0 = none */
 } kvc_model;
 
 /* Connects to endpoint (e.g. "ipc:///tmp/kvarena-0/client.sock") and says Hello.

@@ -57,6 +57,21 @@ kvk_attn_opts kvk_attn_opts_default(void)
     return o;
 }
 
+float kvk_alibi_slope(uint32_t h, uint32_t n_heads, float max_bias)
+{
+    uint32_t n = 1;
+    while (n * 2 <= n_heads)
+        n *= 2;
+    return (float)exp2(h < n ? -(double)max_bias * (h + 1) / n
+                             : -(double)max_bias * (2 * (h - n) + 1) / (2.0 * n));
+}
+
+void kvk_alibi_slopes(uint32_t n_heads, float max_bias, float *slopes)
+{
+    for (uint32_t h = 0; h < n_heads; h++)
+        slopes[h] = kvk_alibi_slope(h, n_heads, max_bias);
+}
+
 /* ---- fp16 / bf16 ---- */
 
 static uint32_t f32_bits(float f)

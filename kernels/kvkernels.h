@@ -77,6 +77,13 @@ typedef struct kvk_attn_opts {
 /* Options: scale 0, causal 1, no window, no softcap, no ALiBi, no RoPE. */
 kvk_attn_opts kvk_attn_opts_default(void);
 
+/* The ALiBi slope of query head h of n_heads (BLOOM, MPT; the max_bias form of ggml): with
+ * n the largest power of two <= n_heads, head h < n gets 2^(-max_bias (h + 1) / n), the
+ * others 2^(-max_bias (2 (h - n) + 1) / (2 n)). max_bias 8 gives the published slopes
+ * (1/2, 1/4, ..., 1/256 for 8 heads). kvk_alibi_slopes: all n_heads into slopes[n_heads]. */
+float kvk_alibi_slope(uint32_t h, uint32_t n_heads, float max_bias);
+void kvk_alibi_slopes(uint32_t n_heads, float max_bias, float *slopes);
+
 /* Writes the new K and V rows of one layer into the pages: for item i, rows
  * n_kv .. n_kv+n_new-1. k and v are fp32 [sum n_new][kv_heads][head_dim], items in order;
  * converted to the page dtype (round to nearest even). RoPE on K per opts (may be NULL). */

@@ -153,12 +153,19 @@ static int apply(kvs_config *c, const char *section, const char *name, const cha
     U32("model", "window", window);
     if (!strcmp(section, "model") && !strcmp(name, "rope"))
         return parse_name(value, kvs_rope_names, &c->rope);
-    if (!strcmp(section, "model") && (!strcmp(name, "rope_theta") || !strcmp(name, "softcap"))) {
+    float *f = NULL, max = 1e30f;
+    if (!strcmp(section, "model") && !strcmp(name, "rope_theta"))
+        f = &c->rope_theta;
+    if (!strcmp(section, "model") && !strcmp(name, "softcap"))
+        f = &c->softcap;
+    if (!strcmp(section, "model") && !strcmp(name, "alibi_max_bias"))
+        f = &c->alibi_max_bias, max = KVA_ALIBI_MAX_BIAS;
+    if (f) {
         char *end;
-        float f = strtof(value, &end);
-        if (*end || !(f >= 0 && f < 1e30f))
+        float x = strtof(value, &end);
+        if (*end || !(x >= 0 && x <= max))
             return -1;
-        *(!strcmp(name, "softcap") ? &c->softcap : &c->rope_theta) = f;
+        *f = x;
         return 0;
     }
     U32("arena", "pages", pages);

@@ -49,6 +49,7 @@ typedef struct kvs_config {
     float rope_theta;                 /* rope_theta (default 10000) */
     uint32_t window;                  /* window = sliding window in tokens, 0 = none */
     float softcap;                    /* softcap = logit soft-cap, 0 = none */
+    float alibi_max_bias;             /* alibi_max_bias = ALiBi (8 for BLOOM, MPT), 0 = none */
     /* [arena] */
     uint32_t pages;                   /* pages = N, or */
     uint64_t arena_bytes;             /* bytes = size of page data (k, M, G suffixes) */

@@ -173,6 +173,7 @@ static void on_hello(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e)
     hr.rope_theta = s->cfg.rope_theta;
     hr.window = s->cfg.window;
     hr.softcap = s->cfg.softcap;
+    hr.alibi_max_bias = s->cfg.alibi_max_bias;
     Kvarena__Envelope r = KVARENA__ENVELOPE__INIT;
     r.body_case = KVARENA__ENVELOPE__BODY_HELLO_REPLY;
     r.hello_reply = &hr;

@@ -249,10 +249,10 @@ int kvs_server_start(kvs_server *s)
         KVS_INFO("tenant %s: quota %u pages, weight %u", c->tenant[t].name,
                  c->tenant[t].quota_pages, c->tenant[t].weight);
     KVS_INFO("model: layers=%u q_heads=%u kv_heads=%u head_dim=%u page_tokens=%u dtype=%s "
-             "rope=%s (theta %g) window=%u softcap=%g", c->layers, c->q_heads, c->kv_heads,
-             c->head_dim, c->page_tokens, kvs_dtype_names[c->dtype], kvs_rope_names[c->rope],
-             (double)c->rope_theta,
-             c->window, (double)c->softcap);
+             "rope=%s (theta %g) window=%u softcap=%g alibi_max_bias=%g", c->layers,
+             c->q_heads, c->kv_heads, c->head_dim, c->page_tokens, kvs_dtype_names[c->dtype],
+             kvs_rope_names[c->rope], (double)c->rope_theta, c->window, (double)c->softcap,
+             (double)c->alibi_max_bias);
     KVS_INFO("listening: client %s, admin %s, events %s", c->client_ep, c->admin_ep, c->events_ep);
     return kvs_workers_start(s);
 }

@@ -16,23 +16,35 @@
 #include "log.h"
 #include "proto/kverr.h"
 
-static int create(kvs_shm *shm, const kvs_config *c, const uint8_t tenants_hash[KVA_HASH_BYTES])
+/* The header fields the config decides: geometry, sizes, model attention and tenants. */
+static kva_header config_header(const kvs_config *c, const uint8_t tenants_hash[KVA_HASH_BYTES])
 {
     kvk_geom g = kvs_config_geom(c);
-    kva_header hd = {
-        .magic = KVA_MAGIC, .version = KVA_FORMAT_VERSION, .layout_version = KVK_LAYOUT_VERSION,
+    kva_header h = {
         .layers = c->layers, .q_heads = c->q_heads, .kv_heads = c->kv_heads,
         .head_dim = c->head_dim, .page_tokens = c->page_tokens, .dtype = c->dtype,
         .n_pages = c->pages, .max_seqs = c->max_seqs, .page_bytes = kvk_page_bytes(&g),
-        .epoch = 1, .server_pid = getpid(), .max_batch_tokens = c->max_batch_tokens,
-        .rope = c->rope, .rope_theta = c->rope_theta, .window = c->window, .softcap = c->softcap,
+        .rope = c->rope, .rope_theta = c->rope_theta, .window = c->window,
+        .softcap = c->softcap, .alibi_max_bias = c->alibi_max_bias,
     };
+    memcpy(h.tenants_hash, tenants_hash, KVA_HASH_BYTES);
+    return h;
+}
+
+static int create(kvs_shm *shm, const kvs_config *c, const uint8_t tenants_hash[KVA_HASH_BYTES])
+{
+    kva_header hd = config_header(c, tenants_hash);
+    hd.magic = KVA_MAGIC;
+    hd.version = KVA_FORMAT_VERSION;
+    hd.layout_version = KVK_LAYOUT_VERSION;
+    hd.epoch = 1;
+    hd.server_pid = getpid();
+    hd.max_batch_tokens = c->max_batch_tokens;
     if (kva_layout(&hd) != 0) {
         KVS_ERROR("arena of %u pages of %llu bytes is too large", c->pages,
                   (unsigned long long)hd.page_bytes);
         return KV_ERR_INVAL;
     }
-    memcpy(hd.tenants_hash, tenants_hash, KVA_HASH_BYTES);
     int fd = shm_open(shm->name, O_RDWR | O_CREAT | O_EXCL, 0600);
     if (fd < 0) {
         KVS_ERROR("shm_open(%s, O_CREAT|O_EXCL, 0600) failed: %s", shm->name, strerror(errno));
@@ -83,9 +95,9 @@ static int owner_alive(pid_t pid)
 
 #define MISMATCH(field) \
     if (h->field != want->field) { \
-        KVS_ERROR("arena %s was built with " #field " = %llu, the config says %llu: start with " \
+        KVS_ERROR("arena %s was built with " #field " = %g, the config says %g: start with " \
                   "--fresh to discard it (its cache is lost)", shm->name, \
-                  (unsigned long long)h->field, (unsigned long long)want->field); \
+                  (double)h->field, (double)want->field); \
         return KV_ERR_INVAL; \
     }
 
@@ -99,6 +111,7 @@ static int attach_check(const kvs_shm *shm, const kva_header *h, const kva_heade
     MISMATCH(layers) MISMATCH(q_heads) MISMATCH(kv_heads) MISMATCH(head_dim)
     MISMATCH(page_tokens) MISMATCH(dtype) MISMATCH(n_pages) MISMATCH(max_seqs)
     MISMATCH(rope) MISMATCH(rope_theta) MISMATCH(window) MISMATCH(softcap)
+    MISMATCH(alibi_max_bias)
     if (memcmp(h->tenants_hash, want->tenants_hash, KVA_HASH_BYTES) != 0) {
         KVS_ERROR("arena %s was built for other tenants (names or order changed): start with "
                   "--fresh to discard it", shm->name);
@@ -125,14 +138,7 @@ static int attach(kvs_shm *shm, int fd, const kvs_config *c, const uint8_t tenan
     }
     shm->h = p;
     shm->bytes = (size_t)st.st_size;
-    kvk_geom g = kvs_config_geom(c);
-    kva_header want = { .layers = c->layers, .q_heads = c->q_heads, .kv_heads = c->kv_heads,
-                        .head_dim = c->head_dim, .page_tokens = c->page_tokens, .dtype = c->dtype,
-                        .n_pages = c->pages, .max_seqs = c->max_seqs,
-                        .rope = c->rope, .rope_theta = c->rope_theta, .window = c->window,
-                        .softcap = c->softcap,
-                        .page_bytes = kvk_page_bytes(&g) };
-    memcpy(want.tenants_hash, tenants_hash, KVA_HASH_BYTES);
+    kva_header want = config_header(c, tenants_hash);
     int rc = shm->bytes < KVA_HEADER_BYTES ? KV_ERR_INVAL : attach_check(shm, shm->h, &want);
     if (rc) {
         munmap(p, shm->bytes);

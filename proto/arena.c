@@ -48,9 +48,11 @@ int kva_header_check(const kva_header *h, uint64_t region_bytes, char *why, size
         FAIL("unsupported geometry layers=%u q_heads=%u kv_heads=%u head_dim=%u page_tokens=%u dtype=%u",
              h->layers, h->q_heads, h->kv_heads, h->head_dim, h->page_tokens, h->dtype);
     if (h->rope > KVK_ROPE_INTERLEAVED || !(h->rope_theta >= 0 && h->rope_theta < 1e30f) ||
-        !(h->softcap >= 0 && h->softcap < 1e30f) || (h->rope && h->head_dim % 2))
-        FAIL("bad attention options rope=%u rope_theta=%g window=%u softcap=%g", h->rope,
-             (double)h->rope_theta, h->window, (double)h->softcap);
+        !(h->softcap >= 0 && h->softcap < 1e30f) || (h->rope && h->head_dim % 2) ||
+        !(h->alibi_max_bias >= 0 && h->alibi_max_bias <= KVA_ALIBI_MAX_BIAS))
+        FAIL("bad attention options rope=%u rope_theta=%g window=%u softcap=%g "
+             "alibi_max_bias=%g", h->rope, (double)h->rope_theta, h->window,
+             (double)h->softcap, (double)h->alibi_max_bias);
     if (h->page_bytes != kvk_page_bytes(&g))
         FAIL("page_bytes %llu does not match the geometry (%zu)",
              (unsigned long long)h->page_bytes, kvk_page_bytes(&g));

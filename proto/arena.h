@@ -31,6 +31,7 @@
 #define KVA_HEADER_BYTES 4096u
 #define KVA_NO_PAGE 0xffffffffu
 #define KVA_HASH_BYTES 32u
+#define KVA_ALIBI_MAX_BIAS 64.0f /* largest ALiBi max_bias accepted (models use 8) */
 
 typedef struct kva_header {
     uint64_t magic;          /* KVA_MAGIC */
@@ -61,6 +62,8 @@ typedef struct kva_header {
     float rope_theta;        /* RoPE base (K is stored rotated: part of the page data) */
     uint32_t window;         /* sliding window (keys older than pos - window hidden), 0 none */
     float softcap;           /* logit soft-cap, 0 none */
+    float alibi_max_bias;    /* ALiBi: slopes kvk_alibi_slopes(q_heads, this), 0 none (0 in
+                              * arenas made before the field: the same meaning) */
 } kva_header;
 
 enum kva_page_state {

@@ -34,7 +34,8 @@ typedef struct worker {
     size_t bytes;
     kvk_geom g;
     kvk_pages pages;
-    kvk_attn_opts model;    /* the arena's attention options (RoPE, window, soft-cap) */
+    kvk_attn_opts model;    /* the arena's attention options (RoPE, window, soft-cap, ALiBi) */
+    float *alibi;           /* [q_heads] ALiBi slopes (model.alibi), NULL without ALiBi */
     kvp_limits lim;         /* what a job may ask, from the arena header */
     kvk_pool *pool;
     void *zctx, *sock;
@@ -78,6 +79,15 @@ static int map_arena(worker *w)
     w->model.rope_theta = h->rope_theta;
     w->model.window_left = h->window ? (int32_t)h->window : -1;
     w->model.softcap = h->softcap;
+    if (h->alibi_max_bias > 0) {
+        w->alibi = malloc(sizeof(float) * h->q_heads);
+        if (!w->alibi) {
+            KVS_ERROR("malloc(%u ALiBi slopes) failed", h->q_heads);
+            return KV_ERR_NOMEM;
+        }
+        kvk_alibi_slopes(h->q_heads, h->alibi_max_bias, w->alibi);
+        w->model.alibi = w->alibi;
+    }
     return 0;
 }
 
@@ -328,6 +338,7 @@ int main(int argc, char **argv)
     zmq_close(w.sock);
     zmq_ctx_term(w.zctx);
     kvk_pool_destroy(&w.pool);
+    free(w.alibi);
     munmap(w.h, w.bytes);
     return rc ? 1 : 0;
 }

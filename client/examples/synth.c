@@ -84,14 +84,15 @@ void kvs_round_vec(uint32_t dtype, float *x, size_t n)
         x[i] = kvs_round(dtype, x[i]);
 }
 
-/* One scaled logit, soft-capped if the model says so. */
-static double logit(const kvc_model *m, const float *q, const float *k, double scale)
+/* One scaled logit, soft-capped if the model says so, plus bias (ALiBi's, or 0). */
+static double logit(const kvc_model *m, const float *q, const float *k, double scale,
+                    double bias)
 {
     double dot = 0;
     for (uint32_t d = 0; d < m->head_dim; d++)
         dot += (double)q[d] * (double)k[d];
     dot *= scale;
-    return m->softcap > 0 ? m->softcap * tanh(dot / m->softcap) : dot;
+    return (m->softcap > 0 ? m->softcap * tanh(dot / m->softcap) : dot) + bias;
 }
 
 void kvs_ref_attn(const kvc_model *m, const float *q, const float *k, const float *v,
@@ -102,13 +103,17 @@ void kvs_ref_attn(const kvc_model *m, const float *q, const float *k, const floa
     for (uint32_t h = 0; h < m->q_heads; h++) {
         const float *qh = q + (size_t)h * D;
         const uint32_t kvh = h / group;
+        /* ALiBi: slope * (key position - the row's, the last key's) */
+        const double sl = m->alibi_max_bias > 0
+                              ? kvk_alibi_slope(h, m->q_heads, m->alibi_max_bias) : 0.0;
+        const double last = (double)n_keys - 1;
         double *oh = o + (size_t)h * D;
         memset(oh, 0, D * sizeof *oh);
         /* Two passes: the max logit first, so exp never overflows. */
         double mx = -INFINITY;
         for (uint32_t j = 0; j < n_keys; j++) {
             const float *kj = k + ((size_t)j * m->kv_heads + kvh) * D;
-            double l = logit(m, qh, kj, s);
+            double l = logit(m, qh, kj, s, sl * ((double)j - last));
             if (l > mx)
                 mx = l;
         }
@@ -116,7 +121,7 @@ void kvs_ref_attn(const kvc_model *m, const float *q, const float *k, const floa
         for (uint32_t j = 0; j < n_keys; j++) {
             const float *kj = k + ((size_t)j * m->kv_heads + kvh) * D;
             const float *vj = v + ((size_t)j * m->kv_heads + kvh) * D;
-            double p = exp(logit(m, qh, kj, s) - mx);
+            double p = exp(logit(m, qh, kj, s, sl * ((double)j - last)) - mx);
             sum += p;
             for (uint32_t d = 0; d < D; d++)
                 oh[d] += p * (double)vj[d];

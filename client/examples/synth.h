@@ -43,7 +43,8 @@ float kvs_round(uint32_t dtype, float x);
 void kvs_round_vec(uint32_t dtype, float *x, size_t n);
 
 /* Reference attention of one query row over keys 0 .. n_keys-1 (all visible: pass only the
- * keys the row may see). q [q_heads][head_dim]; k, v [n_keys][kv_heads][head_dim], already
+ * keys the row may see; the row is at the position of the last one, for ALiBi's distances;
+ * the model's soft-cap and ALiBi applied). q [q_heads][head_dim]; k, v [n_keys][kv_heads][head_dim], already
  * rounded to the arena dtype; o [q_heads][head_dim] written; lse [q_heads] (natural log of
  * the sum of exp of the scaled logits) written if not NULL. scale 0 = 1/sqrt(head_dim).
  * n_keys 0 gives o = 0, lse = -inf. */

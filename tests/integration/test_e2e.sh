@@ -2,17 +2,20 @@
 # Server + 2 workers, one client: prefill + 64 decode steps over 4 layers, every output
 # checked against the reference (fp32 KV: 1e-4, fp16 KV: 2e-3 of max |ref|), a prefix hit,
 # a copy-on-write fork, consistent stats, and a clean shutdown. Page sizes 16, 5 and 8;
-# the model's attention options (RoPE both ways, sliding window, soft-cap) on top.
+# the model's attention options (RoPE both ways, sliding window, soft-cap, ALiBi) on top.
 set -eu
 cd "$(dirname "$0")/../.."
 . tests/integration/lib.sh
 for cfg in "fp32 16" "fp16 16" "fp16 5" "bf16 8" \
-           "fp32 16 half 10000 40 30" "fp16 8 interleaved 500000 0 0" "fp32 5 none 0 7 0"; do
+           "fp32 16 half 10000 40 30" "fp16 8 interleaved 500000 0 0" "fp32 5 none 0 7 0" \
+           "fp16 16 none 0 0 0 8" "fp32 5 half 10000 40 30 8"; do
     set -- $cfg
-    echo "== dtype $1, page_tokens $2, rope ${3:-none} theta ${4:-} window ${5:-0} softcap ${6:-0}"
+    echo "== dtype $1, page_tokens $2, rope ${3:-none} theta ${4:-} window ${5:-0}" \
+         "softcap ${6:-0} alibi_max_bias ${7:-0}"
     kv_start --set model.dtype="$1" --set model.page_tokens="$2" --set model.layers=4 \
              --set model.rope="${3:-none}" --set model.rope_theta="${4:-10000}" \
-             --set model.window="${5:-0}" --set model.softcap="${6:-0}"
+             --set model.window="${5:-0}" --set model.softcap="${6:-0}" \
+             --set model.alibi_max_bias="${7:-0}"
     "$B/tests/e2e_client" "$KV_EP" alice 100 64
     kv_stop
 done

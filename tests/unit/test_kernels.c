@@ -146,6 +146,24 @@ static void test_geom(void **state)
     assert_true(o.causal == 1 && o.window_left == -1 && o.scale == 0 && !o.alibi && !o.rope);
 }
 
+/* The published ALiBi slopes (BLOOM's get_slopes): 8 heads 2^-1 .. 2^-8; 12 heads the same
+ * 8, then 2^-0.5, 2^-1.5, 2^-2.5, 2^-3.5 interleaved from the next power of two. */
+static void test_alibi_slopes(void **state)
+{
+    (void)state;
+    float s[12];
+    kvk_alibi_slopes(8, 8.0f, s);
+    for (int h = 0; h < 8; h++)
+        assert_float_equal(s[h], ldexpf(1.0f, -(h + 1)), 0.0f);
+    kvk_alibi_slopes(12, 8.0f, s);
+    for (int h = 0; h < 8; h++)
+        assert_float_equal(s[h], ldexpf(1.0f, -(h + 1)), 0.0f);
+    for (int h = 8; h < 12; h++)
+        assert_float_equal(s[h], (float)exp2(-0.5 - (h - 8)), 1e-7f);
+    kvk_alibi_slopes(1, 8.0f, s);
+    assert_float_equal(s[0], 1.0f / 256, 0.0f);
+}
+
 /* kvk_write_kv puts each row where the layout says, rounded to the dtype, RoPE on K only. */
 static void test_write_kv(void **state)
 {
@@ -520,6 +538,7 @@ int main(void)
         cmocka_unit_test(test_f16_rounding),
         cmocka_unit_test(test_bf16_rounding),
         cmocka_unit_test(test_geom),
+        cmocka_unit_test(test_alibi_slopes),
         cmocka_unit_test(test_write_kv),
         cmocka_unit_test(test_attn_gqa),
         cmocka_unit_test(test_attn_page_sizes),
