@@ -360,16 +360,19 @@ void kvs_server_stop(kvs_server *s)
             s->queue_head[t] = j->next;
             kvs_job_finish(s, j, KV_ERR_SHUTDOWN, "server shutting down", NULL, 0);
         }
+    /* only the endpoints this server bound: a server that stopped before (refused config or
+     * arena, another server already running) must not unlink a live server's ipc files */
     void *socks[] = { s->client, s->worker_sock, s->admin, s->events, s->zap };
+    const char *eps[] = { s->cfg.client_ep, s->cfg.worker_ep, s->cfg.admin_ep, s->cfg.events_ep,
+                          NULL };
     for (int i = 0; i < 5; i++)
         if (socks[i])
             zmq_close(socks[i]);
     if (s->zctx)
         zmq_ctx_term(s->zctx);
-    unlink_ipc(s->cfg.client_ep);
-    unlink_ipc(s->cfg.worker_ep);
-    unlink_ipc(s->cfg.admin_ep);
-    unlink_ipc(s->cfg.events_ep);
+    for (int i = 0; i < 5; i++)
+        if (socks[i] && eps[i])
+            unlink_ipc(eps[i]);
     kvs_seqs_free(&s->seqs);
     kvs_pages_free(&s->pages);
     kvs_shm_close(&s->shm, !s->cfg.keep_shm);

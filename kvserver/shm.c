@@ -179,9 +179,11 @@ int kvs_shm_open(kvs_shm *shm, const kvs_config *c, const uint8_t tenants_hash[K
 
 void kvs_shm_close(kvs_shm *shm, int unlink_name)
 {
-    if (shm->h)
-        munmap(shm->h, shm->bytes);
-    if (unlink_name && shm->name[0] && shm_unlink(shm->name) != 0 && errno != ENOENT)
+    if (!shm->h) /* never opened, or refused: the name belongs to someone else (a kept arena,
+                  * a live server) and stays */
+        return;
+    munmap(shm->h, shm->bytes);
+    if (unlink_name && shm_unlink(shm->name) != 0 && errno != ENOENT)
         KVS_WARN("shm_unlink(%s) failed: %s", shm->name, strerror(errno));
     shm->h = NULL;
 }

@@ -21,7 +21,8 @@ typedef struct kvs_shm {
  * Returns 0, KV_ERR_IO (logged), or KV_ERR_INVAL (mismatch or in use; logged). */
 int kvs_shm_open(kvs_shm *shm, const kvs_config *c, const uint8_t tenants_hash[KVA_HASH_BYTES],
                  int *attached);
-/* Unmaps; unlinks the name too if unlink_name. */
+/* Unmaps a region kvs_shm_open opened, and unlinks its name too if unlink_name. Nothing when
+ * kvs_shm_open failed: a refused arena (kept, or another server's) is left as it was. */
 void kvs_shm_close(kvs_shm *shm, int unlink_name);
 
 #endif
