@@ -205,10 +205,9 @@ int kvs_server_start(kvs_server *s)
     uint8_t salts[KVS_MAX_TENANTS][KVA_HASH_BYTES], thash[KVA_HASH_BYTES];
     tenant_salts(c, salts);
     crypto_generichash(thash, sizeof(thash), salts[0], sizeof(salts[0]) * c->n_tenants, NULL, 0);
-    int attached = 0;
-    if ((rc = kvs_shm_open(&s->shm, c, thash, &attached)))
+    if ((rc = kvs_shm_open(&s->shm, c, thash, &s->shm_attached)))
         return rc;
-    if (attached) {
+    if (s->shm_attached) {
         kvs_recover_stats st;
         if ((rc = kvs_arena_recover(s->shm.h, c->n_tenants, (const uint8_t(*)[KVA_HASH_BYTES])salts, &st)))
             return rc;
@@ -254,7 +253,10 @@ int kvs_server_start(kvs_server *s)
              kvs_rope_names[c->rope], (double)c->rope_theta, c->window, (double)c->softcap,
              (double)c->alibi_max_bias);
     KVS_INFO("listening: client %s, admin %s, events %s", c->client_ep, c->admin_ep, c->events_ep);
-    return kvs_workers_start(s);
+    if ((rc = kvs_workers_start(s)))
+        return rc;
+    s->started = 1;
+    return 0;
 }
 
 void kvs_event(kvs_server *s, const char *topic, const char *fmt, ...)
@@ -375,9 +377,11 @@ void kvs_server_stop(kvs_server *s)
             unlink_ipc(eps[i]);
     kvs_seqs_free(&s->seqs);
     kvs_pages_free(&s->pages);
-    kvs_shm_close(&s->shm, !s->cfg.keep_shm);
-    if (s->cfg.keep_shm)
+    /* an arena this server attached and then failed to start on stays for the next one */
+    int keep = s->cfg.keep_shm || (s->shm_attached && !s->started);
+    if (keep && s->shm.h)
         KVS_INFO("kept shared memory segment %s", s->shm.name);
+    kvs_shm_close(&s->shm, !keep);
     free(s->conns);
     free(s->workers);
     free(s->stamp);

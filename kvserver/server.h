@@ -87,6 +87,8 @@ typedef struct kvs_server {
     pid_t pid;                  /* the server's own pid (workers check it is still their parent) */
     kvp_limits limits;          /* geometry and request limits, for kvp_check_request */
     kvs_shm shm;
+    int shm_attached;           /* the arena was left by an earlier server (not created now) */
+    int started;                /* kvs_server_start succeeded */
     kvs_pages pages;
     kvs_seqs seqs;
     void *zctx;

@@ -37,6 +37,10 @@ wait "$KV_PID" || die "kvserver --keep-shm exited with $?"
 refuse "was built with alibi_max_bias = 8, the config says 0" --set model.alibi_max_bias=0
 refuse "was built with alibi_max_bias = 8, the config says 4.5" --set model.alibi_max_bias=4.5
 [ -e "/dev/shm/kvarena-$KV_NAME" ] || die "a refused start removed the kept arena"
+# attached and recovered, then failing later (an endpoint it cannot bind): the arena stays
+refuse "zmq_bind(client socket, ipc:///nonexistent-kvarena/c.sock) failed" \
+    --set model.alibi_max_bias=8 --set server.client_endpoint=ipc:///nonexistent-kvarena/c.sock
+[ -e "/dev/shm/kvarena-$KV_NAME" ] || die "a start that failed after attaching removed the arena"
 kv_start --set model.alibi_max_bias=8   # the same options: reused
 "$B/tests/e2e_client" "$KV_EP" alice 40 4 >/dev/null
 kv_stop
