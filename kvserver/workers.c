@@ -183,6 +183,22 @@ void kvs_workers_tick(kvs_server *s)
 {
     uint64_t now = kvs_now_ms();
     uint64_t silent = 3ull * s->cfg.heartbeat_ms;
+    /* The loop ticks every heartbeat_ms / 2 at least. A longer gap is a stall of the server
+     * itself (stopped, swapped out, a long operation), not silence of the workers, whose
+     * heartbeats wait in the socket: it is credited to their clocks. */
+    if (s->last_tick_ms && now - s->last_tick_ms > s->cfg.heartbeat_ms) {
+        uint64_t gap = now - s->last_tick_ms;
+        KVS_WARN("server loop stalled for %llu ms: not held against the workers",
+                 (unsigned long long)gap);
+        for (uint32_t i = 0; i < s->cfg.workers; i++) { /* (a heartbeat handled after the
+                                                          * last tick is newer: at most now) */
+            kvs_worker *w = &s->workers[i];
+            w->last_seen_ms = w->last_seen_ms + gap < now ? w->last_seen_ms + gap : now;
+            if (w->job)
+                w->job->sent_ms = w->job->sent_ms + gap < now ? w->job->sent_ms + gap : now;
+        }
+    }
+    s->last_tick_ms = now;
     for (uint32_t i = 0; i < s->cfg.workers; i++) {
         kvs_worker *w = &s->workers[i];
         if (w->state == KVS_W_DOWN) {

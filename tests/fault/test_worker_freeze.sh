@@ -2,7 +2,8 @@
 # A worker frozen with SIGSTOP past its heartbeat timeout, under load: the server declares
 # it dead and fences it (SIGKILL + waitpid: it can never write again, so a late reply or a
 # late page write cannot happen), its job runs elsewhere, a new worker takes its place,
-# and the clients see correct outputs only. FREEZES=N (default 4).
+# and the clients see correct outputs only. FREEZES=N (default 4). Then the server itself
+# frozen for 10 heartbeats: its workers kept heartbeating, so none may be fenced for it.
 set -eu
 cd "$(dirname "$0")/../.."
 . tests/integration/lib.sh
@@ -24,8 +25,18 @@ for i in $(seq "$FREEZES"); do
     echo "freeze $i: worker $victim fenced"
     kv_self_check
 done
+fences=$(grep -c "stopped sending heartbeats: fenced" "$KV_DIR.log")
+[ "$fences" -ge "$FREEZES" ] || die "fencing missing from the server log"
+kill -STOP "$KV_PID"
+sleep 1
+kill -CONT "$KV_PID"
+sleep 0.5
+kv_clients_alive || die "a client failed across the server's own stall"
+[ "$(grep -c "stopped sending heartbeats: fenced" "$KV_DIR.log")" -eq "$fences" ] ||
+    die "workers fenced for the server's own stall"
+grep -q "server loop stalled" "$KV_DIR.log" || die "the server's stall was not logged"
+echo "server stalled 1 s: no worker fenced"
 kv_clients_stop
-[ "$(grep -c "stopped sending heartbeats: fenced" "$KV_DIR.log")" -ge "$FREEZES" ] || die "fencing missing from the server log"
 kv_check_pages idle
 kv_stop
 echo "test_worker_freeze: PASS"
