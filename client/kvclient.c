@@ -89,15 +89,18 @@ static void hello_init(kvc_client *c, Kvarena__Hello *h, Kvarena__Envelope *env)
     env->hello = h;
 }
 
-/* A fresh socket and a Hello (one try) after a timeout: the server may have been restarted
- * and forgotten this connection. Failures are left to the caller's next try. */
-static void reconnect(kvc_client *c, int attempt_ms)
+/* A fresh socket after a timeout (the old one may be queued behind a dead peer); and, unless
+ * the request being retried is the Hello itself, a Hello (one try): the server may have been
+ * restarted and forgotten this connection. Failures are left to the caller's next try. */
+static void reconnect(kvc_client *c, int attempt_ms, int hello)
 {
     void *s = kvr_socket_open(c->ctx, c->endpoint, c->has_curve ? &c->curve : NULL);
     if (!s)
         return;
     zmq_close(c->sock);
     c->sock = s;
+    if (!hello)
+        return;
     Kvarena__Hello h;
     Kvarena__Envelope env;
     hello_init(c, &h, &env);
@@ -107,15 +110,16 @@ static void reconnect(kvc_client *c, int attempt_ms)
     kvr_reply_clear(&rep);
 }
 
-/* Whether a try should be repeated: no reply, or a server that is going away or does not
- * know this connection (it restarted). Hello itself is never repeated here. */
+/* Whether a try should be repeated: no reply (a server not up yet, restarting, or stalled),
+ * or a server that is going away or does not know this connection (it restarted; a Hello
+ * refused for its tenant or key is final). */
 static int retriable(const Kvarena__Envelope *env, int rc, const kvr_reply *rep)
 {
-    if (env->body_case == KVARENA__ENVELOPE__BODY_HELLO)
-        return 0;
     if (rc == KV_ERR_TIMEOUT || rc == KV_ERR_IO)
         return 1;
-    return rc == 0 && (rep->env->status == KV_ERR_SHUTDOWN || rep->env->status == KV_ERR_AUTH);
+    return rc == 0 && (rep->env->status == KV_ERR_SHUTDOWN ||
+                       (rep->env->status == KV_ERR_AUTH &&
+                        env->body_case != KVARENA__ENVELOPE__BODY_HELLO));
 }
 
 /* One request: sends env (+frames) and receives the reply into *rep, resending it (same
@@ -142,7 +146,7 @@ static int call(kvc_client *c, Kvarena__Envelope *env, const kvr_frame *frames, 
             if (shutting_down && kvr_now_ns() + 50000000 < deadline) /* let it go first */
                 nanosleep(&(struct timespec){ 0, 50000000 }, NULL);
         }
-        reconnect(c, attempt);
+        reconnect(c, attempt, env->body_case != KVARENA__ENVELOPE__BODY_HELLO);
         env->retry = 1;
     }
     switch (rc) {

@@ -75,8 +75,9 @@ typedef struct kvc_model {
                                * slopes kvk_alibi_slopes(q_heads, alibi_max_bias); 0 = none */
 } kvc_model;
 
-/* Connects to endpoint (e.g. "ipc:///tmp/kvarena-0/client.sock") and says Hello.
- * On success *out is a new client the caller destroys with kvc_close().
+/* Connects to endpoint (e.g. "ipc:///tmp/kvarena-0/client.sock") and says Hello, retried
+ * like any call until timeout_ms, so a client may start before its server (or during a
+ * restart). On success *out is a new client the caller destroys with kvc_close().
  * Errors: KVC_ERR_INVAL (NULL args), KVC_ERR_IO, KVC_ERR_TIMEOUT, KVC_ERR_AUTH. */
 int kvc_connect(const char *endpoint, const kvc_opts *opts, kvc_client **out);
 /* Closes the connection, frees the client and sets *c to NULL. NULL-safe. Sequences stay

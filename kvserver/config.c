@@ -35,7 +35,7 @@ void kvs_config_defaults(kvs_config *c)
     c->page_tokens = 16;
     c->dtype = KVK_F16;
     c->rope_theta = 10000.0f;
-    c->pages = 4096;
+    c->pages = 2048;
     c->max_seqs = 4096;
 }
 
@@ -211,6 +211,11 @@ int kvs_config_load(kvs_config *c, const char *path, char *err, size_t err_len)
 {
     load_ctx ctx = { c, err, err_len };
     err[0] = 0;
+    struct stat st; /* ini_parse reads a directory as an empty file: refuse it here */
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        snprintf(err, err_len, "cannot read config %s: not a regular file", path);
+        return KV_ERR_INVAL;
+    }
     int rc = ini_parse(path, on_key, &ctx);
     if (rc == -1) {
         snprintf(err, err_len, "cannot open config %s: %s", path, strerror(errno));
@@ -295,10 +300,12 @@ int kvs_config_finish(kvs_config *c, char *err, size_t err_len)
         c->pages = (uint32_t)n;
     }
     if (c->pages == 0 || c->max_seqs == 0 || c->workers == 0 || c->workers > 256 ||
-        c->threads == 0 || c->threads > 256 || c->heartbeat_ms < 10 || c->max_batch_tokens == 0 ||
-        c->max_extend_tokens == 0 || c->max_conns == 0 || c->max_conns > (1u << 24)) {
+        c->threads == 0 || c->threads > 256 || c->heartbeat_ms < KVS_HEARTBEAT_MIN_MS ||
+        c->max_batch_tokens == 0 || c->max_extend_tokens == 0 || c->max_conns == 0 ||
+        c->max_conns > (1u << 24)) {
         snprintf(err, err_len, "pages, max_seqs, workers (1..256), threads (1..256), "
-                               "heartbeat_ms (>= 10), token limits and max_conns (1..2^24) must be set");
+                               "heartbeat_ms (>= %d), token limits and max_conns (1..2^24) must be set",
+                 KVS_HEARTBEAT_MIN_MS);
         return KV_ERR_INVAL;
     }
     if (c->n_tenants == 0)
@@ -326,6 +333,11 @@ int kvs_config_finish(kvs_config *c, char *err, size_t err_len)
         char *slash = strrchr(self, '/');
         *slash = 0;
         snprintf(c->worker_path, sizeof(c->worker_path), "%.240s/kvworker", self);
+    }
+    if (access(c->worker_path, X_OK) != 0) { /* else every worker dies at exec, forever */
+        snprintf(err, err_len, "worker_path %s cannot be executed: %s", c->worker_path,
+                 strerror(errno));
+        return KV_ERR_INVAL;
     }
     return 0;
 }

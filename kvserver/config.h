@@ -11,6 +11,7 @@
 
 #define KVS_NAME_MAX 64
 #define KVS_PATH_MAX 256
+#define KVS_HEARTBEAT_MIN_MS 100 /* workers wake every 50 ms; fencing waits 3 heartbeats */
 
 typedef struct kvs_tenant_cfg {
     char name[KVS_NAME_MAX];   /* [tenant.NAME] */

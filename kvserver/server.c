@@ -5,11 +5,13 @@
 #include "server.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -83,6 +85,37 @@ static int runtime_dir(const kvs_config *c)
                   c->runtime_dir, (int)getuid());
         return KV_ERR_IO;
     }
+    return 0;
+}
+
+/* The runtime dir is one server's: two sharing it would bind over each other's ipc files
+ * (zmq_bind replaces a socket file) and unlink them on exit. A lock file in it, flock'ed
+ * (released when the process ends, however it ends), holds the owner's pid. */
+static int runtime_lock(kvs_server *s)
+{
+    char path[KVS_PATH_MAX + 16], pid[32] = "";
+    snprintf(path, sizeof(path), "%s/kvserver.lock", s->cfg.runtime_dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        KVS_ERROR("open(%s) failed: %s", path, strerror(errno));
+        return KV_ERR_IO;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
+        pid[n > 0 ? n : 0] = 0;
+        pid[strcspn(pid, "\n")] = 0;
+        KVS_ERROR("runtime_dir %s is in use by kvserver pid %s: each server needs its own "
+                  "server.runtime_dir", s->cfg.runtime_dir, pid[0] ? pid : "?");
+        close(fd);
+        return KV_ERR_INVAL;
+    }
+    int len = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)len, 0) != len) {
+        KVS_ERROR("writing %s failed: %s", path, strerror(errno));
+        close(fd);
+        return KV_ERR_IO;
+    }
+    s->lock_fd = fd;
     return 0;
 }
 
@@ -188,7 +221,7 @@ int kvs_server_start(kvs_server *s)
         return KV_ERR_INTERNAL;
     }
     int rc = check_endpoints(c);
-    if (rc || (rc = runtime_dir(c)))
+    if (rc || (rc = runtime_dir(c)) || (rc = runtime_lock(s)))
         return rc;
     sigset_t set;
     sigemptyset(&set);
@@ -387,5 +420,11 @@ void kvs_server_stop(kvs_server *s)
     free(s->stamp);
     if (s->sigfd > 0)
         close(s->sigfd);
+    if (s->lock_fd > 0) { /* removed while still held: nobody can take a file on its way out */
+        char path[KVS_PATH_MAX + 16];
+        snprintf(path, sizeof(path), "%s/kvserver.lock", s->cfg.runtime_dir);
+        unlink(path);
+        close(s->lock_fd);
+    }
     KVS_INFO("stopped");
 }

@@ -95,6 +95,7 @@ typedef struct kvs_server {
     void *client, *worker_sock, *admin, *events; /* ROUTER, ROUTER, ROUTER, PUB */
     void *zap;                  /* ZAP handler (REP), authenticated mode only */
     int sigfd;                  /* signalfd: SIGCHLD, SIGINT, SIGTERM */
+    int lock_fd;                /* runtime_dir/kvserver.lock, flock'ed while we run; 0 none */
     uint64_t last_tick_ms;      /* when kvs_workers_tick last ran (0: not yet) */
     int stopping;
     kvs_conn *conns;            /* hash table of conn_slots entries (handlers.c) */

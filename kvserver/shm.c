@@ -93,6 +93,26 @@ static int owner_alive(pid_t pid)
     return strncmp(comm, "kvserver", 8) == 0;
 }
 
+/* The live kvserver that owns the arena called name, or 0 (none, no such arena, or not one
+ * with a readable header). */
+static pid_t live_owner(const char *name)
+{
+    int fd = shm_open(name, O_RDONLY, 0);
+    if (fd < 0)
+        return 0;
+    struct stat st;
+    pid_t pid = 0;
+    if (fstat(fd, &st) == 0 && (size_t)st.st_size >= sizeof(kva_header)) {
+        const kva_header *h = mmap(NULL, sizeof(kva_header), PROT_READ, MAP_SHARED, fd, 0);
+        if (h != MAP_FAILED) {
+            pid = h->magic == KVA_MAGIC && owner_alive(h->server_pid) ? h->server_pid : 0;
+            munmap((void *)h, sizeof(kva_header));
+        }
+    }
+    close(fd);
+    return pid;
+}
+
 #define MISMATCH(field) \
     if (h->field != want->field) { \
         KVS_ERROR("arena %s was built with " #field " = %g, the config says %g: start with " \
@@ -160,6 +180,12 @@ int kvs_shm_open(kvs_shm *shm, const kvs_config *c, const uint8_t tenants_hash[K
     snprintf(shm->name, sizeof(shm->name), "/kvarena-%s", c->name);
     *attached = 0;
     if (c->fresh) {
+        pid_t owner = live_owner(shm->name);
+        if (owner) {
+            KVS_ERROR("arena %s is in use by kvserver pid %d: --fresh discards only an arena "
+                      "no server runs on", shm->name, (int)owner);
+            return KV_ERR_INVAL;
+        }
         if (shm_unlink(shm->name) == 0)
             KVS_WARN("--fresh: discarded the old arena %s", shm->name);
         return create(shm, c, tenants_hash);

@@ -27,6 +27,11 @@ for v in -1 65 abc 8x; do
 done
 refuse "bad value for model.softcap: '-3'" --set model.softcap=-3
 refuse "unknown key model.alibi" --set model.alibi=8
+refuse "heartbeat_ms (>= 100)" --set server.heartbeat_ms=10
+refuse "worker_path /nonexistent/kvworker cannot be executed: No such file or directory" \
+    --set server.worker_path=/nonexistent/kvworker
+out=$("$B/kvserver" --config /tmp --name "$KV_NAME" 2>&1) && die "a directory as config: started"
+grep -qF "cannot read config /tmp: not a regular file" <<<"$out" || die "config /tmp: $out"
 [ -e "/dev/shm/kvarena-$KV_NAME" ] && die "a refused config left an arena behind"
 
 # an arena kept by a server with ALiBi: refused under a config without, and the reverse
@@ -47,12 +52,24 @@ kv_stop
 kv_start --set model.alibi_max_bias=8 --keep-shm
 kill -TERM "$KV_PID"
 wait "$KV_PID" || die "kvserver --keep-shm exited with $?"
+# a client started before the server (tries of 500 ms) waits for it instead of giving up
+"$B/tests/e2e_client" "$KV_EP" alice 40 4 500 >"$KV_DIR.early" 2>&1 &
+early=$!
+sleep 1.5
 kv_start --fresh                        # other options after --fresh: a new arena
-"$B/tests/e2e_client" "$KV_EP" alice 40 4 >/dev/null
+wait "$early" || { cat "$KV_DIR.early" >&2; die "a client started before the server gave up"; }
+rm -f "$KV_DIR.early"
 
-# a second server on the name of a live one: refused, and the first one's arena and ipc
-# files stay (new clients connect, killed workers come back: they map the arena by name)
-refuse "is in use by kvserver pid $KV_PID"
+# a second server on the name of a live one (also with --fresh, also from another runtime
+# dir), or on its runtime dir under another name: refused, and the first one's arena and
+# ipc files stay (new clients connect, killed workers come back: they map the arena by name)
+refuse "runtime_dir $KV_DIR is in use by kvserver pid $KV_PID"
+refuse "runtime_dir $KV_DIR is in use by kvserver pid $KV_PID" --fresh
+refuse "runtime_dir $KV_DIR is in use by kvserver pid $KV_PID" --name "$KV_NAME-b"
+[ -e "/dev/shm/kvarena-$KV_NAME-b" ] && die "a refused server on a used runtime dir made an arena"
+refuse "arena /kvarena-$KV_NAME is in use by kvserver pid $KV_PID" --runtime-dir "$KV_DIR.b"
+refuse "arena /kvarena-$KV_NAME is in use by kvserver pid $KV_PID: --fresh discards only" \
+    --runtime-dir "$KV_DIR.b" --fresh
 [ -e "/dev/shm/kvarena-$KV_NAME" ] || die "a refused second server removed the live arena"
 for f in client worker admin events; do
     [ -S "$KV_DIR/$f.sock" ] || die "a refused second server removed $f.sock"
@@ -62,4 +79,5 @@ sleep 0.2
 kv_wait_ready
 "$B/tests/e2e_client" "$KV_EP" alice 40 4 >/dev/null
 kv_stop
+rm -rf "$KV_DIR.b"
 echo "test_config: PASS"
