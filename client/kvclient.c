@@ -133,7 +133,7 @@ static int call(kvc_client *c, Kvarena__Envelope *env, const kvr_frame *frames, 
     env->req_id = c->next_id++; /* starts below 2^63 (kvr_random_id): never wraps to 0 */
     env->retry = 0;
     int64_t deadline = kvr_now_ns() + (int64_t)c->timeout_ms * 1000000;
-    int rc;
+    int rc, shut = 0; /* a try was answered "shutting down" */
     for (;;) {
         int64_t left = (deadline - kvr_now_ns()) / 1000000;
         int attempt = left < c->attempt_ms ? (int)left : c->attempt_ms;
@@ -142,6 +142,7 @@ static int call(kvc_client *c, Kvarena__Envelope *env, const kvr_frame *frames, 
             break;
         if (rc == 0) {
             int shutting_down = rep->env->status == KV_ERR_SHUTDOWN;
+            shut |= shutting_down;
             kvr_reply_clear(rep);
             if (shutting_down && kvr_now_ns() + 50000000 < deadline) /* let it go first */
                 nanosleep(&(struct timespec){ 0, 50000000 }, NULL);
@@ -153,6 +154,9 @@ static int call(kvc_client *c, Kvarena__Envelope *env, const kvr_frame *frames, 
     case 0:
         break;
     case KV_ERR_TIMEOUT:
+        if (shut) /* the reason, not the symptom */
+            return fail(c, KV_ERR_SHUTDOWN, "the server shut down and no server answered "
+                        "within %d ms", c->timeout_ms);
         return fail(c, rc, "no reply within %d ms", c->timeout_ms);
     case KV_ERR_IO:
         return fail(c, rc, "zmq: %s", zmq_strerror(errno));

@@ -88,13 +88,15 @@ static void check_stats(kvc_client *c, const char *when, uint32_t seqs, int none
 
 int main(int argc, char **argv)
 {
-    if (argc != 5 && argc != 6) {
-        fprintf(stderr, "usage: e2e_client ENDPOINT TENANT PROMPT_LEN DECODE_STEPS [ATTEMPT_MS]\n");
+    if (argc < 5 || argc > 7) {
+        fprintf(stderr, "usage: e2e_client ENDPOINT TENANT PROMPT_LEN DECODE_STEPS [ATTEMPT_MS "
+                        "[TIMEOUT_MS]]\n");
         return 2;
     }
     uint32_t prompt = (uint32_t)atoi(argv[3]), steps = (uint32_t)atoi(argv[4]);
-    kvc_opts opts = { .tenant = argv[2], .name = "e2e_client", .timeout_ms = 60000,
-                      .attempt_ms = argc == 6 ? atoi(argv[5]) : 0,
+    kvc_opts opts = { .tenant = argv[2], .name = "e2e_client",
+                      .timeout_ms = argc == 7 ? atoi(argv[6]) : 60000,
+                      .attempt_ms = argc >= 6 ? atoi(argv[5]) : 0,
                       /* authenticated mode (test_curve.sh): keys from the environment */
                       .server_key = getenv("KVARENA_SERVER_KEY"),
                       .public_key = getenv("KVARENA_PUBLIC_KEY"),

@@ -9,8 +9,9 @@ $(B)/tests/curve_client: $(B)/obj/tests/integration/curve_client.o $(B)/libkvcli
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
 
 INTEG_TESTS += tests/integration/test_e2e.sh tests/integration/test_curve.sh tests/fault/test_worker_kill.sh tests/fault/test_server_restart.sh tests/fault/test_worker_freeze.sh
-# Refused configs and arenas (tests/integration/test_config.sh): uses e2e_client.
-INTEG_TESTS += tests/integration/test_config.sh
+# Refused configs and arenas (test_config.sh), SIGTERM with a client waiting
+# (test_shutdown.sh): both use e2e_client.
+INTEG_TESTS += tests/integration/test_config.sh tests/integration/test_shutdown.sh
 .PHONY: tests
 tests: $(B)/kvserver $(B)/kvworker $(B)/kvctl $(B)/tests/e2e_client $(B)/tests/curve_client
 
