@@ -109,6 +109,11 @@ static int runtime_lock(kvs_server *s)
         close(fd);
         return KV_ERR_INVAL;
     }
+    struct stat held, named; /* locked a file its owner unlinked on its way out: again */
+    if (fstat(fd, &held) != 0 || stat(path, &named) != 0 || held.st_ino != named.st_ino) {
+        close(fd);
+        return runtime_lock(s);
+    }
     int len = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
     if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)len, 0) != len) {
         KVS_ERROR("writing %s failed: %s", path, strerror(errno));
@@ -420,7 +425,7 @@ void kvs_server_stop(kvs_server *s)
     free(s->stamp);
     if (s->sigfd > 0)
         close(s->sigfd);
-    if (s->lock_fd > 0) { /* removed while still held: nobody can take a file on its way out */
+    if (s->lock_fd > 0) { /* removed while still held (runtime_lock checks for that) */
         char path[KVS_PATH_MAX + 16];
         snprintf(path, sizeof(path), "%s/kvserver.lock", s->cfg.runtime_dir);
         unlink(path);
