@@ -137,10 +137,6 @@ static int attach_check(const kvs_shm *shm, const kva_header *h, const kva_heade
                   "--fresh to discard it", shm->name);
         return KV_ERR_INVAL;
     }
-    if (owner_alive(h->server_pid)) {
-        KVS_ERROR("arena %s is in use by kvserver pid %d", shm->name, (int)h->server_pid);
-        return KV_ERR_INVAL;
-    }
     return 0;
 }
 
@@ -179,13 +175,13 @@ int kvs_shm_open(kvs_shm *shm, const kvs_config *c, const uint8_t tenants_hash[K
     memset(shm, 0, sizeof(*shm));
     snprintf(shm->name, sizeof(shm->name), "/kvarena-%s", c->name);
     *attached = 0;
+    pid_t owner = live_owner(shm->name); /* first: a live server's arena is never touched */
+    if (owner) {
+        KVS_ERROR("arena %s is in use by kvserver pid %d: neither reused nor discarded "
+                  "(--fresh) while that server runs", shm->name, (int)owner);
+        return KV_ERR_INVAL;
+    }
     if (c->fresh) {
-        pid_t owner = live_owner(shm->name);
-        if (owner) {
-            KVS_ERROR("arena %s is in use by kvserver pid %d: --fresh discards only an arena "
-                      "no server runs on", shm->name, (int)owner);
-            return KV_ERR_INVAL;
-        }
         if (shm_unlink(shm->name) == 0)
             KVS_WARN("--fresh: discarded the old arena %s", shm->name);
         return create(shm, c, tenants_hash);

@@ -13,10 +13,10 @@ typedef struct kvs_shm {
     size_t bytes;                 /* mapped bytes */
 } kvs_shm;
 
-/* Maps the arena /kvarena-NAME. If one exists (a previous server was killed, or kept it)
- * and c->fresh is not set, it is attached: its header must pass kva_header_check and match
- * the configured geometry, size and tenants (tenants_hash), and no live kvserver may own
- * it; its epoch is incremented and *attached is 1. Otherwise a fresh region is created:
+/* Maps the arena /kvarena-NAME. One a live kvserver owns is refused first, with or without
+ * c->fresh. If one exists (a previous server was killed, or kept it) and c->fresh is not
+ * set, it is attached: its header must pass kva_header_check and match the configured
+ * geometry, size and tenants (tenants_hash); its epoch is incremented and *attached is 1. Otherwise a fresh region is created:
  * header written, all pages FREE, all sequences free, epoch 1, *attached 0.
  * Returns 0, KV_ERR_IO (logged), or KV_ERR_INVAL (mismatch or in use; logged). */
 int kvs_shm_open(kvs_shm *shm, const kvs_config *c, const uint8_t tenants_hash[KVA_HASH_BYTES],

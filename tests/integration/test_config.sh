@@ -68,7 +68,7 @@ refuse "runtime_dir $KV_DIR is in use by kvserver pid $KV_PID" --fresh
 refuse "runtime_dir $KV_DIR is in use by kvserver pid $KV_PID" --name "$KV_NAME-b"
 [ -e "/dev/shm/kvarena-$KV_NAME-b" ] && die "a refused server on a used runtime dir made an arena"
 refuse "arena /kvarena-$KV_NAME is in use by kvserver pid $KV_PID" --runtime-dir "$KV_DIR.b"
-refuse "arena /kvarena-$KV_NAME is in use by kvserver pid $KV_PID: --fresh discards only" \
+refuse "arena /kvarena-$KV_NAME is in use by kvserver pid $KV_PID: neither reused nor" \
     --runtime-dir "$KV_DIR.b" --fresh
 [ -e "/dev/shm/kvarena-$KV_NAME" ] || die "a refused second server removed the live arena"
 for f in client worker admin events; do
