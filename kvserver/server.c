@@ -91,10 +91,15 @@ static int runtime_dir(const kvs_config *c)
 /* The runtime dir is one server's: two sharing it would bind over each other's ipc files
  * (zmq_bind replaces a socket file) and unlink them on exit. A lock file in it, flock'ed
  * (released when the process ends, however it ends), holds the owner's pid. */
+static void lock_path(const kvs_server *s, char path[KVS_PATH_MAX + 16])
+{
+    snprintf(path, KVS_PATH_MAX + 16, "%s/kvserver.lock", s->cfg.runtime_dir);
+}
+
 static int runtime_lock(kvs_server *s)
 {
     char path[KVS_PATH_MAX + 16], pid[32] = "";
-    snprintf(path, sizeof(path), "%s/kvserver.lock", s->cfg.runtime_dir);
+    lock_path(s, path);
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0) {
         KVS_ERROR("open(%s) failed: %s", path, strerror(errno));
@@ -427,7 +432,7 @@ void kvs_server_stop(kvs_server *s)
         close(s->sigfd);
     if (s->lock_fd > 0) { /* removed while still held (runtime_lock checks for that) */
         char path[KVS_PATH_MAX + 16];
-        snprintf(path, sizeof(path), "%s/kvserver.lock", s->cfg.runtime_dir);
+        lock_path(s, path);
         unlink(path);
         close(s->lock_fd);
     }

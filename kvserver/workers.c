@@ -179,6 +179,13 @@ void kvs_workers_reap(kvs_server *s)
     }
 }
 
+/* t moved on by a stall of gap ms, at most to now (a heartbeat handled after the last tick,
+ * or a job sent then, is newer than the stall). */
+static uint64_t credit(uint64_t t, uint64_t gap, uint64_t now)
+{
+    return t + gap < now ? t + gap : now;
+}
+
 void kvs_workers_tick(kvs_server *s)
 {
     uint64_t now = kvs_now_ms();
@@ -190,12 +197,11 @@ void kvs_workers_tick(kvs_server *s)
         uint64_t gap = now - s->last_tick_ms;
         KVS_WARN("server loop stalled for %llu ms: not held against the workers",
                  (unsigned long long)gap);
-        for (uint32_t i = 0; i < s->cfg.workers; i++) { /* (a heartbeat handled after the
-                                                          * last tick is newer: at most now) */
+        for (uint32_t i = 0; i < s->cfg.workers; i++) {
             kvs_worker *w = &s->workers[i];
-            w->last_seen_ms = w->last_seen_ms + gap < now ? w->last_seen_ms + gap : now;
+            w->last_seen_ms = credit(w->last_seen_ms, gap, now);
             if (w->job)
-                w->job->sent_ms = w->job->sent_ms + gap < now ? w->job->sent_ms + gap : now;
+                w->job->sent_ms = credit(w->job->sent_ms, gap, now);
         }
     }
     s->last_tick_ms = now;
