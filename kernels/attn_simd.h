@@ -48,6 +48,8 @@ typedef struct tile_buf {
     float *slope;     /* [mp] its ALiBi slope, or 0 */
     int vec_fix;      /* positions below 2^23, exact as floats with halves: ALiBi and masking
                        * in vectors (fix_vec); otherwise fix_scalar */
+    uint32_t lo_max;  /* the largest lo (the last row's) and the smallest hi (the first */
+    uint32_t hi_min;  /* row's): keys in [lo_max, hi_min) are visible to every query vector */
 } tile_buf;
 
 static size_t round16(size_t n)
@@ -76,7 +78,6 @@ static tile_buf tile_buf_carve(float *p, uint32_t D, uint32_t mp)
     b.hi = p, p += round16(mp);
     b.pos = p, p += round16(mp);
     b.slope = p;
-    b.vec_fix = 0;
     return b;
 }
 
@@ -217,16 +218,12 @@ static void softcap_block(float *s, size_t n, float cap)
         v_store(s + i, v_mul(c, v_tanh(v_mul(v_load(s + i), inv))));
 }
 
-/* 1 if the logits of block [kb, kb + n) of task t need ALiBi or masking: keys some query
- * vector of the task cannot see, or padding past n. */
-static int block_needs_fix(const kvk_call *c, const kvk_task *t, uint32_t kb, uint32_t n,
+/* 1 if the logits of block [kb, kb + n) need ALiBi or masking: keys some query vector of
+ * the task cannot see (tile_qattr's lo_max / hi_min), or padding past n. */
+static int block_needs_fix(const kvk_call *c, const tile_buf *b, uint32_t kb, uint32_t n,
                            uint32_t n_pad)
 {
-    const kvk_item *it = &c->items[t->item];
-    uint32_t n_keys = it->n_kv + it->n_new, lo_last, hi_first, lo, hi;
-    kvk__visible(&c->opts, it->n_kv + t->r1 - 1, n_keys, &lo_last, &hi);
-    kvk__visible(&c->opts, it->n_kv + t->r0, n_keys, &lo, &hi_first);
-    return c->opts.alibi || kb < lo_last || kb + n > hi_first || n < n_pad;
+    return c->opts.alibi || kb < b->lo_max || kb + n > b->hi_min || n < n_pad;
 }
 
 /* Logits x of keys `key` (each + 0.5) for query vectors seeing [lo, hi), at positions pos
@@ -288,9 +285,15 @@ static void tile_qattr(const kvk_call *c, const kvk_task *t, tile_buf *b, uint32
     const kvk_item *it = &c->items[t->item];
     uint32_t G = c->g->q_heads / c->g->kv_heads, n_keys = it->n_kv + it->n_new, lo, hi;
     b->vec_fix = n_keys < (1u << 23);
+    b->lo_max = 0;
+    b->hi_min = UINT32_MAX;
     for (uint32_t m = 0; m < mp; m++) {
         uint32_t pos = it->n_kv + t->r0 + (m < M ? m / G : 0);
         kvk__visible(&c->opts, pos, n_keys, &lo, &hi);
+        if (m < M) {
+            b->lo_max = lo > b->lo_max ? lo : b->lo_max;
+            b->hi_min = hi < b->hi_min ? hi : b->hi_min;
+        }
         b->lo[m] = m < M ? (float)lo : 0.0f;
         b->hi[m] = m < M ? (float)hi : (float)(1u << 24);
         b->pos[m] = (float)pos + 0.5f;
@@ -551,7 +554,7 @@ static void narrow_block(const kvk_call *c, const kvk_task *t, const tile_buf *b
     uint32_t D = c->g->head_dim;
     static const logit_layout ly = { QK_NK, VL, QK_NK };
     const narrow_fns *fn = &narrow_by_dtype[c->g->dtype];
-    int fix = block_needs_fix(c, t, r->kb, r->n, r->n_pad);
+    int fix = block_needs_fix(c, b, r->kb, r->n, r->n_pad);
     for (uint32_t m0 = 0, quad = 0; m0 < M; m0 += 4, quad++) {
         float *s = b->s + (size_t)quad * KB_NARROW * 4, alpha[VL];
         uint32_t pf_n = quad ? 0 : next->n;
@@ -677,7 +680,7 @@ static void tile_run(const kvk_call *c, const kvk_task *t, size_t row0, float *s
             load_block(c, it, t->kv_head, 1, kb, n, n_pad, b.vf);
             qk_wide(c, t, &b, mp, n_pad, D, kb + KB);
             softcap_block(b.s, (size_t)n_pad * mp, c->opts.softcap);
-            if (block_needs_fix(c, t, kb, n, n_pad)) {
+            if (block_needs_fix(c, &b, kb, n, n_pad)) {
                 if (b.vec_fix)
                     fix_wide(&b, mp, kb, n, n_pad, c->opts.alibi != NULL);
                 else
