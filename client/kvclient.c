@@ -24,9 +24,9 @@
 CHECK_CODE(INVAL); CHECK_CODE(NOMEM); CHECK_CODE(QUOTA); CHECK_CODE(NOSEQ);
 CHECK_CODE(BUSY); CHECK_CODE(STATE); CHECK_CODE(PROTO); CHECK_CODE(TIMEOUT);
 CHECK_CODE(WORKER); CHECK_CODE(AUTH); CHECK_CODE(IO); CHECK_CODE(SHUTDOWN);
-CHECK_CODE(TOOBIG); CHECK_CODE(INTERNAL);
+CHECK_CODE(TOOBIG); CHECK_CODE(INTERNAL); CHECK_CODE(EXPIRED);
 _Static_assert((int)KVC_OK == (int)KV_OK, "KVC_OK");
-_Static_assert((int)KVC_ERR_INTERNAL == -(KV_ERR_COUNT - 1), "new KV_ERR_* code: add it to kvclient.h");
+_Static_assert((int)KVC_ERR_EXPIRED == -(KV_ERR_COUNT - 1), "new KV_ERR_* code: add it to kvclient.h");
 
 #define KVC_DEFAULT_TIMEOUT 10000  /* ms */
 #define KVC_DEFAULT_ATTEMPT 2000   /* ms */
@@ -556,6 +556,7 @@ int kvc_stats_get(kvc_client *c, kvc_stats *st)
         .prefix_hits = r->prefix_hits, .prefix_misses = r->prefix_misses,
         .evictions = r->evictions, .sequences = r->sequences,
         .jobs_done = r->jobs_done, .jobs_failed = r->jobs_failed,
+        .seqs_expired = r->seqs_expired,
     };
     kvr_reply_clear(&rep);
     return KVC_OK;

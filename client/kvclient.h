@@ -41,6 +41,9 @@ enum kvc_err {
     KVC_ERR_SHUTDOWN = -12, /* the server is shutting down */
     KVC_ERR_TOOBIG = -13,   /* batch larger than the server's maximum */
     KVC_ERR_INTERNAL = -14, /* server bug */
+    KVC_ERR_EXPIRED = -15,  /* the server closed the sequence after it was idle longer than
+                             * its seq_idle_timeout_s: open a new one (its full pages are
+                             * still cached, so an extend finds them) */
 };
 
 typedef struct kvc_client kvc_client;
@@ -86,19 +89,23 @@ void kvc_close(kvc_client **c);
 /* The model shape; valid until kvc_close(). */
 const kvc_model *kvc_model_info(const kvc_client *c);
 
-/* Opens an empty sequence. *seq is its id, valid for this tenant until kvc_seq_close(). */
+/* Opens an empty sequence. *seq is its id, valid for this tenant until kvc_seq_close(), or
+ * until the server closes it because no call named it for its seq_idle_timeout_s (10 min
+ * by default; what frees the pages of a client that died): calls naming it then fail with
+ * KVC_ERR_EXPIRED. */
 int kvc_seq_open(kvc_client *c, uint64_t *seq);
 /* Closes a sequence: its pages are released (full pages stay cached for reuse).
- * Errors: KVC_ERR_NOSEQ, KVC_ERR_BUSY. */
+ * Closing a sequence the server has expired succeeds. Errors: KVC_ERR_NOSEQ, KVC_ERR_BUSY. */
 int kvc_seq_close(kvc_client *c, uint64_t seq);
 /* New sequence sharing all of seq's pages (copy-on-write of a partial tail).
- * Errors: KVC_ERR_NOSEQ, KVC_ERR_STATE (seq has pending tokens), KVC_ERR_NOMEM. */
+ * Errors: KVC_ERR_NOSEQ, KVC_ERR_EXPIRED, KVC_ERR_STATE (seq has pending tokens),
+ * KVC_ERR_NOMEM. */
 int kvc_seq_fork(kvc_client *c, uint64_t seq, uint64_t *child);
 /* Appends n token ids and reserves their KV slots. *cached (may be NULL) receives how many
  * leading tokens were found in the prefix cache (only on a sequence's first extend): the
  * caller then passes only tokens[*cached:] to kvc_attend, as n_new = n - *cached.
- * Errors: KVC_ERR_NOSEQ, KVC_ERR_STATE (tokens pending), KVC_ERR_NOMEM, KVC_ERR_QUOTA,
- * KVC_ERR_TOOBIG. */
+ * Errors: KVC_ERR_NOSEQ, KVC_ERR_EXPIRED, KVC_ERR_STATE (tokens pending), KVC_ERR_NOMEM,
+ * KVC_ERR_QUOTA, KVC_ERR_TOOBIG. */
 int kvc_seq_extend(kvc_client *c, uint64_t seq, const uint32_t *tokens, uint32_t n,
                    uint32_t *cached);
 
@@ -110,8 +117,9 @@ typedef struct kvc_item {
 /* One layer of attention for a ragged batch. q [T][q_heads][head_dim], k and v
  * [T][kv_heads][head_dim], o [T][q_heads][head_dim] written, lse [T][q_heads] written if not
  * NULL. scale 0 means 1/sqrt(head_dim). Layers must be attended in order 0..layers-1; after
- * the last layer the tokens count as written. Errors: KVC_ERR_NOSEQ, KVC_ERR_STATE (wrong
- * layer or n_new), KVC_ERR_BUSY, KVC_ERR_WORKER (retry), KVC_ERR_TOOBIG, KVC_ERR_INVAL. */
+ * the last layer the tokens count as written. Errors: KVC_ERR_NOSEQ, KVC_ERR_EXPIRED,
+ * KVC_ERR_STATE (wrong layer or n_new), KVC_ERR_BUSY, KVC_ERR_WORKER (retry),
+ * KVC_ERR_TOOBIG, KVC_ERR_INVAL. */
 int kvc_attend(kvc_client *c, uint32_t layer, const kvc_item *items, uint32_t n_items,
                const float *q, const float *k, const float *v, float scale, float *o,
                float *lse);
@@ -124,6 +132,7 @@ typedef struct kvc_stats {
     uint64_t prefix_hits, prefix_misses, evictions;
     uint32_t sequences;
     uint64_t jobs_done, jobs_failed;
+    uint64_t seqs_expired;   /* sequences the server closed for idleness (seq_idle_timeout_s) */
 } kvc_stats;
 /* Server-wide counters. */
 int kvc_stats_get(kvc_client *c, kvc_stats *st);

@@ -102,7 +102,8 @@ static void print_json(const Kvarena__StatsReply *s)
     printf("\"prefix\":{\"hits\":%" PRIu64 ",\"misses\":%" PRIu64 ",\"hit_rate\":%.4f},",
            s->prefix_hits, s->prefix_misses,
            pct(s->prefix_hits, s->prefix_hits + s->prefix_misses) / 100.0);
-    printf("\"evictions\":%" PRIu64 ",\"sequences\":%u,", s->evictions, s->sequences);
+    printf("\"evictions\":%" PRIu64 ",\"sequences\":%u,\"sequences_expired\":%" PRIu64 ",",
+           s->evictions, s->sequences, s->seqs_expired);
     printf("\"jobs\":{\"done\":%" PRIu64 ",\"failed\":%" PRIu64 ",\"queued\":%" PRIu64 "},",
            s->jobs_done, s->jobs_failed, s->jobs_queued);
     printf("\"epoch\":%" PRIu64 ",\"arena_bytes\":%" PRIu64 ",\"uptime_ms\":%" PRIu64 ",",
@@ -137,7 +138,7 @@ static void print_table(const char *ep, const Kvarena__StatsReply *s)
            s->prefix_hits, s->prefix_misses,
            pct(s->prefix_hits, s->prefix_hits + s->prefix_misses));
     printf("evictions   %" PRIu64 "\n", s->evictions);
-    printf("sequences   %u\n", s->sequences);
+    printf("sequences   %u  expired %" PRIu64 "\n", s->sequences, s->seqs_expired);
     printf("jobs        done %" PRIu64 "  failed %" PRIu64 "  queued %" PRIu64 "\n",
            s->jobs_done, s->jobs_failed, s->jobs_queued);
     printf("\nworkers (%zu)\n  %-6s %-8s %-9s %-12s %s\n", s->n_workers, "index", "pid",

@@ -27,6 +27,7 @@ void kvs_config_defaults(kvs_config *c)
     c->max_extend_tokens = 65536;
     c->max_msg_bytes = 256ull << 20;
     c->max_conns = 4096;
+    c->seq_idle_timeout_s = 600;
     c->log_level = KVS_LOG_INFO;
     c->layers = 4;
     c->q_heads = 8;
@@ -101,12 +102,16 @@ static int parse_str(const char *v, char *out, size_t len)
     return 0;
 }
 
+/* The tenant named name, added if new; NULL if the table is full or the name is not 1..63
+ * of [A-Za-z0-9_.-] (names go into logs and JSON events as they are). */
 static kvs_tenant_cfg *tenant_get(kvs_config *c, const char *name)
 {
     for (uint32_t i = 0; i < c->n_tenants; i++)
         if (!strcmp(c->tenant[i].name, name))
             return &c->tenant[i];
-    if (c->n_tenants == KVS_MAX_TENANTS || strlen(name) == 0 || strlen(name) >= KVS_NAME_MAX)
+    size_t len = strlen(name);
+    if (c->n_tenants == KVS_MAX_TENANTS || len == 0 || len >= KVS_NAME_MAX ||
+        strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") != len)
         return NULL;
     kvs_tenant_cfg *t = &c->tenant[c->n_tenants++];
     snprintf(t->name, sizeof(t->name), "%s", name);
@@ -118,7 +123,8 @@ static kvs_tenant_cfg *tenant_get(kvs_config *c, const char *name)
 #define U64(sec, key, field) if (!strcmp(section, sec) && !strcmp(name, key)) return parse_u64(value, &c->field)
 #define STR(sec, key, field) if (!strcmp(section, sec) && !strcmp(name, key)) return parse_str(value, c->field, sizeof(c->field))
 
-/* Returns 0 if (section, name, value) was applied, -1 if the value is bad, -2 if unknown. */
+/* Returns 0 if (section, name, value) was applied, -1 if the value is bad, -2 if unknown,
+ * -3 if a tenant section names no tenant that may be added. */
 static int apply(kvs_config *c, const char *section, const char *name, const char *value)
 {
     STR("server", "name", name);
@@ -137,6 +143,7 @@ static int apply(kvs_config *c, const char *section, const char *name, const cha
     U32("server", "max_extend_tokens", max_extend_tokens);
     U64("server", "max_msg_bytes", max_msg_bytes);
     U32("server", "max_conns", max_conns);
+    U32("server", "seq_idle_timeout_s", seq_idle_timeout_s);
     if (!strcmp(section, "server") && !strcmp(name, "keep_shm"))
         return parse_bool(value, &c->keep_shm);
     if (!strcmp(section, "server") && !strcmp(name, "fresh"))
@@ -174,7 +181,7 @@ static int apply(kvs_config *c, const char *section, const char *name, const cha
     if (!strncmp(section, "tenant.", 7)) {
         kvs_tenant_cfg *t = tenant_get(c, section + 7);
         if (!t)
-            return -1;
+            return -3;
         if (!strcmp(name, "quota_pages"))
             return parse_u32(value, &t->quota_pages);
         if (!strcmp(name, "weight"))
@@ -202,8 +209,12 @@ static int on_key(void *user, const char *section, const char *name, const char 
     int rc = apply(ctx->c, section, name, value);
     if (rc == 0)
         return 1;
-    snprintf(ctx->err, ctx->err_len, rc == -2 ? "unknown key %s.%s" : "bad value for %s.%s: '%s'",
-             section, name, value);
+    if (rc == -3)
+        snprintf(ctx->err, ctx->err_len, "bad tenant section [%s]: names are 1..%d of "
+                 "[A-Za-z0-9_.-], at most %d tenants", section, KVS_NAME_MAX - 1, KVS_MAX_TENANTS);
+    else
+        snprintf(ctx->err, ctx->err_len, rc == -2 ? "unknown key %s.%s" : "bad value for %s.%s: '%s'",
+                 section, name, value);
     return 0;
 }
 

@@ -184,12 +184,28 @@ static const char *seq_err(int rc)
 {
     switch (rc) {
     case KV_ERR_NOSEQ: return "no such sequence for this tenant";
+    case KV_ERR_EXPIRED: return "sequence expired: no request named it for the server's "
+                                "seq_idle_timeout_s; open a new one (its full pages are still cached)";
     case KV_ERR_BUSY: return "sequence has a job in flight";
     case KV_ERR_STATE: return "sequence has pending tokens: attend every layer first";
     case KV_ERR_NOMEM: return "out of KV memory: every page is in use, nothing is evictable";
     case KV_ERR_QUOTA: return "tenant quota exceeded: its pages are all in use";
     default: return kv_strerror(rc);
     }
+}
+
+/* rc, or KV_ERR_EXPIRED where rc says NOSEQ of a sequence of t that the server expired. */
+static int seq_rc(const kvs_server *s, int rc, uint64_t id, uint32_t t)
+{
+    return rc == KV_ERR_NOSEQ && kvs_seq_expired(&s->seqs, id, t) ? KV_ERR_EXPIRED : rc;
+}
+
+/* Stamps sequence id of t (if live) as named by a request now: see seqs_expire. */
+static void seq_touch(kvs_server *s, uint64_t id, uint32_t t)
+{
+    const kva_seq *rec = kvs_seq_find(&s->seqs, id, t);
+    if (rec)
+        kvs_seq_touch(&s->seqs, rec, s->clock_ms);
 }
 
 /* The live sequence that open or fork request req_id of tenant t created, or 0: the answer
@@ -221,12 +237,17 @@ static void on_create(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uin
     if (!id) {
         int rc = fork ? kvs_seq_fork(&s->seqs, e->fork->seq, t, e->req_id, &id)
                       : kvs_seq_open(&s->seqs, t, e->req_id, &id);
+        if (fork)
+            rc = seq_rc(s, rc, e->fork->seq, t);
         if (rc) {
             reply_status(s, m, e->req_id, rc, "%s", rc == KV_ERR_NOMEM ? "sequence table full" : seq_err(rc));
             return;
         }
         s->recent[s->recent_next++ % KVS_RECENT] = (kvs_created){ e->req_id, id, t };
     }
+    seq_touch(s, id, t);
+    if (fork)
+        seq_touch(s, e->fork->seq, t);
     Kvarena__SeqOpenReply so = KVARENA__SEQ_OPEN_REPLY__INIT;
     Kvarena__ForkReply fr = KVARENA__FORK_REPLY__INIT;
     so.seq = fr.seq = id;
@@ -243,9 +264,11 @@ static void on_create(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uin
 
 static void on_seq_close(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uint32_t t)
 {
-    int rc = kvs_seq_close(&s->seqs, e->seq_close->seq, t, e->req_id);
-    if (rc == KV_ERR_NOSEQ && kvs_seq_closed_by(&s->seqs, e->seq_close->seq, t, e->req_id))
-        rc = 0; /* closed by the first try of this request */
+    uint64_t id = e->seq_close->seq;
+    int rc = kvs_seq_close(&s->seqs, id, t, e->req_id);
+    if (rc == KV_ERR_NOSEQ && (kvs_seq_closed_by(&s->seqs, id, t, e->req_id) ||
+                               kvs_seq_expired(&s->seqs, id, t)))
+        rc = 0; /* closed by the first try of this request, or expired: closed either way */
     if (rc)
         reply_status(s, m, e->req_id, rc, "%s", seq_err(rc));
     else
@@ -261,12 +284,14 @@ static void on_extend(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uin
     if (e->retry && rec && rec->last_req == e->req_id && rec->pending > 0)
         cached = rec->last_cached; /* applied by the first try: answer from the record */
     else
-        rc = kvs_seq_extend(&s->seqs, x->seq, t, e->req_id, x->tokens, (uint32_t)x->n_tokens, &cached);
+        rc = seq_rc(s, kvs_seq_extend(&s->seqs, x->seq, t, e->req_id, x->tokens,
+                                      (uint32_t)x->n_tokens, &cached), x->seq, t);
     if (rc) {
         reply_status(s, m, e->req_id, rc, "%s", seq_err(rc));
         return;
     }
     Kvarena__ExtendReply xr = KVARENA__EXTEND_REPLY__INIT;
+    kvs_seq_touch(&s->seqs, rec, s->clock_ms);
     xr.cached = cached;
     xr.len = rec->len;
     xr.pending = rec->pending;
@@ -336,10 +361,12 @@ static int attend_check(kvs_server *s, const Kvarena__Envelope *e, uint32_t t, k
         const Kvarena__AttendItem *it = a->items[i];
         kva_seq *rec = kvs_seq_find(&s->seqs, it->seq, t);
         if (!rec) {
-            snprintf(why, why_len, "item %zu: no sequence %#llx for this tenant", i,
-                     (unsigned long long)it->seq);
-            return KV_ERR_NOSEQ;
+            int rc = seq_rc(s, KV_ERR_NOSEQ, it->seq, t);
+            snprintf(why, why_len, "item %zu: sequence %#llx: %s", i,
+                     (unsigned long long)it->seq, seq_err(rc));
+            return rc;
         }
+        kvs_seq_touch(&s->seqs, rec, s->clock_ms);
         uint32_t slot = (uint32_t)rec->id;
         if (s->stamp[slot] == s->stamp_now) {
             snprintf(why, why_len, "item %zu: sequence named twice in one batch", i);
@@ -426,6 +453,7 @@ static void on_stats(kvs_server *s, void *sock, kvp_msg *m, uint64_t req_id)
     st.prefix_misses = pg->misses;
     st.evictions = pg->evictions;
     st.sequences = s->seqs.live;
+    st.seqs_expired = s->seqs_expired;
     st.jobs_done = s->jobs_done;
     st.jobs_failed = s->jobs_failed;
     st.jobs_queued = s->jobs_queued;

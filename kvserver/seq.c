@@ -86,6 +86,7 @@ static kva_seq *slot_take(kvs_seqs *ss, uint32_t tenant, uint64_t req_id, uint32
     rec->last_req = req_id;
     ss->s[slot].n_pt = 0;
     ss->s[slot].busy_job = 0;
+    ss->s[slot].used_ms = 0;
     ss->live++;
     ss->per_tenant[tenant]++;
     return rec;
@@ -153,6 +154,29 @@ int kvs_seq_closed_by(const kvs_seqs *ss, uint64_t id, uint32_t tenant, uint64_t
     const kva_seq *rec = kva_seq_at(ss->h, slot);
     return rec->state == KVA_SEQ_FREE && rec->closed_gen == gen && rec->tenant == tenant
            && rec->last_req == req_id;
+}
+
+uint32_t kvs_seq_expire(kvs_seqs *ss, uint64_t now, uint64_t idle_ms, kvs_seq_expire_fn fn,
+                        void *arg)
+{
+    uint32_t n = 0;
+    for (uint32_t slot = 0; slot < ss->h->max_seqs && ss->live > 0; slot++) {
+        kva_seq *rec = kva_seq_at(ss->h, slot);
+        kvs_seq *s = &ss->s[slot];
+        if (rec->state != KVA_SEQ_LIVE || s->busy_job)
+            continue;
+        if (s->used_ms == 0)
+            s->used_ms = now;
+        if (now - s->used_ms < idle_ms)
+            continue;
+        if (fn)
+            fn(arg, rec, s->n_pt);
+        int rc = kvs_seq_close(ss, rec->id, rec->tenant, KVS_REQ_EXPIRED);
+        assert(rc == 0);
+        (void)rc;
+        n++;
+    }
+    return n;
 }
 
 int kvs_seq_fork(kvs_seqs *ss, uint64_t id, uint32_t tenant, uint64_t req_id, uint64_t *child)

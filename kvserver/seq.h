@@ -11,7 +11,13 @@
  * req_id: open, fork, extend and close take the id of the client request they apply and
  * write it into the record they change (kva_seq.last_req), in the same stores as the change
  * itself, so it survives a restart with it. That is how a retry or resend of the same
- * request is recognised and answered instead of being applied twice (see handlers.c). */
+ * request is recognised and answered instead of being applied twice (see handlers.c).
+ *
+ * Expiry: a client that dies leaves its sequences open, their pages pinned. Every request
+ * that names a sequence stamps it with the server's clock (kvs_seq_touch); kvs_seq_expire
+ * closes those left unnamed for the configured idle time, as a close by the reserved
+ * request id KVS_REQ_EXPIRED, so the record's tombstone tells a late caller why its
+ * sequence is gone (kvs_seq_expired). Full pages stay cached like after any close. */
 #ifndef KVARENA_SEQ_H
 #define KVARENA_SEQ_H
 
@@ -24,6 +30,8 @@ typedef struct kvs_seq {
     uint32_t n_pt;       /* entries in pt */
     uint32_t cap;        /* allocated entries */
     uint64_t busy_job;   /* job in flight for this sequence, 0 if none */
+    uint64_t used_ms;    /* server clock when a request last named it; 0: not yet (a
+                          * sequence found at a restart: kvs_seq_expire starts its clock) */
 } kvs_seq;
 
 typedef struct kvs_seqs {
@@ -61,6 +69,30 @@ int kvs_seq_close(kvs_seqs *ss, uint64_t id, uint32_t tenant, uint64_t req_id);
 /* 1 if request req_id of tenant closed id and its slot has not been reused since (the record
  * keeps that in shared memory, across restarts): a resent close is then answered success. */
 int kvs_seq_closed_by(const kvs_seqs *ss, uint64_t id, uint32_t tenant, uint64_t req_id);
+/* The request id of closes made by kvs_seq_expire (clients count theirs up from below
+ * 2^63; one that sent this id would only find an expired sequence reported closed). */
+#define KVS_REQ_EXPIRED UINT64_MAX
+
+/* Stamps the sequence of rec as named by a request at now (ms). */
+static inline void kvs_seq_touch(const kvs_seqs *ss, const kva_seq *rec, uint64_t now)
+{
+    kvs_seq_priv(ss, rec)->used_ms = now;
+}
+
+/* Called by kvs_seq_expire with each sequence it is about to close and its page count. */
+typedef void (*kvs_seq_expire_fn)(void *arg, const kva_seq *rec, uint32_t n_pages);
+
+/* Closes every live sequence not named since now - idle_ms and with no job in flight, as
+ * kvs_seq_close by request KVS_REQ_EXPIRED, calling fn first for each (fn may be NULL).
+ * Returns how many it closed. */
+uint32_t kvs_seq_expire(kvs_seqs *ss, uint64_t now, uint64_t idle_ms, kvs_seq_expire_fn fn,
+                        void *arg);
+/* 1 if kvs_seq_expire closed id of tenant and its slot has not been reused since. */
+static inline int kvs_seq_expired(const kvs_seqs *ss, uint64_t id, uint32_t tenant)
+{
+    return kvs_seq_closed_by(ss, id, tenant, KVS_REQ_EXPIRED);
+}
+
 /* A new sequence sharing every page of id, created by request req_id (the child's
  * last_req, as for open). Returns 0 with its id in *child. Errors: NOSEQ, BUSY, STATE
  * (tokens pending), NOMEM (table full). */

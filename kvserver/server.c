@@ -353,6 +353,38 @@ static void drain_socket(kvs_server *s, void *sock, kvs_handler fn)
     }
 }
 
+/* Moves the sequence idleness clock on by the wall time since its last move, at most
+ * heartbeat_ms: the loop runs that often at least, so a longer gap is a stall of the server
+ * (stopped, swapped out), during which its clients' requests wait in the socket. */
+static void clock_advance(kvs_server *s)
+{
+    uint64_t now = kvs_now_ms(), gap = now - s->clock_wall_ms;
+    s->clock_ms += gap < s->cfg.heartbeat_ms ? gap : s->cfg.heartbeat_ms;
+    s->clock_wall_ms = now;
+}
+
+static void on_expired(void *arg, const kva_seq *rec, uint32_t n_pages)
+{
+    kvs_server *s = arg;
+    const char *tenant = s->cfg.tenant[rec->tenant].name;
+    KVS_INFO("sequence %#llx of tenant %s expired: no request named it for %u s; %u tokens "
+             "(%u pending), %u pages released", (unsigned long long)rec->id, tenant,
+             s->cfg.seq_idle_timeout_s, rec->len, rec->pending, n_pages);
+    kvs_event(s, "seq", "{\"event\":\"expired\",\"seq\":%llu,\"tenant\":\"%s\",\"pages\":%u}",
+              (unsigned long long)rec->id, tenant, n_pages);
+}
+
+/* Closes the sequences left idle past seq_idle_timeout_s, scanning every quarter of it
+ * (a second at most). */
+static void seqs_expire(kvs_server *s)
+{
+    uint64_t idle = (uint64_t)s->cfg.seq_idle_timeout_s * 1000;
+    if (!idle || s->clock_ms < s->expire_at_ms)
+        return;
+    s->expire_at_ms = s->clock_ms + (idle / 4 < 1000 ? idle / 4 : 1000);
+    s->seqs_expired += kvs_seq_expire(&s->seqs, s->clock_ms, idle, on_expired, s);
+}
+
 int kvs_server_run(kvs_server *s)
 {
     zmq_pollitem_t items[] = {
@@ -364,12 +396,14 @@ int kvs_server_run(kvs_server *s)
     };
     int n_items = s->zap ? 5 : 4;
     long tick = s->cfg.heartbeat_ms / 2;
+    s->clock_wall_ms = kvs_now_ms();
     while (!s->stopping) {
         int n = zmq_poll(items, n_items, tick);
         if (n < 0 && errno != EINTR) {
             KVS_ERROR("zmq_poll failed: %s", zmq_strerror(errno));
             return KV_ERR_IO;
         }
+        clock_advance(s);
         if (items[3].revents & ZMQ_POLLIN)
             handle_signals(s);
         if (items[0].revents & ZMQ_POLLIN)
@@ -381,6 +415,7 @@ int kvs_server_run(kvs_server *s)
         if (n_items == 5 && (items[4].revents & ZMQ_POLLIN))
             zap_handle(s);
         kvs_workers_tick(s);
+        seqs_expire(s);
         kvs_jobs_dispatch(s);
     }
     return 0;

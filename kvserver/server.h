@@ -111,6 +111,11 @@ typedef struct kvs_server {
     kvs_created recent[KVS_RECENT]; /* the last creations, a ring */
     uint32_t recent_next;
     uint64_t *stamp;            /* per sequence slot: last Attend that named it */
+    uint64_t clock_ms;          /* sequence idleness clock (kvs_seq_touch): wall time, less
+                                 * the server's own stalls (a client's requests wait then) */
+    uint64_t clock_wall_ms;     /* wall time when clock_ms last moved */
+    uint64_t expire_at_ms;      /* clock_ms of the next expiry scan */
+    uint64_t seqs_expired;      /* sequences closed for idleness */
     uint64_t stamp_now;
     uint64_t start_ms;
     uint64_t dropped;           /* worker-socket messages dropped since the last warning */

@@ -18,6 +18,7 @@ const char *kv_strerror(int code)
         "server shutting down",
         "request too large",
         "internal error",
+        "sequence expired",
     };
     if (code > 0 || code <= -KV_ERR_COUNT)
         return "unknown error";

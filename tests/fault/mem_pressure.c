@@ -8,20 +8,10 @@
  * gets KVC_ERR_NOMEM and changes nothing, while requests that need no new page (attend on
  * a live sequence, lookup, stats) still work; after closing, allocation works again.
  * Usage: mem_pressure ENDPOINT TENANT SECONDS */
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "client/examples/synth.h"
-#include "client/kvclient.h"
-
-static kvc_client *c;
-static int failures;
-#define CHECK(cond, ...) do { if (!(cond)) { failures++; fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-    fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); } } while (0)
-#define CALL(expr) do { int rc_ = (expr); if (rc_) { fprintf(stderr, "FAIL %s: %s (%s)\n", #expr, \
-    kvc_strerror(rc_), kvc_last_error(c)); exit(1); } } while (0)
+#include "fault_client.h"
 
 static double now_s(void)
 {
@@ -30,40 +20,13 @@ static double now_s(void)
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-/* Runs every layer for the pending tokens tokens[pos0 .. pos0+n) of seq; checks the last
- * row of the last layer against the reference. Returns the attend status. */
-static int run_layers(uint64_t seq, const uint32_t *tokens, uint32_t pos0, uint32_t n)
-{
-    const kvc_model *m = kvc_model_info(c);
-    size_t qrow = (size_t)m->q_heads * m->head_dim, kvrow = (size_t)m->kv_heads * m->head_dim;
-    float *q = malloc(sizeof(float) * qrow * n), *k = malloc(sizeof(float) * kvrow * n);
-    float *v = malloc(sizeof(float) * kvrow * n), *o = malloc(sizeof(float) * qrow * n);
-    int rc = 0;
-    for (uint32_t layer = 0; layer < m->layers && rc == 0; layer++) {
-        kvs_fill_qkv(m, layer, tokens + pos0, pos0, n, q, k, v);
-        kvc_item it = { seq, n };
-        rc = kvc_attend(c, layer, &it, 1, q, k, v, 0, o, NULL);
-        if (rc == 0 && layer + 1 == m->layers) {
-            double err; /* INFINITY if there was no memory for the reference */
-            CHECK(kvs_check_row(m, layer, tokens, pos0 + n - 1, o + (n - 1) * qrow, &err, NULL) == 0,
-                  "pos %u: err %.3g", pos0 + n - 1, err);
-        }
-    }
-    free(q); free(k); free(v); free(o);
-    return rc;
-}
-
 int main(int argc, char **argv)
 {
     if (argc != 4) {
         fprintf(stderr, "usage: mem_pressure ENDPOINT TENANT SECONDS\n");
         return 2;
     }
-    kvc_opts opts = { .tenant = argv[2], .name = "mem_pressure", .timeout_ms = 30000 };
-    if (kvc_connect(argv[1], &opts, &c)) {
-        fprintf(stderr, "connect: %s\n", kvc_last_error(NULL));
-        return 1;
-    }
+    fc_connect(argv[1], argv[2], "mem_pressure");
     const kvc_model *m = kvc_model_info(c);
     const uint32_t P = m->page_tokens, prompt = 4 * P + 3;
     kvc_stats st0, st;

@@ -31,6 +31,14 @@ $(B)/tests/mem_pressure: $(B)/obj/tests/fault/mem_pressure.o $(B)/obj/client/exa
 INTEG_TESTS += tests/fault/test_mem_pressure.sh
 tests: $(B)/tests/mem_pressure
 
+# Sequences of dead and idle clients expire (tests/fault/test_client_crash.sh).
+$(B)/tests/idle_client: $(B)/obj/tests/fault/idle_client.o $(B)/obj/client/examples/synth.o \
+                        $(B)/libkvclient.a $(KERNELS_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
+INTEG_TESTS += tests/fault/test_client_crash.sh
+tests: $(B)/tests/idle_client
+
 # Bad input on every socket (tests/fault/test_bad_input.sh): raw DEALERs + libkvclient.
 $(B)/tests/bad_input: $(B)/obj/tests/fault/bad_input.o $(B)/obj/tests/fault/frames.o \
                       $(B)/obj/client/examples/synth.o \

@@ -1,7 +1,7 @@
 /* test_seq.c — unit tests of kvserver's sequences (seq.c) over the page allocator: prefix
  * reuse through extend (and the "at least one token left" rule), hit/miss counters, out of
  * memory and quotas changing nothing, copy-on-write fork, id validation, busy sequences,
- * and deduplication of blocks written twice concurrently.
+ * expiry of idle ones, and deduplication of blocks written twice concurrently.
  *
  * Every test runs on a fresh arena in private memory (arena_fixture.h) and checks every
  * invariant of pages.h plus the accounting identity after each mutating step (fx_check). */
@@ -531,6 +531,67 @@ static void test_close_tombstone(void **state)
     fx_check(f);
 }
 
+static void count_expired(void *arg, const kva_seq *rec, uint32_t n_pages)
+{
+    uint32_t *seen = arg;
+    assert_int_equal(rec->state, KVA_SEQ_LIVE); /* told before it is closed */
+    seen[0]++;
+    seen[1] += n_pages;
+}
+
+/* Expiry closes exactly the sequences left unnamed for the idle time and not busy, as a
+ * close (full pages cached, the rest freed, pending tokens dropped) whose tombstone says
+ * expired; a sequence whose clock never started (found at a restart) gets a full period. */
+static void test_expire(void **state)
+{
+    fx *f = *state;
+    uint32_t tok[3 * FX_P], seen[2] = { 0, 0 };
+    fx_tokens(tok, 3 * FX_P, 500);
+    uint64_t idle = fx_seq_fill(f, 0, tok, 2 * FX_P + 1, NULL); /* 2 full pages + 1 token */
+    uint64_t fresh = fx_seq_fill(f, 1, tok, FX_P, NULL);
+    uint64_t busy = fx_seq_fill(f, 0, tok + FX_P, FX_P, NULL);
+    uint64_t half = 0, unset = 0;
+    assert_int_equal(kvs_seq_open(&f->ss, 0, 7, &half), 0); /* a client died mid-request */
+    assert_int_equal(kvs_seq_extend(&f->ss, half, 0, 8, tok, 2 * FX_P, NULL), 0);
+    assert_int_equal(kvs_seq_open(&f->ss, 1, 9, &unset), 0);
+    kvs_seq_touch(&f->ss, kvs_seq_find(&f->ss, idle, 0), 1000);
+    kvs_seq_touch(&f->ss, kvs_seq_find(&f->ss, fresh, 1), 4500);
+    kvs_seq_touch(&f->ss, kvs_seq_find(&f->ss, busy, 0), 1000);
+    kvs_seq_touch(&f->ss, kvs_seq_find(&f->ss, half, 0), 2000);
+    kvs_seq_priv(&f->ss, kvs_seq_find(&f->ss, busy, 0))->busy_job = 77;
+    assert_int_equal(f->ss.live, 5);
+
+    assert_int_equal(kvs_seq_expire(&f->ss, 4999, 4000, count_expired, seen), 0); /* 1 ms early */
+    assert_int_equal(kvs_seq_expire(&f->ss, 5000, 4000, count_expired, seen), 1);
+    fx_check(f);
+    assert_int_equal(seen[0], 1);
+    assert_int_equal(seen[1], 3);
+    assert_null(kvs_seq_find(&f->ss, idle, 0));
+    assert_int_equal(kvs_seq_expired(&f->ss, idle, 0), 1);
+    assert_int_equal(kvs_seq_expired(&f->ss, idle, 1), 0);     /* another tenant's id */
+    assert_int_equal(kvs_seq_expired(&f->ss, fresh, 1), 0);    /* live */
+    assert_int_equal(kvs_seq_close(&f->ss, idle, 0, 5), KV_ERR_NOSEQ);
+    /* its 2 full pages stay cached: the same prompt finds them */
+    assert_int_equal(kvs_prefix_match(&f->ss, 0, tok, 2 * FX_P + 1, NULL), 2 * FX_P);
+
+    assert_int_equal(kvs_seq_expire(&f->ss, 6000, 4000, count_expired, seen), 1); /* half */
+    fx_check(f);
+    assert_int_equal(kvs_seq_expired(&f->ss, half, 0), 1);
+    assert_int_equal(kvs_prefix_match(&f->ss, 0, tok, 2 * FX_P + 1, NULL), 2 * FX_P);
+    assert_non_null(kvs_seq_find(&f->ss, unset, 1)); /* its clock started at the first scan */
+    assert_int_equal(kvs_seq_expire(&f->ss, 8998, 4000, count_expired, seen), 1); /* fresh */
+    assert_non_null(kvs_seq_find(&f->ss, unset, 1));
+    assert_int_equal(kvs_seq_expire(&f->ss, 8999, 4000, count_expired, seen), 1); /* unset */
+    assert_int_equal(seen[0], 4);
+    assert_int_equal(kvs_seq_expire(&f->ss, 1u << 30, 4000, NULL, NULL), 0); /* busy stays */
+    assert_int_equal(f->ss.live, 1);
+    kvs_seq_priv(&f->ss, kvs_seq_find(&f->ss, busy, 0))->busy_job = 0;
+    assert_int_equal(kvs_seq_expire(&f->ss, 1u << 30, 4000, NULL, NULL), 1);
+    assert_int_equal(f->ss.live, 0);
+    fx_check(f);
+    assert_int_equal(f->pg.n_free + f->pg.n_cached, f->pg.n); /* nothing left pinned */
+}
+
 /* Fork of an empty sequence (into a slot never used before), and fork of a fork. */
 static void test_fork_empty(void **state)
 {
@@ -730,6 +791,7 @@ int main(void)
         FX_TEST(test_fork_cow, &cfg8),
         FX_TEST(test_seq_errors, &cfg8),
         FX_TEST(test_close_tombstone, &cfg8),
+        FX_TEST(test_expire, &cfg16),
         FX_TEST(test_fork_empty, &cfg8),
         FX_TEST(test_fork_cow_pressure, &cfg3),
         FX_TEST(test_dedup_concurrent, &cfg16),
