@@ -1,7 +1,10 @@
 /* kvctl — operator's tool: talks to the kvserver's admin endpoint.
  *
  *   kvctl [--endpoint ADMIN_EP] [--timeout MS] stats [--json]
- *   kvctl [--endpoint ADMIN_EP] [--timeout MS] ping
+ *   kvctl [--endpoint ADMIN_EP] [--timeout MS] seqs [--json]
+ *   kvctl [--endpoint ADMIN_EP] [--timeout MS] close SEQ
+ *   kvctl [--endpoint ADMIN_EP] [--timeout MS] ping | check
+ *   kvctl keygen
  *
  * Exit status: 0 success, 1 the request failed (no server, timeout, error reply),
  * 2 usage error. The endpoint defaults to $KVARENA_ADMIN, then the default install's. */
@@ -22,6 +25,9 @@ static const char usage_text[] =
     "usage: kvctl [--endpoint ADMIN_EP] [--timeout MS] COMMAND\n"
     "commands:\n"
     "  stats [--json]   arena, prefix cache, jobs, workers and tenants\n"
+    "  seqs [--json]    open sequences: id, tenant, tokens, pending, pages, idle time\n"
+    "  close SEQ        closes sequence SEQ (an id from seqs) of whichever tenant; its\n"
+    "                   client's later calls on it fail, saying an operator closed it\n"
     "  ping             round-trip time to the server\n"
     "  check            the server checks its invariants (page counts, LRU, index, refs)\n"
     "  keygen           a new CURVE key pair (Z85): a tenant's public_key for the server's\n"
@@ -179,6 +185,61 @@ static int cmd_stats(const char *ep, int timeout_ms, int json)
     return 0;
 }
 
+static int cmd_seqs(const char *ep, int timeout_ms, int json)
+{
+    Kvarena__SeqList body = KVARENA__SEQ_LIST__INIT;
+    Kvarena__Envelope req = KVARENA__ENVELOPE__INIT;
+    req.body_case = KVARENA__ENVELOPE__BODY_SEQ_LIST;
+    req.seq_list = &body;
+    kvr_reply rep;
+    if (admin_call(ep, timeout_ms, &req, &rep, KVARENA__ENVELOPE__BODY_SEQ_LIST_REPLY, "seqs"))
+        return 1;
+    const Kvarena__SeqListReply *r = rep.env->seq_list_reply;
+    if (json)
+        printf("{\"sequences\":[");
+    else
+        printf("%zu open sequences\n  %-18s %-16s %-8s %-8s %-6s %-6s %-9s %s\n", r->n_seqs,
+               "id", "tenant", "tokens", "pending", "layer", "pages", "idle_s", "busy");
+    for (size_t i = 0; i < r->n_seqs; i++) {
+        const Kvarena__SeqInfo *x = r->seqs[i];
+        if (json) {
+            printf("%s{\"id\":%" PRIu64 ",\"tenant\":", i ? "," : "", x->id);
+            json_str(x->tenant);
+            printf(",\"len\":%u,\"pending\":%u,\"next_layer\":%u,\"pages\":%u,"
+                   "\"idle_ms\":%" PRIu64 ",\"busy\":%s}", x->len, x->pending, x->next_layer,
+                   x->pages, x->idle_ms, x->busy ? "true" : "false");
+        } else {
+            printf("  %#-18" PRIx64 " %-16s %-8u %-8u %-6u %-6u %-9.1f %s\n", x->id, x->tenant,
+                   x->len, x->pending, x->next_layer, x->pages, (double)x->idle_ms / 1000.0,
+                   x->busy ? "yes" : "");
+        }
+    }
+    if (json)
+        printf("]}\n");
+    kvr_reply_clear(&rep);
+    return 0;
+}
+
+static int cmd_close(const char *ep, int timeout_ms, const char *arg)
+{
+    char *end;
+    errno = 0;
+    uint64_t id = strtoull(arg, &end, 0);
+    if (!*arg || *end || errno)
+        return usage("close takes a sequence id (decimal or 0x hex, as seqs prints it)");
+    Kvarena__SeqClose body = KVARENA__SEQ_CLOSE__INIT;
+    body.seq = id;
+    Kvarena__Envelope req = KVARENA__ENVELOPE__INIT;
+    req.body_case = KVARENA__ENVELOPE__BODY_SEQ_CLOSE;
+    req.seq_close = &body;
+    kvr_reply rep;
+    if (admin_call(ep, timeout_ms, &req, &rep, KVARENA__ENVELOPE__BODY__NOT_SET, "close"))
+        return 1;
+    kvr_reply_clear(&rep);
+    printf("closed sequence %#" PRIx64 "\n", id);
+    return 0;
+}
+
 /* Asks the server to check its invariants; exit 0 if they hold. */
 static int cmd_check(const char *ep, int timeout_ms)
 {
@@ -235,7 +296,7 @@ int main(int argc, char **argv)
     if (!ep || !*ep)
         ep = DEFAULT_ADMIN;
     int timeout_ms = DEFAULT_TIMEOUT_MS, json = 0;
-    const char *cmd = NULL;
+    const char *cmd = NULL, *arg = NULL;
     for (int i = 1; i < argc; i++) {
         int missing = 0;
         const char *v;
@@ -260,6 +321,8 @@ int main(int argc, char **argv)
             return usage(NULL);
         } else if (!cmd) {
             cmd = argv[i];
+        } else if (!arg && !strcmp(cmd, "close")) {
+            arg = argv[i];
         } else {
             fprintf(stderr, "kvctl: unexpected argument %s\n", argv[i]);
             return usage(NULL);
@@ -269,6 +332,10 @@ int main(int argc, char **argv)
         return usage("no command");
     if (!strcmp(cmd, "stats"))
         return cmd_stats(ep, timeout_ms, json);
+    if (!strcmp(cmd, "seqs"))
+        return cmd_seqs(ep, timeout_ms, json);
+    if (!strcmp(cmd, "close"))
+        return arg ? cmd_close(ep, timeout_ms, arg) : usage("close takes a sequence id");
     if (!strcmp(cmd, "check"))
         return cmd_check(ep, timeout_ms);
     if (!strcmp(cmd, "keygen")) {
@@ -282,7 +349,7 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "ping")) {
         if (json)
-            return usage("--json goes with stats");
+            return usage("--json goes with stats or seqs");
         return cmd_ping(ep, timeout_ms);
     }
     fprintf(stderr, "kvctl: unknown command %s\n", cmd);

@@ -194,10 +194,15 @@ static const char *seq_err(int rc)
     }
 }
 
-/* rc, or KV_ERR_EXPIRED where rc says NOSEQ of a sequence of t that the server expired. */
-static int seq_rc(const kvs_server *s, int rc, uint64_t id, uint32_t t)
+/* rc and *why for an operation on sequence id of t; where rc says NOSEQ, why it is gone:
+ * expired (rc becomes KV_ERR_EXPIRED), closed by an operator, or never there. */
+static int seq_gone(const kvs_server *s, int rc, uint64_t id, uint32_t t, const char **why)
 {
-    return rc == KV_ERR_NOSEQ && kvs_seq_expired(&s->seqs, id, t) ? KV_ERR_EXPIRED : rc;
+    if (rc == KV_ERR_NOSEQ && kvs_seq_expired(&s->seqs, id, t))
+        rc = KV_ERR_EXPIRED;
+    *why = rc == KV_ERR_NOSEQ && kvs_seq_closed_by(&s->seqs, id, t, KVS_REQ_ADMIN)
+           ? "sequence closed by an operator (kvctl close)" : seq_err(rc);
+    return rc;
 }
 
 /* Stamps sequence id of t (if live) as named by a request now: see seqs_expire. */
@@ -237,10 +242,11 @@ static void on_create(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uin
     if (!id) {
         int rc = fork ? kvs_seq_fork(&s->seqs, e->fork->seq, t, e->req_id, &id)
                       : kvs_seq_open(&s->seqs, t, e->req_id, &id);
+        const char *why = seq_err(rc);
         if (fork)
-            rc = seq_rc(s, rc, e->fork->seq, t);
+            rc = seq_gone(s, rc, e->fork->seq, t, &why);
         if (rc) {
-            reply_status(s, m, e->req_id, rc, "%s", rc == KV_ERR_NOMEM ? "sequence table full" : seq_err(rc));
+            reply_status(s, m, e->req_id, rc, "%s", rc == KV_ERR_NOMEM ? "sequence table full" : why);
             return;
         }
         s->recent[s->recent_next++ % KVS_RECENT] = (kvs_created){ e->req_id, id, t };
@@ -267,8 +273,9 @@ static void on_seq_close(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, 
     uint64_t id = e->seq_close->seq;
     int rc = kvs_seq_close(&s->seqs, id, t, e->req_id);
     if (rc == KV_ERR_NOSEQ && (kvs_seq_closed_by(&s->seqs, id, t, e->req_id) ||
-                               kvs_seq_expired(&s->seqs, id, t)))
-        rc = 0; /* closed by the first try of this request, or expired: closed either way */
+                               kvs_seq_expired(&s->seqs, id, t) ||
+                               kvs_seq_closed_by(&s->seqs, id, t, KVS_REQ_ADMIN)))
+        rc = 0; /* closed by the first try of this request, expired or closed by an operator */
     if (rc)
         reply_status(s, m, e->req_id, rc, "%s", seq_err(rc));
     else
@@ -281,13 +288,14 @@ static void on_extend(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uin
     kva_seq *rec = kvs_seq_find(&s->seqs, x->seq, t);
     uint32_t cached = 0;
     int rc = 0;
+    const char *why = NULL;
     if (e->retry && rec && rec->last_req == e->req_id && rec->pending > 0)
         cached = rec->last_cached; /* applied by the first try: answer from the record */
     else
-        rc = seq_rc(s, kvs_seq_extend(&s->seqs, x->seq, t, e->req_id, x->tokens,
-                                      (uint32_t)x->n_tokens, &cached), x->seq, t);
+        rc = seq_gone(s, kvs_seq_extend(&s->seqs, x->seq, t, e->req_id, x->tokens,
+                                        (uint32_t)x->n_tokens, &cached), x->seq, t, &why);
     if (rc) {
-        reply_status(s, m, e->req_id, rc, "%s", seq_err(rc));
+        reply_status(s, m, e->req_id, rc, "%s", why);
         return;
     }
     Kvarena__ExtendReply xr = KVARENA__EXTEND_REPLY__INIT;
@@ -361,9 +369,10 @@ static int attend_check(kvs_server *s, const Kvarena__Envelope *e, uint32_t t, k
         const Kvarena__AttendItem *it = a->items[i];
         kva_seq *rec = kvs_seq_find(&s->seqs, it->seq, t);
         if (!rec) {
-            int rc = seq_rc(s, KV_ERR_NOSEQ, it->seq, t);
+            const char *gone;
+            int rc = seq_gone(s, KV_ERR_NOSEQ, it->seq, t, &gone);
             snprintf(why, why_len, "item %zu: sequence %#llx: %s", i,
-                     (unsigned long long)it->seq, seq_err(rc));
+                     (unsigned long long)it->seq, gone);
             return rc;
         }
         kvs_seq_touch(&s->seqs, rec, s->clock_ms);
@@ -539,6 +548,59 @@ out:
     kvarena__envelope__free_unpacked(e, NULL);
 }
 
+/* SeqList: every open sequence, in slot order. */
+static void on_seq_list(kvs_server *s, kvp_msg *m, uint64_t req_id)
+{
+    uint32_t n = s->seqs.live, k = 0;
+    Kvarena__SeqInfo *info = calloc(n + 1, sizeof(*info));
+    Kvarena__SeqInfo **ptr = calloc(n + 1, sizeof(*ptr));
+    if (!info || !ptr) {
+        kvp_send_status(s->admin, &m->route, req_id, KV_ERR_NOMEM, "server out of memory");
+    } else {
+        for (uint32_t slot = 0; slot < s->cfg.max_seqs && k < n; slot++) {
+            const kva_seq *rec = kva_seq_at(s->shm.h, slot);
+            if (rec->state != KVA_SEQ_LIVE)
+                continue;
+            const kvs_seq *sq = kvs_seq_priv(&s->seqs, rec);
+            Kvarena__SeqInfo *x = &info[k];
+            kvarena__seq_info__init(x);
+            x->id = rec->id;
+            x->tenant = s->cfg.tenant[rec->tenant].name;
+            x->len = rec->len;
+            x->pending = rec->pending;
+            x->next_layer = rec->next_layer;
+            x->pages = sq->n_pt;
+            x->idle_ms = sq->used_ms ? s->clock_ms - sq->used_ms : 0;
+            x->busy = sq->busy_job != 0;
+            ptr[k++] = x;
+        }
+        Kvarena__SeqListReply lr = KVARENA__SEQ_LIST_REPLY__INIT;
+        lr.seqs = ptr;
+        lr.n_seqs = k;
+        Kvarena__Envelope r = KVARENA__ENVELOPE__INIT;
+        r.body_case = KVARENA__ENVELOPE__BODY_SEQ_LIST_REPLY;
+        r.seq_list_reply = &lr;
+        reply(s->admin, m, req_id, &r);
+    }
+    free(info);
+    free(ptr);
+}
+
+/* SeqClose on the admin socket: closes a sequence of any tenant, as its client would; the
+ * tombstone tells that client an operator closed it. */
+static void on_admin_close(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e)
+{
+    uint64_t id = e->seq_close->seq;
+    const kva_seq *rec = kvs_seq_live(&s->seqs, id);
+    uint32_t t = rec ? rec->tenant : 0;
+    int rc = rec ? kvs_seq_close(&s->seqs, id, t, KVS_REQ_ADMIN) : KV_ERR_NOSEQ;
+    if (rc == 0)
+        KVS_INFO("sequence %#llx of tenant %s closed by an operator",
+                 (unsigned long long)id, s->cfg.tenant[t].name);
+    kvp_send_status(s->admin, &m->route, e->req_id, rc,
+                    rc == KV_ERR_NOSEQ ? "no such open sequence" : rc ? seq_err(rc) : "");
+}
+
 void kvs_handle_admin(kvs_server *s, kvp_msg *m)
 {
     Kvarena__Envelope *e = kvp_decode(&m->env);
@@ -552,12 +614,16 @@ void kvs_handle_admin(kvs_server *s, kvp_msg *m)
         on_stats(s, s->admin, m, e->req_id);
     else if (e->body_case == KVARENA__ENVELOPE__BODY_PING)
         kvp_send_status(s->admin, &m->route, e->req_id, 0, "");
+    else if (e->body_case == KVARENA__ENVELOPE__BODY_SEQ_LIST)
+        on_seq_list(s, m, e->req_id);
+    else if (e->body_case == KVARENA__ENVELOPE__BODY_SEQ_CLOSE)
+        on_admin_close(s, m, e);
     else if (e->body_case == KVARENA__ENVELOPE__BODY_CHECK) {
         char why[256] = "";
         int rc = kvs_server_check(s, why, sizeof(why));
         kvp_send_status(s->admin, &m->route, e->req_id, rc, why);
     }
     else
-        kvp_send_status(s->admin, &m->route, e->req_id, KV_ERR_PROTO, "admin takes Stats, Ping or Check");
+        kvp_send_status(s->admin, &m->route, e->req_id, KV_ERR_PROTO, "admin takes Stats, Ping, Check, SeqList or SeqClose");
     kvarena__envelope__free_unpacked(e, NULL);
 }

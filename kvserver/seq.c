@@ -54,15 +54,19 @@ void kvs_pages_pin(kvs_pages *pg, const uint32_t *pages, uint32_t n, int pin)
     }
 }
 
-kva_seq *kvs_seq_find(const kvs_seqs *ss, uint64_t id, uint32_t tenant)
+kva_seq *kvs_seq_live(const kvs_seqs *ss, uint64_t id)
 {
     uint32_t slot = (uint32_t)id;
     if (id == 0 || slot >= ss->h->max_seqs)
         return NULL;
     kva_seq *rec = kva_seq_at(ss->h, slot);
-    if (rec->state != KVA_SEQ_LIVE || rec->id != id || rec->tenant != tenant)
-        return NULL;
-    return rec;
+    return rec->state == KVA_SEQ_LIVE && rec->id == id ? rec : NULL;
+}
+
+kva_seq *kvs_seq_find(const kvs_seqs *ss, uint64_t id, uint32_t tenant)
+{
+    kva_seq *rec = kvs_seq_live(ss, id);
+    return rec && rec->tenant == tenant ? rec : NULL;
 }
 
 /* Takes a free slot with room for a page table of pt_min entries (8 at least: a live

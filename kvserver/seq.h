@@ -54,6 +54,8 @@ void kvs_seqs_free(kvs_seqs *ss);
 
 /* The live record of id owned by tenant, or NULL (forged, stale, foreign: KV_ERR_NOSEQ). */
 kva_seq *kvs_seq_find(const kvs_seqs *ss, uint64_t id, uint32_t tenant);
+/* The live record of id whatever its tenant (the admin socket's view), or NULL. */
+kva_seq *kvs_seq_live(const kvs_seqs *ss, uint64_t id);
 static inline kvs_seq *kvs_seq_priv(const kvs_seqs *ss, const kva_seq *rec)
 {
     return &ss->s[(uint32_t)rec->id];
@@ -70,8 +72,11 @@ int kvs_seq_close(kvs_seqs *ss, uint64_t id, uint32_t tenant, uint64_t req_id);
  * keeps that in shared memory, across restarts): a resent close is then answered success. */
 int kvs_seq_closed_by(const kvs_seqs *ss, uint64_t id, uint32_t tenant, uint64_t req_id);
 /* The request id of closes made by kvs_seq_expire (clients count theirs up from below
- * 2^63; one that sent this id would only find an expired sequence reported closed). */
+ * 2^63; one that sent this id would only find an expired sequence reported closed). Any
+ * close's tombstone (kvs_seq_closed_by) then says who closed it. */
 #define KVS_REQ_EXPIRED UINT64_MAX
+/* The request id of closes asked for on the admin socket (kvctl close). */
+#define KVS_REQ_ADMIN (UINT64_MAX - 1)
 
 /* Stamps the sequence of rec as named by a request at now (ms). */
 static inline void kvs_seq_touch(const kvs_seqs *ss, const kva_seq *rec, uint64_t now)

@@ -18,7 +18,8 @@
  *   NaN/Inf        in Q/K/V are passed through: the server never reads tensor data, so such
  *                  an Attend succeeds (status 0, frames of the right size) and only the
  *                  sending tenant's own sequence sees the values.
- *   admin socket   garbage, empty, too many frames, frames after Stats, every non-admin type.
+ *   admin socket   garbage, empty, too many frames, frames after Stats, every non-admin type,
+ *                  SeqClose of forged ids.
  *   worker socket  garbage, empty, too many frames, forged Ready (unknown index, wrong pid,
  *                  pid 0, a real worker's index and pid without its token), Heartbeat with
  *                  a foreign pid or a wrong token, forged JobDone for job ids 1..N
@@ -459,6 +460,12 @@ static void admin_cases(void)
     uint64_t sq = good_seq;
     uint32_t n1 = 1;
     attend_case("admin: Attend", s, 0, &sq, &n1, 1, 0, 1, KV_ERR_PROTO);
+    /* an operator's close of ids that name no open sequence: the good one stays open */
+    const uint64_t forged[] = { 0, good_seq ^ (1ull << 32), good_seq | 0xffffffffull, UINT64_MAX };
+    for (size_t i = 0; i < sizeof(forged) / sizeof(forged[0]); i++) {
+        id = fr_seq_close(&f, forged[i]);
+        bad_case("admin: SeqClose of a forged id", s, &f, id, KV_ERR_NOSEQ);
+    }
     id = fr_body(&f, KVARENA__ENVELOPE__BODY_PING);
     bad_case("admin: Ping still answered", s, &f, id, 0);
     zmq_close(s);

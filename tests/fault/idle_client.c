@@ -8,11 +8,13 @@
  *                  to be killed.
  *   lookup N       the full pages of those N prompts are cached: 2 pages each for the
  *                  prefilled ones, none for the last.
- *   pause MS STEPS alive|expired
+ *   pause MS STEPS alive|expired|closed
  *                  prefills a sequence, then STEPS times sleeps MS and runs a decode step.
  *                  alive: every step works. expired: the first step gets KVC_ERR_EXPIRED
  *                  (and so does an attend naming it), closing it still succeeds, and a new
  *                  sequence with the same prompt finds its full pages in the cache.
+ *                  closed: the same, but an operator closed it (kvctl close) meanwhile:
+ *                  KVC_ERR_NOSEQ saying so.
  * Exit 0 only if everything was as described. */
 #include <string.h>
 #include <unistd.h>
@@ -68,8 +70,10 @@ static void lookup(uint32_t n, uint32_t len, uint32_t P)
     }
 }
 
-static void pause_steps(uint32_t ms, uint32_t steps, int expect_expired, uint32_t len, uint32_t P)
+/* expect: KVC_OK (alive), KVC_ERR_EXPIRED or KVC_ERR_NOSEQ (closed by an operator). */
+static void pause_steps(uint32_t ms, uint32_t steps, int expect, uint32_t len, uint32_t P)
 {
+    const char *says = expect == KVC_ERR_EXPIRED ? "seq_idle_timeout_s" : "by an operator";
     uint32_t *t = prompt(1000 + ms, len + steps), cached = 0;
     uint64_t s = prefill(t, len, &cached);
     for (uint32_t i = 0; i < steps; i++) {
@@ -77,18 +81,21 @@ static void pause_steps(uint32_t ms, uint32_t steps, int expect_expired, uint32_
         int rc = kvc_seq_extend(c, s, t + len + i, 1, NULL);
         if (rc == 0)
             rc = run_layers(s, t, len + i, 1);
-        if (!expect_expired) {
+        if (expect == KVC_OK) {
             CHECK(rc == 0, "step %u after %u ms idle: %s (%s)", i, ms, kvc_strerror(rc),
                   kvc_last_error(c));
             continue;
         }
-        CHECK(rc == KVC_ERR_EXPIRED, "extend after %u ms idle: %s, expected expired", ms,
-              kvc_strerror(rc));
-        CHECK(strstr(kvc_last_error(c), "seq_idle_timeout_s") != NULL,
-              "the error does not say why: '%s'", kvc_last_error(c));
+        CHECK(rc == expect, "extend after %u ms idle: %s, expected %s", ms, kvc_strerror(rc),
+              kvc_strerror(expect));
+        CHECK(strstr(kvc_last_error(c), says) != NULL, "the error does not say why: '%s'",
+              kvc_last_error(c));
         printf("after %u ms idle: %s (%s)\n", ms, kvc_strerror(rc), kvc_last_error(c));
         rc = run_layers(s, t, len, 1);
-        CHECK(rc == KVC_ERR_EXPIRED, "attend naming it: %s, expected expired", kvc_strerror(rc));
+        CHECK(rc == expect, "attend naming it: %s, expected %s", kvc_strerror(rc),
+              kvc_strerror(expect));
+        CHECK(strstr(kvc_last_error(c), says) != NULL, "the attend's error does not say why: '%s'",
+              kvc_last_error(c));
         CALL(kvc_seq_close(c, s));
         uint64_t again = prefill(t, len, &cached);
         CHECK(cached == 2 * P, "new sequence, same prompt: %u tokens cached, expected %u",
@@ -103,7 +110,7 @@ static void pause_steps(uint32_t ms, uint32_t steps, int expect_expired, uint32_
 int main(int argc, char **argv)
 {
     if (argc < 5) {
-        fprintf(stderr, "usage: idle_client ENDPOINT TENANT hold|lookup N | pause MS STEPS alive|expired\n");
+        fprintf(stderr, "usage: idle_client ENDPOINT TENANT hold|lookup N | pause MS STEPS alive|expired|closed\n");
         return 2;
     }
     fc_connect(argv[1], argv[2], "idle_client");
@@ -114,7 +121,8 @@ int main(int argc, char **argv)
         lookup((uint32_t)atoi(argv[4]), len, P);
     else if (!strcmp(argv[3], "pause") && argc == 7)
         pause_steps((uint32_t)atoi(argv[4]), (uint32_t)atoi(argv[5]),
-                    !strcmp(argv[6], "expired"), len, P);
+                    !strcmp(argv[6], "expired") ? KVC_ERR_EXPIRED
+                    : !strcmp(argv[6], "closed") ? KVC_ERR_NOSEQ : KVC_OK, len, P);
     else {
         fprintf(stderr, "idle_client: unknown mode %s\n", argv[3]);
         return 2;
