@@ -92,7 +92,9 @@ const kvc_model *kvc_model_info(const kvc_client *c);
 /* Opens an empty sequence. *seq is its id, valid for this tenant until kvc_seq_close(), or
  * until the server closes it because no call named it for its seq_idle_timeout_s (10 min
  * by default; what frees the pages of a client that died): calls naming it then fail with
- * KVC_ERR_EXPIRED. */
+ * KVC_ERR_EXPIRED. A sequence kept idle on purpose costs little to lose: a new one extended
+ * with the same tokens finds every full page in the prefix cache, so only the tokens of
+ * the last, partial page are computed again. */
 int kvc_seq_open(kvc_client *c, uint64_t *seq);
 /* Closes a sequence: its pages are released (full pages stay cached for reuse).
  * Closing a sequence the server has expired succeeds. Errors: KVC_ERR_NOSEQ, KVC_ERR_BUSY. */

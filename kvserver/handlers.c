@@ -238,6 +238,8 @@ static uint64_t created_by(kvs_server *s, uint32_t t, uint64_t req_id, int retry
 static void on_create(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uint32_t t)
 {
     int fork = e->body_case == KVARENA__ENVELOPE__BODY_FORK;
+    if (fork) /* named: alive, whether or not the fork can be made */
+        seq_touch(s, e->fork->seq, t);
     uint64_t id = created_by(s, t, e->req_id, e->retry);
     if (!id) {
         int rc = fork ? kvs_seq_fork(&s->seqs, e->fork->seq, t, e->req_id, &id)
@@ -252,8 +254,6 @@ static void on_create(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uin
         s->recent[s->recent_next++ % KVS_RECENT] = (kvs_created){ e->req_id, id, t };
     }
     seq_touch(s, id, t);
-    if (fork)
-        seq_touch(s, e->fork->seq, t);
     Kvarena__SeqOpenReply so = KVARENA__SEQ_OPEN_REPLY__INIT;
     Kvarena__ForkReply fr = KVARENA__FORK_REPLY__INIT;
     so.seq = fr.seq = id;
@@ -286,6 +286,8 @@ static void on_extend(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uin
 {
     const Kvarena__Extend *x = e->extend;
     kva_seq *rec = kvs_seq_find(&s->seqs, x->seq, t);
+    if (rec) /* named: alive, whether or not the extend can be applied */
+        kvs_seq_touch(&s->seqs, rec, s->clock_ms);
     uint32_t cached = 0;
     int rc = 0;
     const char *why = NULL;
@@ -299,7 +301,6 @@ static void on_extend(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uin
         return;
     }
     Kvarena__ExtendReply xr = KVARENA__EXTEND_REPLY__INIT;
-    kvs_seq_touch(&s->seqs, rec, s->clock_ms);
     xr.cached = cached;
     xr.len = rec->len;
     xr.pending = rec->pending;

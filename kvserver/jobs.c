@@ -95,7 +95,7 @@ void kvs_job_finish(kvs_server *s, kvs_job *job, int status, const char *error,
         kvs_seq *sq = kvs_seq_priv(&s->seqs, rec);
         if (sq->busy_job == job->id)
             sq->busy_job = 0;
-        sq->used_ms = s->clock_ms; /* idle from now, not from when the job was queued */
+        kvs_seq_touch(&s->seqs, rec, s->clock_ms); /* idle from now, not from the request */
         if (status == 0 && !it->replay) {
             rec->last_req = job->req_id; /* first: a retry then finds the layer applied */
             kvs_seq_layer_done(&s->seqs, rec);

@@ -77,9 +77,11 @@ static kva_seq *slot_take(kvs_seqs *ss, uint32_t tenant, uint64_t req_id, uint32
 {
     if (ss->n_free == 0)
         return NULL;
-    if (pt_reserve(&ss->s[ss->free_slots[ss->n_free - 1]], pt_min > 8 ? pt_min : 8) != 0)
+    uint32_t slot = ss->free_slots[ss->free_head];
+    if (pt_reserve(&ss->s[slot], pt_min > 8 ? pt_min : 8) != 0)
         return NULL;
-    uint32_t slot = ss->free_slots[--ss->n_free];
+    ss->free_head = (ss->free_head + 1) % ss->h->max_seqs;
+    ss->n_free--;
     kva_seq *rec = kva_seq_at(ss->h, slot);
     memset(rec, 0, sizeof(*rec));
     if ((uint32_t)++ss->h->next_seq_gen == 0) /* generation 0 would make id 0 possible */
@@ -104,6 +106,12 @@ static uint64_t slot_publish(kva_seq *rec)
     return rec->id;
 }
 
+/* Puts slot at the end of the free ring. */
+static void slot_free_push(kvs_seqs *ss, uint32_t slot)
+{
+    ss->free_slots[(ss->free_head + ss->n_free++) % ss->h->max_seqs] = slot;
+}
+
 /* Frees a record, leaving a tombstone until the slot is taken again: the closed id's
  * generation and the closing request req_id (kvs_seq_closed_by). */
 static void slot_release(kvs_seqs *ss, kva_seq *rec, uint64_t req_id)
@@ -116,7 +124,7 @@ static void slot_release(kvs_seqs *ss, kva_seq *rec, uint64_t req_id)
     rec->state = KVA_SEQ_FREE;
     rec->id = 0;
     ss->s[slot].n_pt = 0;
-    ss->free_slots[ss->n_free++] = slot;
+    slot_free_push(ss, slot);
 }
 
 int kvs_seq_open(kvs_seqs *ss, uint32_t tenant, uint64_t req_id, uint64_t *id)
@@ -405,7 +413,7 @@ int kvs_seqs_init(kvs_seqs *ss, kva_header *h, kvs_pages *pg, const uint8_t (*sa
         return KV_ERR_NOMEM;
     }
     memcpy(ss->salt, salts, KVA_HASH_BYTES * (size_t)pg->n_tenants);
-    for (uint32_t slot = h->max_seqs; slot-- > 0;) {
+    for (uint32_t slot = 0; slot < h->max_seqs; slot++) {
         kva_seq *rec = kva_seq_at(h, slot);
         if (rec->state == KVA_SEQ_LIVE && seq_rebuild(ss, rec) == 0)
             continue;
@@ -414,7 +422,7 @@ int kvs_seqs_init(kvs_seqs *ss, kva_header *h, kvs_pages *pg, const uint8_t (*sa
             return KV_ERR_NOMEM;
         }
         rec->id = 0;
-        ss->free_slots[ss->n_free++] = slot;
+        slot_free_push(ss, slot);
     }
     return 0;
 }

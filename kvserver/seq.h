@@ -38,7 +38,9 @@ typedef struct kvs_seqs {
     kva_header *h;
     kvs_pages *pg;
     kvs_seq *s;              /* max_seqs entries, indexed by slot */
-    uint32_t *free_slots;    /* stack of free slots */
+    uint32_t *free_slots;    /* ring of max_seqs entries: free slots, longest free first (a
+                              * closed slot's tombstone lives until its slot is taken again) */
+    uint32_t free_head;      /* the next free slot to take is free_slots[free_head] */
     uint32_t n_free;
     uint32_t live;           /* open sequences */
     uint32_t per_tenant[KVS_MAX_TENANTS]; /* open sequences per tenant */
@@ -72,14 +74,14 @@ int kvs_seq_close(kvs_seqs *ss, uint64_t id, uint32_t tenant, uint64_t req_id);
  * keeps that in shared memory, across restarts): a resent close is then answered success. */
 int kvs_seq_closed_by(const kvs_seqs *ss, uint64_t id, uint32_t tenant, uint64_t req_id);
 /* The request id of closes made by kvs_seq_expire (clients count theirs up from below
- * 2^63; one that sent this id would only find an expired sequence reported closed). Any
- * close's tombstone (kvs_seq_closed_by) then says who closed it. */
+ * 2^63; a close sent with this id would be reported as an expiry afterwards). Any close's
+ * tombstone (kvs_seq_closed_by) says who closed it. */
 #define KVS_REQ_EXPIRED UINT64_MAX
 /* The request id of closes asked for on the admin socket (kvctl close). */
 #define KVS_REQ_ADMIN (UINT64_MAX - 1)
 
 /* Stamps the sequence of rec as named by a request at now (ms). */
-static inline void kvs_seq_touch(const kvs_seqs *ss, const kva_seq *rec, uint64_t now)
+static inline void kvs_seq_touch(kvs_seqs *ss, const kva_seq *rec, uint64_t now)
 {
     kvs_seq_priv(ss, rec)->used_ms = now;
 }

@@ -71,7 +71,7 @@ typedef struct kvs_worker {
     int state;                  /* kvs_worker_state */
     uint8_t rid[KVP_MAX_ROUTE]; /* routing id of its job socket (from Ready) */
     uint8_t rid_len;
-    uint64_t last_seen_ms;      /* last message or heartbeat */
+    uint64_t last_seen_ms;      /* last message or heartbeat (server clock) */
     kvs_job *job;               /* job it is running */
     uint64_t jobs;              /* jobs completed */
     uint32_t restarts;
@@ -96,7 +96,6 @@ typedef struct kvs_server {
     void *zap;                  /* ZAP handler (REP), authenticated mode only */
     int sigfd;                  /* signalfd: SIGCHLD, SIGINT, SIGTERM */
     int lock_fd;                /* runtime_dir/kvserver.lock, flock'ed while we run; 0 none */
-    uint64_t last_tick_ms;      /* when kvs_workers_tick last ran (0: not yet) */
     int stopping;
     kvs_conn *conns;            /* hash table of conn_slots entries (handlers.c) */
     uint32_t conn_slots;        /* a power of two, at least twice cfg.max_conns */
@@ -111,8 +110,9 @@ typedef struct kvs_server {
     kvs_created recent[KVS_RECENT]; /* the last creations, a ring */
     uint32_t recent_next;
     uint64_t *stamp;            /* per sequence slot: last Attend that named it */
-    uint64_t clock_ms;          /* sequence idleness clock (kvs_seq_touch): wall time, less
-                                 * the server's own stalls (a client's requests wait then) */
+    uint64_t clock_ms;          /* the server's clock (ms, from 1) for worker liveness, job
+                                 * timeouts and sequence idleness: wall time, less the
+                                 * server's own stalls (clock_advance in server.c) */
     uint64_t clock_wall_ms;     /* wall time when clock_ms last moved */
     uint64_t expire_at_ms;      /* clock_ms of the next expiry scan */
     uint64_t seqs_expired;      /* sequences closed for idleness */

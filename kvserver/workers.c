@@ -101,7 +101,7 @@ static int spawn(kvs_server *s, kvs_worker *w)
     w->state = KVS_W_STARTING;
     w->fence_warned = 0;
     w->rid_len = 0;
-    w->last_seen_ms = kvs_now_ms();
+    w->last_seen_ms = s->clock_ms;
     KVS_INFO("worker %d started, pid %d", w->index, (int)pid);
     kvs_event(s, "worker", "{\"event\":\"started\",\"index\":%d,\"pid\":%d}", w->index, (int)pid);
     return 0;
@@ -121,7 +121,7 @@ int kvs_workers_start(kvs_server *s)
 /* The worker is gone (reaped): give its job back, schedule its restart. */
 static void worker_lost(kvs_server *s, kvs_worker *w, const char *why)
 {
-    uint64_t now = kvs_now_ms();
+    uint64_t now = s->clock_ms;
     KVS_WARN("worker %d (pid %d) %s", w->index, (int)w->pid, why);
     kvs_event(s, "worker", "{\"event\":\"died\",\"index\":%d,\"pid\":%d,\"why\":\"%s\"}",
               w->index, (int)w->pid, why);
@@ -155,7 +155,7 @@ void kvs_worker_fence(kvs_server *s, kvs_worker *w, const char *why)
     kvs_event(s, "worker", "{\"event\":\"fenced\",\"index\":%d,\"pid\":%d}", w->index, (int)w->pid);
     w->state = KVS_W_FENCING;
     w->rid_len = 0;
-    w->fenced_ms = kvs_now_ms();
+    w->fenced_ms = s->clock_ms;
     if (w->pid > 0 && kill(w->pid, SIGKILL) != 0 && errno == ESRCH)
         KVS_WARN("kill(%d, SIGKILL): already gone, waiting for SIGCHLD", (int)w->pid);
 }
@@ -179,32 +179,12 @@ void kvs_workers_reap(kvs_server *s)
     }
 }
 
-/* t moved on by a stall of gap ms, at most to now (a heartbeat handled after the last tick,
- * or a job sent then, is newer than the stall). */
-static uint64_t credit(uint64_t t, uint64_t gap, uint64_t now)
-{
-    return t + gap < now ? t + gap : now;
-}
-
+/* Times here are on the server's clock (s->clock_ms), which does not count the server's own
+ * stalls: a worker's heartbeats wait in the socket meanwhile (see clock_advance). */
 void kvs_workers_tick(kvs_server *s)
 {
-    uint64_t now = kvs_now_ms();
+    uint64_t now = s->clock_ms;
     uint64_t silent = 3ull * s->cfg.heartbeat_ms;
-    /* The loop ticks every heartbeat_ms / 2 at least. A longer gap is a stall of the server
-     * itself (stopped, swapped out, a long operation), not silence of the workers, whose
-     * heartbeats wait in the socket: it is credited to their clocks. */
-    if (s->last_tick_ms && now - s->last_tick_ms > s->cfg.heartbeat_ms) {
-        uint64_t gap = now - s->last_tick_ms;
-        KVS_WARN("server loop stalled for %llu ms: not held against the workers",
-                 (unsigned long long)gap);
-        for (uint32_t i = 0; i < s->cfg.workers; i++) {
-            kvs_worker *w = &s->workers[i];
-            w->last_seen_ms = credit(w->last_seen_ms, gap, now);
-            if (w->job)
-                w->job->sent_ms = credit(w->job->sent_ms, gap, now);
-        }
-    }
-    s->last_tick_ms = now;
     for (uint32_t i = 0; i < s->cfg.workers; i++) {
         kvs_worker *w = &s->workers[i];
         if (w->state == KVS_W_DOWN) {
@@ -299,7 +279,7 @@ int kvs_worker_send_job(kvs_server *s, kvs_worker *w, kvs_job *job)
     rc = kvp_send(s->worker_sock, &route, &env, t, 3);
     zmq_msg_close(&route);
     if (rc == 0) {
-        job->sent_ms = kvs_now_ms();
+        job->sent_ms = s->clock_ms;
         job->tries++;
         w->job = job;
         w->state = KVS_W_BUSY;
@@ -327,7 +307,7 @@ static void on_ready(kvs_server *s, kvp_msg *m, const Kvarena__Ready *r)
         memcpy(w->rid, zmq_msg_data(&m->route), w->rid_len);
         w->state = KVS_W_READY;
         w->was_ready = 1;
-        w->last_seen_ms = kvs_now_ms();
+        w->last_seen_ms = s->clock_ms;
         KVS_INFO("worker %d ready (pid %d, %u threads)", w->index, r->pid, r->threads);
     }
 }
@@ -372,7 +352,7 @@ void kvs_handle_worker(kvs_server *s, kvp_msg *m)
     if (e->body_case == KVARENA__ENVELOPE__BODY_HEARTBEAT) {
         kvs_worker *w = by_token(s, e->heartbeat->index, e->heartbeat->pid, e->heartbeat->token);
         if (w)
-            w->last_seen_ms = kvs_now_ms();
+            w->last_seen_ms = s->clock_ms;
         else
             dropped(s, "Heartbeat from an unknown worker");
     } else if (e->body_case == KVARENA__ENVELOPE__BODY_READY) {
@@ -382,7 +362,7 @@ void kvs_handle_worker(kvs_server *s, kvp_msg *m)
         if (!w)
             dropped(s, "message from an unknown or fenced worker");
         else if (e->body_case == KVARENA__ENVELOPE__BODY_JOB_DONE) {
-            w->last_seen_ms = kvs_now_ms();
+            w->last_seen_ms = s->clock_ms;
             on_job_done(s, w, m, e);
         } else
             dropped(s, "unexpected message type from a worker");

@@ -15,6 +15,8 @@
  *                  sequence with the same prompt finds its full pages in the cache.
  *                  closed: the same, but an operator closed it (kvctl close) meanwhile:
  *                  KVC_ERR_NOSEQ saying so.
+ *   slow MS        prefills a sequence, extends it by one token and attends its layers one
+ *                  by one, MS apart: attends alone keep it alive.
  * Exit 0 only if everything was as described. */
 #include <string.h>
 #include <unistd.h>
@@ -107,10 +109,29 @@ static void pause_steps(uint32_t ms, uint32_t steps, int expect, uint32_t len, u
     free(t);
 }
 
+static void slow_layers(uint32_t ms, uint32_t len)
+{
+    const kvc_model *m = kvc_model_info(c);
+    uint32_t *t = prompt(2000 + ms, len + 1), cached = 0;
+    uint64_t s = prefill(t, len, &cached);
+    CALL(kvc_seq_extend(c, s, t + len, 1, NULL));
+    size_t qrow = (size_t)m->q_heads * m->head_dim, kvrow = (size_t)m->kv_heads * m->head_dim;
+    float *q = malloc(sizeof(float) * qrow), *k = malloc(sizeof(float) * kvrow);
+    float *v = malloc(sizeof(float) * kvrow), *o = malloc(sizeof(float) * qrow);
+    for (uint32_t layer = 0; layer < m->layers; layer++) {
+        usleep(ms * 1000u);
+        kvs_fill_qkv(m, layer, t + len, len, 1, q, k, v);
+        kvc_item it = { s, 1 };
+        CALL(kvc_attend(c, layer, &it, 1, q, k, v, 0, o, NULL));
+    }
+    CALL(kvc_seq_close(c, s));
+    free(q); free(k); free(v); free(o); free(t);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 5) {
-        fprintf(stderr, "usage: idle_client ENDPOINT TENANT hold|lookup N | pause MS STEPS alive|expired|closed\n");
+        fprintf(stderr, "usage: idle_client ENDPOINT TENANT hold|lookup N | slow MS | pause MS STEPS alive|expired|closed\n");
         return 2;
     }
     fc_connect(argv[1], argv[2], "idle_client");
@@ -119,6 +140,8 @@ int main(int argc, char **argv)
         hold((uint32_t)atoi(argv[4]), len);
     else if (!strcmp(argv[3], "lookup"))
         lookup((uint32_t)atoi(argv[4]), len, P);
+    else if (!strcmp(argv[3], "slow"))
+        slow_layers((uint32_t)atoi(argv[4]), len);
     else if (!strcmp(argv[3], "pause") && argc == 7)
         pause_steps((uint32_t)atoi(argv[4]), (uint32_t)atoi(argv[5]),
                     !strcmp(argv[6], "expired") ? KVC_ERR_EXPIRED

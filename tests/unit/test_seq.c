@@ -483,9 +483,18 @@ static void test_seq_errors(void **state)
     assert_int_equal(kvs_seq_close(&f->ss, s, 0, 0), KV_ERR_NOSEQ);
     assert_int_equal(kvs_seq_fork(&f->ss, s, 0, 0, &c), KV_ERR_NOSEQ);
     assert_int_equal(kvs_seq_extend(&f->ss, s, 0, 0, tok, 1, &cached), KV_ERR_NOSEQ);
-    uint64_t s2;
-    assert_int_equal(kvs_seq_open(&f->ss, 0, 0, &s2), 0);
-    assert_int_equal((uint32_t)s2, slot);
+    uint64_t s2, others[8];
+    uint32_t n_others = 0; /* free slots are reused longest free first: s's comes last */
+    for (;;) {
+        assert_int_equal(kvs_seq_open(&f->ss, 0, 0, &s2), 0);
+        if ((uint32_t)s2 == slot)
+            break;
+        assert_true(n_others < 8);
+        others[n_others++] = s2;
+    }
+    assert_int_equal(n_others, f->h->max_seqs - 1);
+    for (uint32_t i = 0; i < n_others; i++)
+        assert_int_equal(kvs_seq_close(&f->ss, others[i], 0, 0), 0);
     assert_int_not_equal(s2, s);
     assert_int_equal(kvs_seq_fork(&f->ss, s, 0, 0, &c), KV_ERR_NOSEQ);
     assert_int_equal(kvs_seq_close(&f->ss, s, 0, 0), KV_ERR_NOSEQ);
@@ -523,7 +532,16 @@ static void test_close_tombstone(void **state)
     assert_int_equal(kvs_seq_closed_by(&f->ss, s ^ (1ull << 32), 0, 42), 0); /* generation */
     assert_int_equal(kvs_seq_closed_by(&f->ss, (uint64_t)f->h->max_seqs, 0, 42), 0);
     assert_int_equal(kvs_seq_closed_by(&f->ss, UINT64_MAX, 0, 42), 0);
-    /* the slot taken again (the free slots are a stack): the tombstone is gone */
+    /* free slots are taken longest free first: the tombstone outlives every other slot's
+     * use, and is gone once its own slot is taken again */
+    uint64_t others[8];
+    for (uint32_t i = 0; i + 1 < f->h->max_seqs; i++) {
+        assert_int_equal(kvs_seq_open(&f->ss, 0, 50 + i, &others[i]), 0);
+        assert_int_not_equal((uint32_t)others[i], (uint32_t)s);
+        assert_int_equal(kvs_seq_closed_by(&f->ss, s, 0, 42), 1);
+    }
+    for (uint32_t i = 0; i + 1 < f->h->max_seqs; i++)
+        assert_int_equal(kvs_seq_close(&f->ss, others[i], 0, 60 + i), 0);
     assert_int_equal(kvs_seq_open(&f->ss, 0, 44, &s2), 0);
     assert_int_equal((uint32_t)s2, (uint32_t)s);
     assert_int_equal(kvs_seq_closed_by(&f->ss, s, 0, 42), 0);
@@ -571,6 +589,11 @@ static void test_expire(void **state)
     assert_int_equal(kvs_seq_expired(&f->ss, idle, 1), 0);     /* another tenant's id */
     assert_int_equal(kvs_seq_expired(&f->ss, fresh, 1), 0);    /* live */
     assert_int_equal(kvs_seq_close(&f->ss, idle, 0, 5), KV_ERR_NOSEQ);
+    uint64_t newer; /* an open takes a never used slot: the tombstone stays */
+    assert_int_equal(kvs_seq_open(&f->ss, 1, 10, &newer), 0);
+    assert_int_not_equal((uint32_t)newer, (uint32_t)idle);
+    assert_int_equal(kvs_seq_expired(&f->ss, idle, 0), 1);
+    assert_int_equal(kvs_seq_close(&f->ss, newer, 1, 11), 0);
     /* its 2 full pages stay cached: the same prompt finds them */
     assert_int_equal(kvs_prefix_match(&f->ss, 0, tok, 2 * FX_P + 1, NULL), 2 * FX_P);
 
