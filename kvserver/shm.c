@@ -1,6 +1,11 @@
 /* shm.c — creating the arena region. MAP_SHARED so workers see the same pages; the kernel
  * is advised to back the data with transparent huge pages (fewer TLB misses when kernels
- * stream K/V). The region is zero-filled by ftruncate, so FREE = 0 needs no write pass. */
+ * stream K/V). The region is zero-filled by ftruncate, so FREE = 0 needs no write pass.
+ *
+ * Every byte of the region is reserved in /dev/shm at start (posix_fallocate): a tmpfs file
+ * is sparse, and a page first touched when the file system is full raises SIGBUS in
+ * whichever process touches it, a worker in the middle of a job or the server itself. An
+ * arena that does not fit is refused at start instead, with the numbers. */
 #include "shm.h"
 
 #include <errno.h>
@@ -10,6 +15,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "kernels/kvkernels.h"
@@ -31,6 +37,33 @@ static kva_header config_header(const kvs_config *c, const uint8_t tenants_hash[
     return h;
 }
 
+/* Reserves bytes of fd (the arena called name) in /dev/shm: 0, or KV_ERR_NOMEM when they
+ * do not fit (said with the numbers). */
+static int reserve(int fd, const char *name, uint64_t bytes)
+{
+    struct statvfs vs;
+    uint64_t st_bytes = 0;
+    struct stat st;
+    if (fstat(fd, &st) == 0)
+        st_bytes = (uint64_t)st.st_blocks * 512; /* already allocated (a kept arena) */
+    if (fstatvfs(fd, &vs) == 0 && bytes > st_bytes &&
+        bytes - st_bytes > (uint64_t)vs.f_bavail * vs.f_frsize) {
+        KVS_ERROR("arena %s needs %.1f MiB more of /dev/shm, which has %.1f MiB free: lower "
+                  "arena.pages or arena.bytes, or enlarge /dev/shm (mount -o remount,size=...)",
+                  name, (double)(bytes - st_bytes) / 1048576.0,
+                  (double)vs.f_bavail * vs.f_frsize / 1048576.0);
+        return KV_ERR_NOMEM;
+    }
+    int e = posix_fallocate(fd, 0, (off_t)bytes);
+    if (e != 0) {
+        KVS_ERROR("posix_fallocate(%s, %llu bytes) failed: %s: the arena cannot be reserved in "
+                  "/dev/shm (full, or a memory limit)", name, (unsigned long long)bytes,
+                  strerror(e));
+        return e == ENOSPC || e == ENOMEM ? KV_ERR_NOMEM : KV_ERR_IO;
+    }
+    return 0;
+}
+
 static int create(kvs_shm *shm, const kvs_config *c, const uint8_t tenants_hash[KVA_HASH_BYTES])
 {
     kva_header hd = config_header(c, tenants_hash);
@@ -50,11 +83,15 @@ static int create(kvs_shm *shm, const kvs_config *c, const uint8_t tenants_hash[
         KVS_ERROR("shm_open(%s, O_CREAT|O_EXCL, 0600) failed: %s", shm->name, strerror(errno));
         return KV_ERR_IO;
     }
+    int rc = KV_ERR_IO;
     if (ftruncate(fd, (off_t)hd.total_bytes) != 0) {
         KVS_ERROR("ftruncate(%s, %llu) failed: %s", shm->name,
                   (unsigned long long)hd.total_bytes, strerror(errno));
         goto fail;
     }
+    if ((rc = reserve(fd, shm->name, hd.total_bytes)) != 0)
+        goto fail;
+    rc = KV_ERR_IO;
     void *p = mmap(NULL, hd.total_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (p == MAP_FAILED) {
         KVS_ERROR("mmap(%s, %llu bytes) failed: %s", shm->name,
@@ -74,7 +111,7 @@ static int create(kvs_shm *shm, const kvs_config *c, const uint8_t tenants_hash[
 fail:
     close(fd);
     shm_unlink(shm->name);
-    return KV_ERR_IO;
+    return rc;
 }
 
 /* Another live kvserver owning the region would be a second metadata writer. */
@@ -156,6 +193,8 @@ static int attach(kvs_shm *shm, int fd, const kvs_config *c, const uint8_t tenan
     shm->bytes = (size_t)st.st_size;
     kva_header want = config_header(c, tenants_hash);
     int rc = shm->bytes < KVA_HEADER_BYTES ? KV_ERR_INVAL : attach_check(shm, shm->h, &want);
+    if (rc == 0) /* pages its last server never touched are not reserved yet */
+        rc = reserve(fd, shm->name, shm->bytes);
     if (rc) {
         munmap(p, shm->bytes);
         shm->h = NULL;

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The server refuses what it cannot serve, with a message that names the setting, and
-# leaves nothing behind: bad values and unknown keys in the config; an arena kept from a
-# run with other model options (here ALiBi) is refused rather than reused with the wrong
-# attention, until --fresh discards it.
+# leaves nothing behind: bad values and unknown keys in the config; an arena larger than
+# /dev/shm has room for; an arena kept from a run with other model options (here ALiBi) is
+# refused rather than reused with the wrong attention, until --fresh discards it.
 set -eu
 cd "$(dirname "$0")/../.."
 . tests/integration/lib.sh
@@ -33,6 +33,9 @@ refuse "bad tenant section [tenant.a\"b]: names are 1..63 of [A-Za-z0-9_.-]" \
     --set 'tenant.a"b.quota_pages=5'
 refuse "worker_path /nonexistent/kvworker cannot be executed: No such file or directory" \
     --set server.worker_path=/nonexistent/kvworker
+# an arena larger than /dev/shm has free: refused at start, not a SIGBUS under load later
+free=$(df -B1 --output=avail /dev/shm | tail -1)
+refuse "of /dev/shm, which has" --set arena.bytes=$((free + (1 << 30)))
 out=$("$B/kvserver" --config /tmp --name "$KV_NAME" 2>&1) && die "a directory as config: started"
 grep -qF "cannot read config /tmp: not a regular file" <<<"$out" || die "config /tmp: $out"
 [ -e "/dev/shm/kvarena-$KV_NAME" ] && die "a refused config left an arena behind"
