@@ -94,14 +94,15 @@ const kvc_model *kvc_model_info(const kvc_client *c);
  * by default; what frees the pages of a client that died): calls naming it then fail with
  * KVC_ERR_EXPIRED. A sequence kept idle on purpose costs little to lose: a new one extended
  * with the same tokens finds every full page in the prefix cache, so only the tokens of
- * the last, partial page are computed again. */
+ * the last, partial page are computed again. Errors: KVC_ERR_QUOTA (the tenant has its
+ * max_seqs open), KVC_ERR_NOMEM (the server's sequence table is full). */
 int kvc_seq_open(kvc_client *c, uint64_t *seq);
 /* Closes a sequence: its pages are released (full pages stay cached for reuse).
  * Closing a sequence the server has expired succeeds. Errors: KVC_ERR_NOSEQ, KVC_ERR_BUSY. */
 int kvc_seq_close(kvc_client *c, uint64_t seq);
 /* New sequence sharing all of seq's pages (copy-on-write of a partial tail).
  * Errors: KVC_ERR_NOSEQ, KVC_ERR_EXPIRED, KVC_ERR_STATE (seq has pending tokens),
- * KVC_ERR_NOMEM. */
+ * KVC_ERR_QUOTA, KVC_ERR_NOMEM (as for kvc_seq_open). */
 int kvc_seq_fork(kvc_client *c, uint64_t seq, uint64_t *child);
 /* Appends n token ids and reserves their KV slots. *cached (may be NULL) receives how many
  * leading tokens were found in the prefix cache (only on a sequence's first extend): the

@@ -184,6 +184,8 @@ static int apply(kvs_config *c, const char *section, const char *name, const cha
             return -3;
         if (!strcmp(name, "quota_pages"))
             return parse_u32(value, &t->quota_pages);
+        if (!strcmp(name, "max_seqs"))
+            return parse_u32(value, &t->max_seqs);
         if (!strcmp(name, "weight"))
             return parse_u32(value, &t->weight) || t->weight == 0 ? -1 : 0;
         if (!strcmp(name, "public_key")) {

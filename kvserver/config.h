@@ -15,7 +15,8 @@
 
 typedef struct kvs_tenant_cfg {
     char name[KVS_NAME_MAX];   /* [tenant.NAME] */
-    uint32_t quota_pages;      /* quota = pages; 0 = unlimited */
+    uint32_t quota_pages;      /* quota_pages = pages; 0 = unlimited */
+    uint32_t max_seqs;         /* max_seqs = open sequences at most; 0 = no limit but the table */
     uint32_t weight;           /* weight = share of the job queue, >= 1 */
     char public_key[41];       /* public_key = Z85 CURVE key of its clients ("" = none) */
 } kvs_tenant_cfg;

@@ -248,7 +248,12 @@ static void on_create(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uin
         if (fork)
             rc = seq_gone(s, rc, e->fork->seq, t, &why);
         if (rc) {
-            reply_status(s, m, e->req_id, rc, "%s", rc == KV_ERR_NOMEM ? "sequence table full" : why);
+            if (rc == KV_ERR_QUOTA)
+                reply_status(s, m, e->req_id, rc, "tenant %s has its max_seqs = %u sequences "
+                             "open: close some first", s->cfg.tenant[t].name,
+                             s->cfg.tenant[t].max_seqs);
+            else
+                reply_status(s, m, e->req_id, rc, "%s", rc == KV_ERR_NOMEM ? "sequence table full" : why);
             return;
         }
         s->recent[s->recent_next++ % KVS_RECENT] = (kvs_created){ e->req_id, id, t };

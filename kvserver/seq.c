@@ -71,14 +71,17 @@ kva_seq *kvs_seq_find(const kvs_seqs *ss, uint64_t id, uint32_t tenant)
 
 /* Takes a free slot with room for a page table of pt_min entries (8 at least: a live
  * sequence always has a page table array) and fills its record as created by request
- * req_id; slot_publish makes it LIVE when it is complete. NULL when the table is full or
- * out of memory (nothing changed). */
-static kva_seq *slot_take(kvs_seqs *ss, uint32_t tenant, uint64_t req_id, uint32_t pt_min)
+ * req_id; slot_publish makes it LIVE when it is complete. NULL with *rc KV_ERR_NOMEM (table
+ * full, out of memory) or KV_ERR_QUOTA (the tenant's limit); nothing changed then. */
+static kva_seq *slot_take(kvs_seqs *ss, uint32_t tenant, uint64_t req_id, uint32_t pt_min,
+                          int *rc)
 {
-    if (ss->n_free == 0)
+    *rc = ss->tenant_max[tenant] && ss->per_tenant[tenant] >= ss->tenant_max[tenant]
+          ? KV_ERR_QUOTA : ss->n_free == 0 ? KV_ERR_NOMEM : 0;
+    if (*rc)
         return NULL;
     uint32_t slot = ss->free_slots[ss->free_head];
-    if (pt_reserve(&ss->s[slot], pt_min > 8 ? pt_min : 8) != 0)
+    if ((*rc = pt_reserve(&ss->s[slot], pt_min > 8 ? pt_min : 8)) != 0)
         return NULL;
     ss->free_head = (ss->free_head + 1) % ss->h->max_seqs;
     ss->n_free--;
@@ -129,9 +132,10 @@ static void slot_release(kvs_seqs *ss, kva_seq *rec, uint64_t req_id)
 
 int kvs_seq_open(kvs_seqs *ss, uint32_t tenant, uint64_t req_id, uint64_t *id)
 {
-    kva_seq *rec = slot_take(ss, tenant, req_id, 0);
+    int rc;
+    kva_seq *rec = slot_take(ss, tenant, req_id, 0, &rc);
     if (!rec)
-        return KV_ERR_NOMEM;
+        return rc;
     *id = slot_publish(rec);
     return 0;
 }
@@ -198,9 +202,9 @@ int kvs_seq_fork(kvs_seqs *ss, uint64_t id, uint32_t tenant, uint64_t req_id, ui
     if (!rec)
         return rc;
     kvs_seq *s = kvs_seq_priv(ss, rec);
-    kva_seq *crec = slot_take(ss, tenant, req_id, s->n_pt);
+    kva_seq *crec = slot_take(ss, tenant, req_id, s->n_pt, &rc);
     if (!crec)
-        return KV_ERR_NOMEM;
+        return rc;
     kvs_seq *c = kvs_seq_priv(ss, crec);
     memcpy(c->pt, s->pt, sizeof(uint32_t) * s->n_pt);
     c->n_pt = s->n_pt;

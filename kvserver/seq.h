@@ -44,6 +44,7 @@ typedef struct kvs_seqs {
     uint32_t n_free;
     uint32_t live;           /* open sequences */
     uint32_t per_tenant[KVS_MAX_TENANTS]; /* open sequences per tenant */
+    uint32_t tenant_max[KVS_MAX_TENANTS]; /* most a tenant may have open; 0 = no limit */
     uint8_t (*salt)[KVA_HASH_BYTES];      /* per-tenant hash salts, n_tenants entries */
 } kvs_seqs;
 
@@ -64,8 +65,8 @@ static inline kvs_seq *kvs_seq_priv(const kvs_seqs *ss, const kva_seq *rec)
 }
 
 /* Opens an empty sequence for tenant, created by request req_id (its record's last_req: a
- * resent open finds the sequence it made). Returns 0 with its id in *id, or
- * KV_ERR_NOMEM (sequence table full). */
+ * resent open finds the sequence it made). Returns 0 with its id in *id, KV_ERR_NOMEM
+ * (sequence table full) or KV_ERR_QUOTA (the tenant has tenant_max open). */
 int kvs_seq_open(kvs_seqs *ss, uint32_t tenant, uint64_t req_id, uint64_t *id);
 /* Closes it for request req_id and releases its pages; the freed slot keeps req_id
  * (kvs_seq_closed_by) until it is taken again. Errors: KV_ERR_NOSEQ, KV_ERR_BUSY. */
@@ -102,7 +103,7 @@ static inline int kvs_seq_expired(const kvs_seqs *ss, uint64_t id, uint32_t tena
 
 /* A new sequence sharing every page of id, created by request req_id (the child's
  * last_req, as for open). Returns 0 with its id in *child. Errors: NOSEQ, BUSY, STATE
- * (tokens pending), NOMEM (table full). */
+ * (tokens pending), NOMEM (table full), QUOTA (as for open). */
 int kvs_seq_fork(kvs_seqs *ss, uint64_t id, uint32_t tenant, uint64_t req_id, uint64_t *child);
 /* Reserves n tokens for request req_id (see kvclient.h for the cached-prefix rule); the
  * record keeps req_id and *cached (last_req, last_cached) until its next change, so a

@@ -265,6 +265,8 @@ int kvs_server_start(kvs_server *s)
         s->pages.tenant[t].quota = c->tenant[t].quota_pages;
     if ((rc = kvs_seqs_init(&s->seqs, s->shm.h, &s->pages, (const uint8_t(*)[KVA_HASH_BYTES])salts)))
         return rc;
+    for (uint32_t t = 0; t < c->n_tenants; t++)
+        s->seqs.tenant_max[t] = c->tenant[t].max_seqs;
     for (s->conn_slots = 2; s->conn_slots < 2 * c->max_conns; s->conn_slots *= 2)
         ;
     s->conns = calloc(s->conn_slots, sizeof(kvs_conn));
@@ -289,8 +291,9 @@ int kvs_server_start(kvs_server *s)
                  "are ipc files in %s (0700): only uid %d can connect.", c->runtime_dir, (int)getuid());
     }
     for (uint32_t t = 0; t < c->n_tenants; t++)
-        KVS_INFO("tenant %s: quota %u pages, weight %u", c->tenant[t].name,
-                 c->tenant[t].quota_pages, c->tenant[t].weight);
+        KVS_INFO("tenant %s: quota %u pages, at most %u sequences, weight %u", c->tenant[t].name,
+                 c->tenant[t].quota_pages, c->tenant[t].max_seqs ? c->tenant[t].max_seqs : c->max_seqs,
+                 c->tenant[t].weight);
     KVS_INFO("model: layers=%u q_heads=%u kv_heads=%u head_dim=%u page_tokens=%u dtype=%s "
              "rope=%s (theta %g) window=%u softcap=%g alibi_max_bias=%g", c->layers,
              c->q_heads, c->kv_heads, c->head_dim, c->page_tokens, kvs_dtype_names[c->dtype],

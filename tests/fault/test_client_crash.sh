@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sequences of clients that die or go quiet (server.seq_idle_timeout_s = 3 here):
-# - a client SIGKILLed holding 4 sequences (one extended but never attended): an operator
+# - a client SIGKILLed holding 4 sequences (one extended but never attended; 4 is alice's
+#   max_seqs: a fifth is refused with KVC_ERR_QUOTA, bob is not limited by it): an operator
 #   lists them (kvctl seqs) and closes one (kvctl close); the server closes the others once
 #   idle, their pages come back (in use 0, the full ones still cached and found by a
 #   lookup), the stats count them;
@@ -15,7 +16,7 @@
 set -eu
 cd "$(dirname "$0")/../.."
 . tests/integration/lib.sh
-kv_start --set server.seq_idle_timeout_s=3
+kv_start --set server.seq_idle_timeout_s=3 --set tenant.alice.max_seqs=4
 stats() { "$B/kvctl" --endpoint "$KV_ADMIN" stats --json; }
 seqs() { "$B/kvctl" --endpoint "$KV_ADMIN" seqs --json; }
 json_top() { echo "$1" | grep -o "\"$2\":[0-9]*" | head -1 | cut -d: -f2; }
@@ -59,6 +60,17 @@ json=$(stats)
 [ "$(json_top "$json" sequences)" -eq 4 ] || die "expected 4 open sequences: $json"
 used=$(json_num "$json" pages in_use)
 [ "$used" -gt 0 ] || die "the held sequences pin no page"
+out=$("$B/tests/idle_client" "$KV_EP" alice hold 1 2>&1) && die "alice opened a 5th sequence"
+grep -q "tenant alice has its max_seqs = 4 sequences open" <<<"$out" || die "5th open: $out"
+"$B/tests/idle_client" "$KV_EP" bob hold 1 >"$KV_DIR.bob" 2>&1 &
+bob=$!
+for _ in $(seq 200); do grep -q held "$KV_DIR.bob" && break; sleep 0.05; done
+grep -q held "$KV_DIR.bob" || die "bob could not open a sequence beside alice's 4"
+kill -KILL "$bob"
+wait "$bob" 2>/dev/null || true
+rm -f "$KV_DIR.bob"
+"$B/kvctl" --endpoint "$KV_ADMIN" close \
+    "$(grep -o '"id":[0-9]*,"tenant":"bob"' <<<"$(seqs)" | grep -o '[0-9]*' | head -1)"
 "$B/kvctl" --endpoint "$KV_ADMIN" seqs
 list=$(seqs)
 [ "$(grep -o '"tenant":"alice"' <<<"$list" | wc -l)" -eq 4 ] || die "kvctl seqs: $list"

@@ -1,7 +1,8 @@
 /* test_seq.c — unit tests of kvserver's sequences (seq.c) over the page allocator: prefix
  * reuse through extend (and the "at least one token left" rule), hit/miss counters, out of
  * memory and quotas changing nothing, copy-on-write fork, id validation, busy sequences,
- * expiry of idle ones, and deduplication of blocks written twice concurrently.
+ * expiry of idle ones, per-tenant limits of open sequences, and deduplication of blocks
+ * written twice concurrently.
  *
  * Every test runs on a fresh arena in private memory (arena_fixture.h) and checks every
  * invariant of pages.h plus the accounting identity after each mutating step (fx_check). */
@@ -615,6 +616,26 @@ static void test_expire(void **state)
     assert_int_equal(f->pg.n_free + f->pg.n_cached, f->pg.n); /* nothing left pinned */
 }
 
+/* A tenant's limit of open sequences: open and fork past it fail with QUOTA and change
+ * nothing; other tenants are not limited by it; a close makes room. */
+static void test_tenant_max_seqs(void **state)
+{
+    fx *f = *state;
+    f->ss.tenant_max[0] = 2;
+    uint64_t a, b, c, d;
+    assert_int_equal(kvs_seq_open(&f->ss, 0, 1, &a), 0);
+    assert_int_equal(kvs_seq_open(&f->ss, 0, 2, &b), 0);
+    assert_int_equal(kvs_seq_open(&f->ss, 0, 3, &c), KV_ERR_QUOTA);
+    assert_int_equal(kvs_seq_fork(&f->ss, a, 0, 4, &c), KV_ERR_QUOTA);
+    assert_int_equal(f->ss.live, 2);
+    assert_int_equal(f->ss.per_tenant[0], 2);
+    assert_int_equal(kvs_seq_open(&f->ss, 1, 5, &d), 0); /* tenant 1: no limit */
+    assert_int_equal(kvs_seq_close(&f->ss, b, 0, 6), 0);
+    assert_int_equal(kvs_seq_fork(&f->ss, a, 0, 7, &c), 0);
+    assert_int_equal(f->ss.per_tenant[0], 2);
+    fx_check(f);
+}
+
 /* Fork of an empty sequence (into a slot never used before), and fork of a fork. */
 static void test_fork_empty(void **state)
 {
@@ -815,6 +836,7 @@ int main(void)
         FX_TEST(test_seq_errors, &cfg8),
         FX_TEST(test_close_tombstone, &cfg8),
         FX_TEST(test_expire, &cfg16),
+        FX_TEST(test_tenant_max_seqs, &cfg8),
         FX_TEST(test_fork_empty, &cfg8),
         FX_TEST(test_fork_cow_pressure, &cfg3),
         FX_TEST(test_dedup_concurrent, &cfg16),
