@@ -98,7 +98,8 @@ const kvc_model *kvc_model_info(const kvc_client *c);
  * max_seqs open), KVC_ERR_NOMEM (the server's sequence table is full). */
 int kvc_seq_open(kvc_client *c, uint64_t *seq);
 /* Closes a sequence: its pages are released (full pages stay cached for reuse).
- * Closing a sequence the server has expired succeeds. Errors: KVC_ERR_NOSEQ, KVC_ERR_BUSY. */
+ * Closing a sequence the server expired or an operator closed succeeds. Errors: KVC_ERR_NOSEQ,
+ * KVC_ERR_BUSY. */
 int kvc_seq_close(kvc_client *c, uint64_t seq);
 /* New sequence sharing all of seq's pages (copy-on-write of a partial tail).
  * Errors: KVC_ERR_NOSEQ, KVC_ERR_EXPIRED, KVC_ERR_STATE (seq has pending tokens),
