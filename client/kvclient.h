@@ -92,7 +92,8 @@ const kvc_model *kvc_model_info(const kvc_client *c);
 /* Opens an empty sequence. *seq is its id, valid for this tenant until kvc_seq_close(), or
  * until the server closes it because no call named it for its seq_idle_timeout_s (10 min
  * by default; what frees the pages of a client that died): calls naming it then fail with
- * KVC_ERR_EXPIRED. A sequence kept idle on purpose costs little to lose: a new one extended
+ * KVC_ERR_EXPIRED (the server tells that for its last 4096 such closes, and for older ones
+ * whose table slot no new sequence took yet; beyond that, KVC_ERR_NOSEQ). A sequence kept idle on purpose costs little to lose: a new one extended
  * with the same tokens finds every full page in the prefix cache, so only the tokens of
  * the last, partial page are computed again. Errors: KVC_ERR_QUOTA (the tenant has its
  * max_seqs open), KVC_ERR_NOMEM (the server's sequence table is full). */

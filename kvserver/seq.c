@@ -125,6 +125,10 @@ static void slot_release(kvs_seqs *ss, kva_seq *rec, uint64_t req_id)
     rec->closed_gen = (uint32_t)(rec->id >> SLOT_BITS);
     rec->last_req = req_id;
     rec->state = KVA_SEQ_FREE;
+    if (req_id >= KVS_REQ_ADMIN) {
+        ss->gone[ss->gone_next] = (kvs_gone){ rec->id, req_id, rec->tenant };
+        ss->gone_next = (ss->gone_next + 1) % KVS_GONE_KEPT;
+    }
     rec->id = 0;
     ss->s[slot].n_pt = 0;
     slot_free_push(ss, slot);
@@ -168,8 +172,13 @@ int kvs_seq_closed_by(const kvs_seqs *ss, uint64_t id, uint32_t tenant, uint64_t
     if (slot >= ss->h->max_seqs || gen == 0)
         return 0;
     const kva_seq *rec = kva_seq_at(ss->h, slot);
-    return rec->state == KVA_SEQ_FREE && rec->closed_gen == gen && rec->tenant == tenant
-           && rec->last_req == req_id;
+    if (rec->state == KVA_SEQ_FREE && rec->closed_gen == gen && rec->tenant == tenant
+        && rec->last_req == req_id)
+        return 1;
+    for (uint32_t i = 0; req_id >= KVS_REQ_ADMIN && i < KVS_GONE_KEPT; i++)
+        if (ss->gone[i].id == id && ss->gone[i].tenant == tenant && ss->gone[i].req_id == req_id)
+            return 1;
+    return 0;
 }
 
 uint32_t kvs_seq_expire(kvs_seqs *ss, uint64_t now, uint64_t idle_ms, kvs_seq_expire_fn fn,
@@ -412,7 +421,8 @@ int kvs_seqs_init(kvs_seqs *ss, kva_header *h, kvs_pages *pg, const uint8_t (*sa
     ss->s = calloc(h->max_seqs, sizeof(kvs_seq));
     ss->free_slots = malloc(sizeof(uint32_t) * h->max_seqs);
     ss->salt = malloc(KVA_HASH_BYTES * (size_t)pg->n_tenants);
-    if (!ss->s || !ss->free_slots || !ss->salt) {
+    ss->gone = calloc(KVS_GONE_KEPT, sizeof(kvs_gone));
+    if (!ss->s || !ss->free_slots || !ss->salt || !ss->gone) {
         kvs_seqs_free(ss);
         return KV_ERR_NOMEM;
     }
@@ -439,5 +449,6 @@ void kvs_seqs_free(kvs_seqs *ss)
     free(ss->s);
     free(ss->free_slots);
     free(ss->salt);
+    free(ss->gone);
     memset(ss, 0, sizeof(*ss));
 }

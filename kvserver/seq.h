@@ -17,7 +17,10 @@
  * that names a sequence stamps it with the server's clock (kvs_seq_touch); kvs_seq_expire
  * closes those left unnamed for the configured idle time, as a close by the reserved
  * request id KVS_REQ_EXPIRED, so the record's tombstone tells a late caller why its
- * sequence is gone (kvs_seq_expired). Full pages stay cached like after any close. */
+ * sequence is gone (kvs_seq_expired). Full pages stay cached like after any close.
+ * A tombstone lives until its slot is taken again; the last KVS_GONE_KEPT closes by the
+ * server itself (expiry, operator) are also kept aside, so a client that comes back after
+ * many other opens still learns why its sequence is gone (not across a restart). */
 #ifndef KVARENA_SEQ_H
 #define KVARENA_SEQ_H
 
@@ -34,6 +37,15 @@ typedef struct kvs_seq {
                           * sequence found at a restart: kvs_seq_expire starts its clock) */
 } kvs_seq;
 
+/* A close by a reserved request id (KVS_REQ_EXPIRED, KVS_REQ_ADMIN), kept after its slot's
+ * tombstone is reused. */
+typedef struct kvs_gone {
+    uint64_t id;
+    uint64_t req_id;
+    uint32_t tenant;
+} kvs_gone;
+#define KVS_GONE_KEPT 4096
+
 typedef struct kvs_seqs {
     kva_header *h;
     kvs_pages *pg;
@@ -42,6 +54,8 @@ typedef struct kvs_seqs {
                               * closed slot's tombstone lives until its slot is taken again) */
     uint32_t free_head;      /* the next free slot to take is free_slots[free_head] */
     uint32_t n_free;
+    kvs_gone *gone;          /* ring of KVS_GONE_KEPT entries, oldest overwritten first */
+    uint32_t gone_next;      /* the entry the next such close overwrites */
     uint32_t live;           /* open sequences */
     uint32_t per_tenant[KVS_MAX_TENANTS]; /* open sequences per tenant */
     uint32_t tenant_max[KVS_MAX_TENANTS]; /* most a tenant may have open; 0 = no limit */
@@ -72,7 +86,8 @@ int kvs_seq_open(kvs_seqs *ss, uint32_t tenant, uint64_t req_id, uint64_t *id);
  * (kvs_seq_closed_by) until it is taken again. Errors: KV_ERR_NOSEQ, KV_ERR_BUSY. */
 int kvs_seq_close(kvs_seqs *ss, uint64_t id, uint32_t tenant, uint64_t req_id);
 /* 1 if request req_id of tenant closed id and its slot has not been reused since (the record
- * keeps that in shared memory, across restarts): a resent close is then answered success. */
+ * keeps that in shared memory, across restarts): a resent close is then answered success.
+ * For the reserved ids below, also if it is among the last KVS_GONE_KEPT such closes. */
 int kvs_seq_closed_by(const kvs_seqs *ss, uint64_t id, uint32_t tenant, uint64_t req_id);
 /* The request id of closes made by kvs_seq_expire (clients count theirs up from below
  * 2^63; a close sent with this id would be reported as an expiry afterwards). Any close's
@@ -95,7 +110,7 @@ typedef void (*kvs_seq_expire_fn)(void *arg, const kva_seq *rec, uint32_t n_page
  * Returns how many it closed. */
 uint32_t kvs_seq_expire(kvs_seqs *ss, uint64_t now, uint64_t idle_ms, kvs_seq_expire_fn fn,
                         void *arg);
-/* 1 if kvs_seq_expire closed id of tenant and its slot has not been reused since. */
+/* 1 if kvs_seq_expire closed id of tenant (see kvs_seq_closed_by). */
 static inline int kvs_seq_expired(const kvs_seqs *ss, uint64_t id, uint32_t tenant)
 {
     return kvs_seq_closed_by(ss, id, tenant, KVS_REQ_EXPIRED);

@@ -8,8 +8,10 @@
  *                  to be killed.
  *   lookup N       the full pages of those N prompts are cached: 2 pages each for the
  *                  prefilled ones, none for the last.
- *   pause MS STEPS alive|expired|closed
- *                  prefills a sequence, then STEPS times sleeps MS and runs a decode step.
+ *   pause MS STEPS alive|expired|closed [CHURN]
+ *                  prefills a sequence, then STEPS times sleeps MS, opens and closes CHURN
+ *                  other sequences (more than arena.max_seqs: its slot is taken again) and
+ *                  runs a decode step.
  *                  alive: every step works. expired: the first step gets KVC_ERR_EXPIRED
  *                  (and so does an attend naming it), closing it still succeeds, and a new
  *                  sequence with the same prompt finds its full pages in the cache.
@@ -73,13 +75,19 @@ static void lookup(uint32_t n, uint32_t len, uint32_t P)
 }
 
 /* expect: KVC_OK (alive), KVC_ERR_EXPIRED or KVC_ERR_NOSEQ (closed by an operator). */
-static void pause_steps(uint32_t ms, uint32_t steps, int expect, uint32_t len, uint32_t P)
+static void pause_steps(uint32_t ms, uint32_t steps, int expect, uint32_t churn, uint32_t len,
+                        uint32_t P)
 {
     const char *says = expect == KVC_ERR_EXPIRED ? "seq_idle_timeout_s" : "by an operator";
     uint32_t *t = prompt(1000 + ms, len + steps), cached = 0;
     uint64_t s = prefill(t, len, &cached);
     for (uint32_t i = 0; i < steps; i++) {
         usleep(ms * 1000u);
+        for (uint32_t j = 0; j < churn; j++) {
+            uint64_t other;
+            CALL(kvc_seq_open(c, &other));
+            CALL(kvc_seq_close(c, other));
+        }
         int rc = kvc_seq_extend(c, s, t + len + i, 1, NULL);
         if (rc == 0)
             rc = run_layers(s, t, len + i, 1);
@@ -131,7 +139,7 @@ static void slow_layers(uint32_t ms, uint32_t len)
 int main(int argc, char **argv)
 {
     if (argc < 5) {
-        fprintf(stderr, "usage: idle_client ENDPOINT TENANT hold|lookup N | slow MS | pause MS STEPS alive|expired|closed\n");
+        fprintf(stderr, "usage: idle_client ENDPOINT TENANT hold|lookup N | slow MS | pause MS STEPS alive|expired|closed [CHURN]\n");
         return 2;
     }
     fc_connect(argv[1], argv[2], "idle_client");
@@ -142,10 +150,11 @@ int main(int argc, char **argv)
         lookup((uint32_t)atoi(argv[4]), len, P);
     else if (!strcmp(argv[3], "slow"))
         slow_layers((uint32_t)atoi(argv[4]), len);
-    else if (!strcmp(argv[3], "pause") && argc == 7)
+    else if (!strcmp(argv[3], "pause") && (argc == 7 || argc == 8))
         pause_steps((uint32_t)atoi(argv[4]), (uint32_t)atoi(argv[5]),
                     !strcmp(argv[6], "expired") ? KVC_ERR_EXPIRED
-                    : !strcmp(argv[6], "closed") ? KVC_ERR_NOSEQ : KVC_OK, len, P);
+                    : !strcmp(argv[6], "closed") ? KVC_ERR_NOSEQ : KVC_OK,
+                    argc == 8 ? (uint32_t)atoi(argv[7]) : 0, len, P);
     else {
         fprintf(stderr, "idle_client: unknown mode %s\n", argv[3]);
         return 2;

@@ -9,14 +9,15 @@
 #   faster at each step keep it: decode steps, or the attends of one step alone;
 # - a stall of the server itself (SIGSTOP, longer than the timeout) is not idleness;
 # - a client idle past the timeout gets KVC_ERR_EXPIRED, one whose sequence an operator
-#   closed gets KVC_ERR_NOSEQ saying so; both can close it and find their prompt cached;
+#   closed gets KVC_ERR_NOSEQ saying so, even after 40 other opens took its slot again
+#   (arena.max_seqs = 16 here); both can close it and find their prompt cached;
 # - a client killed while its job waits on stopped workers: the sequence stays open while the
 #   job is in flight (longer than the timeout), gets a full period from the job's end, then
 #   goes.
 set -eu
 cd "$(dirname "$0")/../.."
 . tests/integration/lib.sh
-kv_start --set server.seq_idle_timeout_s=3 --set tenant.alice.max_seqs=4
+kv_start --set server.seq_idle_timeout_s=3 --set tenant.alice.max_seqs=4 --set arena.max_seqs=16
 stats() { "$B/kvctl" --endpoint "$KV_ADMIN" stats --json; }
 seqs() { "$B/kvctl" --endpoint "$KV_ADMIN" seqs --json; }
 json_top() { echo "$1" | grep -o "\"$2\":[0-9]*" | head -1 | cut -d: -f2; }
@@ -95,7 +96,7 @@ kv_check_pages idle
 # steady clients keep their sequences; an idle one loses it (in parallel: independent)
 "$B/tests/idle_client" "$KV_EP" alice pause 800 5 alive & a=$!
 "$B/tests/idle_client" "$KV_EP" alice slow 1000 & b=$!
-"$B/tests/idle_client" "$KV_EP" alice pause 4000 1 expired & x=$!
+"$B/tests/idle_client" "$KV_EP" alice pause 4000 1 expired 40 & x=$!
 wait "$a" || die "a client stepping every 0.8 s lost its sequence"
 wait "$b" || die "a client attending every 1 s lost its sequence"
 wait "$x" || die "idle_client pause expired failed"
@@ -110,7 +111,7 @@ wait "$a" || die "a client lost its sequence to the server's own stall"
 grep -q "server loop stalled" "$KV_DIR.log" || die "the server's stall was not logged"
 
 # an operator closes the sequence of a client that sleeps less than the timeout
-"$B/tests/idle_client" "$KV_EP" alice pause 1000 1 closed & a=$!
+"$B/tests/idle_client" "$KV_EP" alice pause 1000 1 closed 40 & a=$!
 "$B/kvctl" --endpoint "$KV_ADMIN" close "$(prefilled_id)"
 wait "$a" || die "idle_client pause closed failed"
 

@@ -616,6 +616,43 @@ static void test_expire(void **state)
     assert_int_equal(f->pg.n_free + f->pg.n_cached, f->pg.n); /* nothing left pinned */
 }
 
+/* Closes by the server itself (expiry, operator) are still told after their slots were
+ * reused by many other opens, up to the last KVS_GONE_KEPT of them; client closes are not. */
+static void test_gone_kept(void **state)
+{
+    fx *f = *state;
+    uint64_t exp, adm, mine, x;
+    assert_int_equal(kvs_seq_open(&f->ss, 0, 1, &exp), 0);
+    assert_int_equal(kvs_seq_open(&f->ss, 1, 2, &adm), 0);
+    assert_int_equal(kvs_seq_open(&f->ss, 0, 3, &mine), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, adm, 1, KVS_REQ_ADMIN), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, mine, 0, 4), 0);
+    kvs_seq_touch(&f->ss, kvs_seq_find(&f->ss, exp, 0), 10);
+    assert_int_equal(kvs_seq_expire(&f->ss, 20, 10, NULL, NULL), 1);
+    for (uint32_t i = 0; i < 3 * f->h->max_seqs; i++) { /* every slot taken again */
+        assert_int_equal(kvs_seq_open(&f->ss, 0, 100 + i, &x), 0);
+        assert_int_equal(kvs_seq_close(&f->ss, x, 0, 100 + i), 0);
+    }
+    assert_int_equal(kvs_seq_expired(&f->ss, exp, 0), 1);
+    assert_int_equal(kvs_seq_expired(&f->ss, exp, 1), 0);             /* not tenant 1's */
+    assert_int_equal(kvs_seq_closed_by(&f->ss, exp, 0, KVS_REQ_ADMIN), 0);
+    assert_int_equal(kvs_seq_closed_by(&f->ss, adm, 1, KVS_REQ_ADMIN), 1);
+    assert_int_equal(kvs_seq_expired(&f->ss, adm, 1), 0);
+    assert_int_equal(kvs_seq_closed_by(&f->ss, mine, 0, 4), 0);       /* tombstone reused */
+    for (uint32_t i = 0; i < KVS_GONE_KEPT - 2; i++) {                /* fill the ring but one */
+        assert_int_equal(kvs_seq_open(&f->ss, 0, 1, &x), 0);
+        assert_int_equal(kvs_seq_close(&f->ss, x, 0, KVS_REQ_ADMIN), 0);
+    }
+    assert_int_equal(kvs_seq_closed_by(&f->ss, adm, 1, KVS_REQ_ADMIN), 1);
+    assert_int_equal(kvs_seq_expired(&f->ss, exp, 0), 1);
+    assert_int_equal(kvs_seq_open(&f->ss, 0, 1, &x), 0);              /* the oldest goes */
+    assert_int_equal(kvs_seq_close(&f->ss, x, 0, KVS_REQ_ADMIN), 0);
+    assert_int_equal(kvs_seq_closed_by(&f->ss, adm, 1, KVS_REQ_ADMIN), 0);
+    assert_int_equal(kvs_seq_expired(&f->ss, exp, 0), 1);
+    assert_int_equal(kvs_seq_closed_by(&f->ss, x, 0, KVS_REQ_ADMIN), 1);
+    fx_check(f);
+}
+
 /* A tenant's limit of open sequences: open and fork past it fail with QUOTA and change
  * nothing; other tenants are not limited by it; a close makes room. */
 static void test_tenant_max_seqs(void **state)
@@ -836,6 +873,7 @@ int main(void)
         FX_TEST(test_seq_errors, &cfg8),
         FX_TEST(test_close_tombstone, &cfg8),
         FX_TEST(test_expire, &cfg16),
+        FX_TEST(test_gone_kept, &cfg8),
         FX_TEST(test_tenant_max_seqs, &cfg8),
         FX_TEST(test_fork_empty, &cfg8),
         FX_TEST(test_fork_cow_pressure, &cfg3),
