@@ -576,7 +576,7 @@ static void on_seq_list(kvs_server *s, kvp_msg *m, uint64_t req_id)
             x->pending = rec->pending;
             x->next_layer = rec->next_layer;
             x->pages = sq->n_pt;
-            x->idle_ms = sq->used_ms ? s->clock_ms - sq->used_ms : 0;
+            x->idle_ms = sq->used_ms && !sq->busy_job ? s->clock_ms - sq->used_ms : 0;
             x->busy = sq->busy_job != 0;
             ptr[k++] = x;
         }

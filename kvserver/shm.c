@@ -184,6 +184,12 @@ static int attach(kvs_shm *shm, int fd, const kvs_config *c, const uint8_t tenan
         KVS_ERROR("fstat(%s) failed: %s", shm->name, strerror(errno));
         return KV_ERR_IO;
     }
+    if ((uint64_t)st.st_size < KVA_HEADER_BYTES) { /* not even a header: nothing to map */
+        KVS_ERROR("arena %s cannot be reused: it is %lld bytes, smaller than an arena's "
+                  "header (%u); start with --fresh to discard it", shm->name,
+                  (long long)st.st_size, (unsigned)KVA_HEADER_BYTES);
+        return KV_ERR_INVAL;
+    }
     void *p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (p == MAP_FAILED) {
         KVS_ERROR("mmap(%s, %lld bytes) failed: %s", shm->name, (long long)st.st_size, strerror(errno));
@@ -192,7 +198,7 @@ static int attach(kvs_shm *shm, int fd, const kvs_config *c, const uint8_t tenan
     shm->h = p;
     shm->bytes = (size_t)st.st_size;
     kva_header want = config_header(c, tenants_hash);
-    int rc = shm->bytes < KVA_HEADER_BYTES ? KV_ERR_INVAL : attach_check(shm, shm->h, &want);
+    int rc = attach_check(shm, shm->h, &want);
     if (rc == 0) /* pages its last server never touched are not reserved yet */
         rc = reserve(fd, shm->name, shm->bytes);
     if (rc) {

@@ -120,6 +120,9 @@ pkill -STOP -f "kvworker --shm /kvarena-$KV_NAME"
 "$B/tests/idle_client" "$KV_EP" alice hold 2 >"$KV_DIR.client" 2>&1 &
 client=$!
 wait_open 1 5   # the first sequence's first attend waits on the stopped workers
+for _ in $(seq 100); do grep -q '"busy":true' <<<"$(seqs)" && break; sleep 0.02; done
+list=$(seqs)
+grep -q '"idle_ms":0,"busy":true' <<<"$list" || die "kvctl seqs: no busy sequence with idle_ms 0: $list"
 sleep 0.3
 kill -KILL "$client"
 wait "$client" 2>/dev/null || true

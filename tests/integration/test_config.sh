@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The server refuses what it cannot serve, with a message that names the setting, and
 # leaves nothing behind: bad values and unknown keys in the config; an arena larger than
-# /dev/shm has room for; an arena kept from a run with other model options (here ALiBi) is
+# /dev/shm has room for; a file in the arena's place that is no arena; an arena kept from a run with other model options (here ALiBi) is
 # refused rather than reused with the wrong attention, until --fresh discards it.
 set -eu
 cd "$(dirname "$0")/../.."
@@ -39,6 +39,12 @@ refuse "of /dev/shm, which has" --set arena.bytes=$((free + (1 << 30)))
 out=$("$B/kvserver" --config /tmp --name "$KV_NAME" 2>&1) && die "a directory as config: started"
 grep -qF "cannot read config /tmp: not a regular file" <<<"$out" || die "config /tmp: $out"
 [ -e "/dev/shm/kvarena-$KV_NAME" ] && die "a refused config left an arena behind"
+# a file under the arena's name that is no arena (empty, zeros): refused, --fresh named
+: >"/dev/shm/kvarena-$KV_NAME"
+refuse "cannot be reused: it is 0 bytes, smaller than an arena's header"
+head -c 1048576 /dev/zero >"/dev/shm/kvarena-$KV_NAME"
+refuse "; start with --fresh to discard it"
+rm -f "/dev/shm/kvarena-$KV_NAME"
 
 # an arena kept by a server with ALiBi: refused under a config without, and the reverse
 kv_start --set model.alibi_max_bias=8 --keep-shm
