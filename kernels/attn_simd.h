@@ -25,6 +25,12 @@
 #endif
 
 #define KB 64                       /* keys per block: a multiple of VL and QK_NR */
+#ifndef KB_PAD                      /* wide tiles: a block's keys padded to a multiple of */
+#define KB_PAD 16
+#endif
+#ifndef WIDE_SCRATCH                /* floats an ISA's own wide path needs besides tile_buf */
+#define WIDE_SCRATCH(D, mp) 0
+#endif
 /* Narrow (decode) tiles: keys per block. A block's K and V come from L2 (asked for during
  * the block before) and stay in L1 for the quads after the first; longer blocks cut the
  * per-block softmax work. */
@@ -50,7 +56,17 @@ typedef struct tile_buf {
                        * in vectors (fix_vec); otherwise fix_scalar */
     uint32_t lo_max;  /* the largest lo (the last row's) and the smallest hi (the first */
     uint32_t hi_min;  /* row's): keys in [lo_max, hi_min) are visible to every query vector */
+    float *wide;      /* WIDE_SCRATCH floats, the ISA's own */
 } tile_buf;
+
+#ifdef TILE_AMX /* attn_amx.c: wide tiles' logits and P.V on AMX, the rest as below */
+static void amx_task_begin(tile_buf *b, uint32_t D, uint32_t mp);
+static void amx_qk(const kvk_call *c, const kvk_task *t, const tile_buf *b, uint32_t kb,
+                   uint32_t n, uint32_t n_pad, uint32_t mp);
+static void amx_pv(const kvk_call *c, const kvk_task *t, const tile_buf *b, uint32_t kb,
+                   uint32_t n, uint32_t n_pad, uint32_t mp, float *acc, uint32_t m4);
+static void amx_task_end(void);
+#endif
 
 static size_t round16(size_t n)
 {
@@ -60,7 +76,7 @@ static size_t round16(size_t n)
 static size_t tile_scratch_floats(uint32_t D, uint32_t mp)
 {
     return 2 * round16((size_t)mp * D) + 2 * round16((size_t)KB * D)
-           + round16((size_t)KB * mp) + 7 * round16(mp);
+           + round16((size_t)KB * mp) + 7 * round16(mp) + WIDE_SCRATCH(D, mp);
 }
 
 static tile_buf tile_buf_carve(float *p, uint32_t D, uint32_t mp)
@@ -77,7 +93,8 @@ static tile_buf tile_buf_carve(float *p, uint32_t D, uint32_t mp)
     b.lo = p, p += round16(mp);
     b.hi = p, p += round16(mp);
     b.pos = p, p += round16(mp);
-    b.slope = p;
+    b.slope = p, p += round16(mp);
+    b.wide = p;
     return b;
 }
 
@@ -673,12 +690,22 @@ static void tile_run(const kvk_call *c, const kvk_task *t, size_t row0, float *s
     }
     memset(acc, 0, (size_t)m4 * D * sizeof(float));
     tile_qattr(c, t, &b, M, wide ? mp : m4);
+#ifdef TILE_AMX
+    (void)it;
+    if (wide)
+        amx_task_begin(&b, D, mp);
+#endif
     if (wide)
         for (uint32_t kb = t->k0; kb < t->k1; kb += KB) {
-            uint32_t n = t->k1 - kb < KB ? t->k1 - kb : KB, n_pad = (n + 15) & ~15u;
+            uint32_t n = t->k1 - kb < KB ? t->k1 - kb : KB;
+            uint32_t n_pad = (n + KB_PAD - 1) / KB_PAD * KB_PAD;
+#ifdef TILE_AMX
+            amx_qk(c, t, &b, kb, n, n_pad, mp);
+#else
             load_block(c, it, t->kv_head, 0, kb, n, n_pad, b.kf);
             load_block(c, it, t->kv_head, 1, kb, n, n_pad, b.vf);
             qk_wide(c, t, &b, mp, n_pad, D, kb + KB);
+#endif
             softcap_block(b.s, (size_t)n_pad * mp, c->opts.softcap);
             if (block_needs_fix(c, &b, kb, n, n_pad)) {
                 if (b.vec_fix)
@@ -687,10 +714,18 @@ static void tile_run(const kvk_call *c, const kvk_task *t, size_t row0, float *s
                     fix_scalar(c, t, b.s, 0, M, &(logit_layout){ 1, mp, 1 }, kb, n, n_pad);
             }
             softmax_cols(&b, mp, n_pad);
+#ifdef TILE_AMX
+            amx_pv(c, t, &b, kb, n, n_pad, mp, acc, m4);
+#else
             pv(b.s, mp, b.alpha, b.vf, n_pad, D, acc, m4);
+#endif
         }
     else
         tile_run_narrow(c, t, &b, acc, M);
+#ifdef TILE_AMX
+    if (wide)
+        amx_task_end();
+#endif
     memcpy(kvk__out_m(out, mcap), b.m, m4 * sizeof(float));
     memcpy(kvk__out_l(out, mcap), b.l, m4 * sizeof(float));
 }

@@ -8,6 +8,7 @@ KERNELS_LIB := $(B)/libkvkernels.a
 # -O3: the register-blocked loops of attn_simd.h must be fully unrolled to stay in registers.
 EXTRA_CFLAGS_attn_avx2 := -O3 -mavx2 -mfma -mf16c
 EXTRA_CFLAGS_attn_avx512 := -O3 -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl
+EXTRA_CFLAGS_attn_amx := $(EXTRA_CFLAGS_attn_avx512) -mavx512bf16 -mamx-tile -mamx-bf16
 
 $(KERNELS_LIB): $(KERNELS_OBJ)
 	$(AR) rcs $@ $^

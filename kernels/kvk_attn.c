@@ -2,12 +2,15 @@
  * implementation of the instruction set chosen once per process.
  *
  * The choice is made on first use from cpuid (best available), unless KVARENA_ISA names
- * one the CPU supports; kvk_isa_set overrides it for tests and benchmarks. An ISA whose
- * vector width does not divide head_dim falls back to a narrower one, down to scalar. */
+ * one the CPU supports; kvk_isa_set overrides it for tests and benchmarks. "amx" rounds
+ * Q, K, V and probabilities to bf16, so it is used only when named that way. An ISA whose
+ * width does not divide head_dim falls back to a narrower one, down to scalar. */
 #include <cpuid.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "kverr.h"
 #include "kvk_internal.h"
@@ -16,17 +19,31 @@ typedef int (*attn_fn)(const kvk_call *c, kvk_pool *pool);
 
 typedef struct isa_desc {
     const char *name;
-    uint32_t width;       /* fp32 lanes: head_dim must be a multiple */
+    uint32_t width;       /* head_dim must be a multiple (fp32 lanes; AMX: a tile row) */
     attn_fn attn;
+    int named_only;       /* less precise: never chosen unless named */
 } isa_desc;
 
-enum { ISA_SCALAR, ISA_AVX2, ISA_AVX512, ISA_COUNT };
+enum { ISA_SCALAR, ISA_AVX2, ISA_AVX512, ISA_AMX, ISA_COUNT };
 
 static const isa_desc isas[ISA_COUNT] = {
-    [ISA_SCALAR] = { "scalar", 1, kvk__attn_ref },
-    [ISA_AVX2] = { "avx2", 8, kvk__attn_avx2 },
-    [ISA_AVX512] = { "avx512", 16, kvk__attn_avx512 },
+    [ISA_SCALAR] = { "scalar", 1, kvk__attn_ref, 0 },
+    [ISA_AVX2] = { "avx2", 8, kvk__attn_avx2, 0 },
+    [ISA_AVX512] = { "avx512", 16, kvk__attn_avx512, 0 },
+    [ISA_AMX] = { "amx", 32, kvk__attn_amx, 1 },
 };
+
+/* AMX-BF16 tiles and AVX512-BF16 conversions, and the kernel's leave to use the tiles' state
+ * (Linux grants it per process: arch_prctl ARCH_REQ_XCOMP_PERM for XTILEDATA). */
+static int amx_usable(void)
+{
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d & (1u << 22)) || !(d & (1u << 24)))
+        return 0;
+    if (!__get_cpuid_count(7, 1, &a, &b, &c, &d) || !(a & (1u << 5)))
+        return 0;
+    return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) == 0;
+}
 
 static pthread_once_t isa_once = PTHREAD_ONCE_INIT;
 static int isa_cur = ISA_SCALAR;
@@ -44,6 +61,8 @@ static int cpu_has(int isa)
     case ISA_AVX512:
         return cpu_has(ISA_AVX2) && __builtin_cpu_supports("avx512f")
                && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+    case ISA_AMX:
+        return cpu_has(ISA_AVX512) && amx_usable();
     }
     return 0;
 }
@@ -65,7 +84,7 @@ static void isa_init(void)
         return;
     }
     for (int i = ISA_COUNT - 1; i >= 0; i--)
-        if (cpu_has(i)) {
+        if (!isas[i].named_only && cpu_has(i)) {
             isa_cur = i;
             return;
         }

@@ -1,7 +1,7 @@
 /* kvk_internal.h — what the files of libkvkernels share with each other; not installed.
  *
  * A kvk_call is one validated kvk_attn call with its options resolved (scale, theta), so
- * every implementation (scalar reference, AVX2, AVX-512) starts from the same facts and
+ * every implementation (scalar reference, AVX2, AVX-512, AMX) starts from the same facts and
  * never re-checks arguments. Cross-file internal names use the kvk__ prefix. */
 #ifndef KVARENA_KVK_INTERNAL_H
 #define KVARENA_KVK_INTERNAL_H
@@ -144,5 +144,6 @@ int kvk__attn_tiled(const kvk_call *c, kvk_pool *pool, const kvk_tile_ops *ops);
 int kvk__attn_ref(const kvk_call *c, kvk_pool *pool);
 int kvk__attn_avx2(const kvk_call *c, kvk_pool *pool);
 int kvk__attn_avx512(const kvk_call *c, kvk_pool *pool);
+int kvk__attn_amx(const kvk_call *c, kvk_pool *pool);
 
 #endif

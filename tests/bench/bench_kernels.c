@@ -33,8 +33,8 @@
 #define BW_BYTES (1ull << 30)
 #define TAIL 64               /* query rows the slow prefill baselines are timed on */
 
-static const char *const isa_names[] = { "scalar", "avx2", "avx512" };
-enum { N_ISA = 3 };
+static const char *const isa_names[] = { "scalar", "avx2", "avx512", "amx" };
+enum { N_ISA = 4, ISA_AMX = 3 }; /* amx: prefill only (its decode is avx512's narrow tiles) */
 
 /* Page-aligned memory with hugepages advised; never freed before exit unless by the caller
  * with munmap. */
@@ -235,10 +235,49 @@ __attribute__((target("avx512f"))) static float fma_avx512(void)
 #undef FMA
 }
 
+/* AMX: four independent bf16 tile products (16 x 16 x 32 each) per step, operands in tiles. */
+#define AMX_ITERS 1000000L
+typedef struct amx_cfg {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} amx_cfg;
+__attribute__((target("amx-tile,amx-bf16"))) static float amx_peak(void)
+{
+    static const uint16_t ones[16 * 32] = { 0 };
+    float out[16 * 16];
+    amx_cfg cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.palette = 1;
+    for (int i = 0; i < 8; i++) {
+        cfg.colsb[i] = 64;
+        cfg.rows[i] = 16;
+    }
+    _tile_loadconfig(&cfg);
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    _tile_loadd(4, ones, 64);
+    _tile_loadd(5, ones, 64);
+    _tile_loadd(6, ones, 64);
+    _tile_loadd(7, ones, 64);
+    for (long i = 0; i < AMX_ITERS; i++) {
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_stored(0, out, 64);
+    _tile_release();
+    return out[0];
+}
+
 static void *fma_thread(void *p)
 {
     fma_arg *a = p;
-    a->out = a->isa == 2 ? fma_avx512() : a->isa == 1 ? fma_avx2() : fma_scalar();
+    a->out = a->isa == ISA_AMX ? amx_peak() : a->isa == 2 ? fma_avx512()
+             : a->isa == 1 ? fma_avx2() : fma_scalar();
     return NULL;
 }
 
@@ -253,6 +292,8 @@ static double measure_fma(int isa)
     double best = 1e30;
     for (int rep = 0; rep < 5; rep++) /* best of several: a busy machine only slows it */
         best = fmin(best, par_run(fma_thread, args));
+    if (isa == ISA_AMX) /* bf16 products accumulated in fp32 */
+        return (double)NTH * AMX_ITERS * 4 * (16 * 16 * 32 * 2) / best / 1e9;
     int lanes = isa == 2 ? 16 : isa == 1 ? 8 : 1;
     return (double)NTH * FMA_ITERS * FMA_CHAINS * lanes * 2 / best / 1e9;
 }
@@ -564,6 +605,11 @@ int main(int argc, char **argv)
         have[i] = kvk_isa_set(isa_names[i]) == 0 && (!isa_only || !strcmp(isa_only, isa_names[i]));
         if (!have[i] || !do_lim)
             continue;
+        if (i == ISA_AMX) {
+            peak = measure_fma(i);
+            bench_line("amx_bf16_peak", isa_names[i], peak, "GFLOP/s", peak);
+            continue;
+        }
         bw = measure_bw(buf, i);
         bench_line("read_bandwidth", isa_names[i], bw, "GB/s", bw);
         peak = measure_fma(i);
@@ -573,7 +619,7 @@ int main(int argc, char **argv)
     bench b;
     bench_init(&b);
     for (int i = 1; i < N_ISA && do_dec; i++) {
-        if (!have[i])
+        if (!have[i] || i == ISA_AMX)
             continue;
         paired pr[ROUNDS];
         double lim = measure_bw(buf, i);
@@ -593,7 +639,7 @@ int main(int argc, char **argv)
             double bytes = (double)batch * len * KV_HEADS * HEAD_DIM * 2 * 2;
             snprintf(name, sizeof(name), "decode_b%d_kv%u", batch, len);
             for (int i = 0; i < N_ISA; i++) {
-                if (!have[i])
+                if (!have[i] || i == ISA_AMX)
                     continue;
                 kvk_isa_set(isa_names[i]);
                 paired pr[ROUNDS];
@@ -625,14 +671,20 @@ int main(int argc, char **argv)
             kvk_isa_set(isa_names[i]);
             paired pr[ROUNDS];
             int nr = i ? ROUNDS : 1;
-            double lim = measure_fma(i);
+            int fp32 = i == ISA_AMX ? 2 : i; /* amx too is held to the fp32 FMA peak */
+            double lim = measure_fma(fp32);
             for (int r = 0; r < nr; r++) {
                 double t = i ? time_attn(&b, 1, 0, n, 1.0 / nr, 3)
                              : time_attn(&b, 1, n - TAIL, TAIL, 0, 1);
                 pr[r] = (paired){ (i ? flops : tail_flops) / t / 1e9,
-                                  limit_around(&lim, measure_fma(i)) };
+                                  limit_around(&lim, measure_fma(fp32)) };
             }
             bench_median(name, isa_names[i], "GFLOP/s", pr, nr);
+            if (i == ISA_AMX) {
+                double amx = measure_fma(i);
+                printf("# %s isa=amx: %.1f%% of the measured AMX bf16 peak (%.0f GFLOP/s)\n",
+                       name, 100.0 * pr[nr / 2].value / amx, amx);
+            }
         }
         if (run_naive)
             bench_line(name, "naive", tail_flops / naive_time(&b, n, TAIL) / 1e9, "GFLOP/s",
