@@ -24,9 +24,14 @@
 #error "attn_simd.h is included by an ISA file after its vector helpers"
 #endif
 
+#ifndef KB
 #define KB 64                       /* keys per block: a multiple of VL and QK_NR */
+#endif
 #ifndef KB_PAD                      /* wide tiles: a block's keys padded to a multiple of */
 #define KB_PAD 16
+#endif
+#ifndef V_EXP_SOFTMAX               /* exp of the wide tiles' online softmax */
+#define V_EXP_SOFTMAX v_exp
 #endif
 #ifndef WIDE_SCRATCH                /* floats an ISA's own wide path needs besides tile_buf */
 #define WIDE_SCRATCH(D, mp) 0
@@ -329,10 +334,10 @@ static void softmax_cols(const tile_buf *b, uint32_t mp, uint32_t n_pad)
         vf mold = v_load(b->m + m0), mx = mold, sum = v_zero();
         for (uint32_t n = 0; n < n_pad; n++)
             mx = v_max(mx, v_load(b->s + (size_t)n * mp + m0));
-        vf mu = v_max(mx, v_set1(-FLT_MAX)), alpha = v_exp(v_sub(mold, mu));
+        vf mu = v_max(mx, v_set1(-FLT_MAX)), alpha = V_EXP_SOFTMAX(v_sub(mold, mu));
         for (uint32_t n = 0; n < n_pad; n++) {
             float *x = b->s + (size_t)n * mp + m0;
-            vf p = v_exp(v_sub(v_load(x), mu));
+            vf p = V_EXP_SOFTMAX(v_sub(v_load(x), mu));
             v_store(x, p);
             sum = v_add(sum, p);
         }
@@ -683,7 +688,11 @@ static void tile_run(const kvk_call *c, const kvk_task *t, size_t row0, float *s
     int wide = M >= VL;
     tile_buf b = tile_buf_carve(scratch, D, mp_cap);
     float *acc = kvk__out_acc(out, mcap);
+#ifdef TILE_AMX /* the fp32 logits' transposed queries are not needed */
+    tile_load_q(c, t, row0, &b, wide ? mp : m4, 0);
+#else
     tile_load_q(c, t, row0, &b, wide ? mp : m4, wide);
+#endif
     for (uint32_t m = 0; m < mp; m++) {
         b.m[m] = -INFINITY;
         b.l[m] = 0.0f;
