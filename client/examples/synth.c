@@ -198,6 +198,9 @@ double kvs_max_abs_err(const float *got, const double *ref, size_t n, double *re
 
 double kvs_tolerance(uint32_t dtype)
 {
+    const char *isa = getenv("KVARENA_ISA"); /* as the workers have it: the same environment */
+    if (isa && !strcmp(isa, "amx"))
+        return 2e-2; /* bf16 tile products (kernels/attn_amx.c) */
     return dtype == KVK_F32 ? 1e-4 : 2e-3;
 }
 

@@ -2,7 +2,8 @@
 # Server + 2 workers, one client: prefill + 64 decode steps over 4 layers, every output
 # checked against the reference (fp32 KV: 1e-4, fp16 KV: 2e-3 of max |ref|), a prefix hit,
 # a copy-on-write fork, consistent stats, and a clean shutdown. Page sizes 16, 5 and 8;
-# the model's attention options (RoPE both ways, sliding window, soft-cap, ALiBi) on top.
+# the model's attention options (RoPE both ways, sliding window, soft-cap, ALiBi) on top;
+# then the amx ISA where the CPU has it.
 set -eu
 cd "$(dirname "$0")/../.."
 . tests/integration/lib.sh
@@ -19,4 +20,15 @@ for cfg in "fp32 16" "fp16 16" "fp16 5" "bf16 8" \
     "$B/tests/e2e_client" "$KV_EP" alice 100 64
     kv_stop
 done
+# where the CPU has AMX: workers told KVARENA_ISA=amx run prefill on AMX tiles (each output
+# then checked at 2e-2 of max |ref|: kvs_tolerance)
+if grep -qw amx_bf16 /proc/cpuinfo; then
+    echo "== KVARENA_ISA=amx"
+    export KVARENA_ISA=amx
+    kv_start --set model.dtype=fp16 --set model.layers=4 --log-level debug
+    "$B/tests/e2e_client" "$KV_EP" alice 100 64
+    grep -q "isa amx" "$KV_DIR.log" || die "no worker says it runs isa amx"
+    kv_stop
+    unset KVARENA_ISA
+fi
 echo "test_e2e: PASS"
