@@ -132,7 +132,9 @@ static float part_weight(float *part, uint32_t n, uint32_t mcap, uint32_t m, flo
 }
 
 /* Merges n parts (stride floats apart) of the result of task t's tile into o and lse;
- * n = 1 just normalizes. */
+ * n = 1 just normalizes. Also built for AVX-512 (picked at load time where the CPU has it):
+ * it writes every output row, a few percent of a prefill on amx. */
+__attribute__((target_clones("avx512f", "default")))
 static void plan_write(const plan *p, const kvk_task *t, float *part, size_t stride,
                        uint32_t n)
 {
