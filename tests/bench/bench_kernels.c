@@ -34,7 +34,8 @@
 #define TAIL 64               /* query rows the slow prefill baselines are timed on */
 
 static const char *const isa_names[] = { "scalar", "avx2", "avx512", "amx" };
-enum { N_ISA = 4, ISA_AMX = 3 }; /* amx: prefill only (its decode is avx512's narrow tiles) */
+enum { N_ISA = 4, ISA_AMX = 3 }; /* amx: prefill only (decode here: 4 q heads per KV head,
+                                  * avx512's narrow tiles) */
 
 /* Page-aligned memory with hugepages advised; never freed before exit unless by the caller
  * with munmap. */
@@ -244,8 +245,10 @@ typedef struct amx_cfg {
 } amx_cfg;
 __attribute__((target("amx-tile,amx-bf16"))) static float amx_peak(void)
 {
-    static const uint16_t ones[16 * 32] = { 0 };
+    uint16_t ones[16 * 32]; /* bf16 1.0 */
     float out[16 * 16];
+    for (int i = 0; i < 16 * 32; i++)
+        ones[i] = 0x3f80;
     amx_cfg cfg;
     memset(&cfg, 0, sizeof(cfg));
     cfg.palette = 1;

@@ -297,8 +297,9 @@ void ao_run_case(const ao_case *tc)
                 lse[i] = NAN;
             assert_int_equal(kvk_attn(&a.g, &a.pg, 1, a.items, tc->n_items, a.q, o, lse,
                                       &t.opts, with_pool ? pool : NULL), 0);
-            ao_compare(o, o_ref, n_o, lse, l_ref, n_l,
-                       strcmp(isa_names[isa], "amx") ? AO_TOL : AO_TOL_BF16, what);
+            /* amx falls back to avx512 where head_dim is no multiple of a tile row */
+            int bf16 = !strcmp(isa_names[isa], "amx") && tc->head_dim % 32 == 0;
+            ao_compare(o, o_ref, n_o, lse, l_ref, n_l, bf16 ? AO_TOL_BF16 : AO_TOL, what);
         }
     }
     assert_int_equal(kvk_isa_set(best), 0);
