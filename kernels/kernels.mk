@@ -27,6 +27,15 @@ UNIT_TESTS += $(B)/tests/test_kernels
 .PHONY: tests
 tests: $(B)/tests/test_kernels
 
+# The library used on its own (README "The kernels on their own"): built with everything,
+# run by make test (it checks its own results).
+EXTRA_CFLAGS_kvk_example := -Ikernels
+$(B)/kvk_example: $(B)/obj/kernels/examples/kvk_example.o $(KERNELS_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+ALL_TARGETS += $(B)/kvk_example
+UNIT_TESTS += $(B)/kvk_example
+
 # Kernel benchmark: built with the library's flags, run against the measured machine limits.
 EXTRA_CFLAGS_bench_kernels := -Ikernels
 $(B)/tests/bench_kernels: $(B)/obj/tests/bench/bench_kernels.o $(KERNELS_LIB)
