@@ -232,10 +232,14 @@ static void amx_pv(const kvk_call *c, const kvk_task *t, const tile_buf *b, uint
     const __m512i mix = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9,
                                          24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1,
                                          16, 0);
+    const uint8_t *vr[KB]; /* the V rows, found a page run at a time */
+    const size_t row_bytes = D * c->esize;
+    FOR_EACH_RUN(c, it, t->kv_head, 1, kb, n, src, run, j,
+                 for (uint32_t r = 0; r < run; r++)
+                     vr[j + r] = src + r * row_bytes;)
     for (uint32_t j = 0; 2 * j < n_pad; j++) {
         uint32_t k = 2 * j;
-        const uint8_t *r0 = k < n ? kvk__kv_row(c, it, kb + k, t->kv_head, 1) : NULL;
-        const uint8_t *r1 = k + 1 < n ? kvk__kv_row(c, it, kb + k + 1, t->kv_head, 1) : NULL;
+        const uint8_t *r0 = k < n ? vr[k] : NULL, *r1 = k + 1 < n ? vr[k + 1] : NULL;
         for (uint32_t d = 0; d < D; d += 16) {
             __m512 x0 = r0 ? kv16(r0, d, dt) : _mm512_setzero_ps();
             __m512 x1 = r1 ? kv16(r1, d, dt) : _mm512_setzero_ps();
