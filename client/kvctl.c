@@ -119,7 +119,9 @@ static void print_json(const Kvarena__StatsReply *s)
         const Kvarena__WorkerStats *w = s->workers[i];
         printf("%s{\"index\":%u,\"pid\":%d,\"state\":", i ? "," : "", w->index, w->pid);
         json_str(w->state);
-        printf(",\"jobs\":%" PRIu64 ",\"restarts\":%u}", w->jobs, w->restarts);
+        printf(",\"jobs\":%" PRIu64 ",\"restarts\":%u,\"isa\":", w->jobs, w->restarts);
+        json_str(w->isa);
+        printf(",\"threads\":%u}", w->threads);
     }
     printf("],\"tenants\":[");
     for (size_t i = 0; i < s->n_tenants; i++) {
@@ -147,12 +149,12 @@ static void print_table(const char *ep, const Kvarena__StatsReply *s)
     printf("sequences   %u  expired %" PRIu64 "\n", s->sequences, s->seqs_expired);
     printf("jobs        done %" PRIu64 "  failed %" PRIu64 "  queued %" PRIu64 "\n",
            s->jobs_done, s->jobs_failed, s->jobs_queued);
-    printf("\nworkers (%zu)\n  %-6s %-8s %-9s %-12s %s\n", s->n_workers, "index", "pid",
-           "state", "jobs", "restarts");
+    printf("\nworkers (%zu)\n  %-6s %-8s %-9s %-12s %-9s %-8s %s\n", s->n_workers, "index",
+           "pid", "state", "jobs", "restarts", "isa", "threads");
     for (size_t i = 0; i < s->n_workers; i++) {
         const Kvarena__WorkerStats *w = s->workers[i];
-        printf("  %-6u %-8d %-9s %-12" PRIu64 " %u\n", w->index, w->pid, w->state, w->jobs,
-               w->restarts);
+        printf("  %-6u %-8d %-9s %-12" PRIu64 " %-9u %-8s %u\n", w->index, w->pid, w->state,
+               w->jobs, w->restarts, *w->isa ? w->isa : "-", w->threads);
     }
     printf("\ntenants (%zu)\n  %-16s %-8s %-8s %-10s %s\n", s->n_tenants, "name", "pages",
            "quota", "sequences", "jobs");

@@ -483,6 +483,8 @@ static void on_stats(kvs_server *s, void *sock, kvp_msg *m, uint64_t req_id)
         ws[i].state = (char *)kvs_worker_state_name(s->workers[i].state);
         ws[i].jobs = s->workers[i].jobs;
         ws[i].restarts = s->workers[i].restarts;
+        ws[i].isa = s->workers[i].isa;
+        ws[i].threads = s->workers[i].threads;
         wp[i] = &ws[i];
     }
     st.workers = wp;

@@ -75,6 +75,8 @@ typedef struct kvs_worker {
     kvs_job *job;               /* job it is running */
     uint64_t jobs;              /* jobs completed */
     uint32_t restarts;
+    char isa[16];               /* its kernels' instruction set, from its Ready ("" before) */
+    uint32_t threads;           /* its kernel threads, from its Ready */
     uint32_t quick_deaths;      /* consecutive deaths before Ready, for back-off */
     int was_ready;              /* this process said Ready */
     uint64_t fenced_ms;         /* when it was sent SIGKILL (state FENCING) */

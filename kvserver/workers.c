@@ -99,6 +99,8 @@ static int spawn(kvs_server *s, kvs_worker *w)
     }
     w->pid = pid;
     w->state = KVS_W_STARTING;
+    w->isa[0] = '\0'; /* until its Ready says */
+    w->threads = 0;
     w->fence_warned = 0;
     w->rid_len = 0;
     w->last_seen_ms = s->clock_ms;
@@ -308,7 +310,14 @@ static void on_ready(kvs_server *s, kvp_msg *m, const Kvarena__Ready *r)
         w->state = KVS_W_READY;
         w->was_ready = 1;
         w->last_seen_ms = s->clock_ms;
-        KVS_INFO("worker %d ready (pid %d, %u threads)", w->index, r->pid, r->threads);
+        size_t n = 0; /* a short lowercase name, or "?" */
+        while (r->isa && n + 1 < sizeof(w->isa) && ((r->isa[n] >= 'a' && r->isa[n] <= 'z')
+                                                    || (r->isa[n] >= '0' && r->isa[n] <= '9')))
+            n++;
+        snprintf(w->isa, sizeof(w->isa), "%.*s", (int)n, n && !r->isa[n] ? r->isa : "?");
+        w->threads = r->threads;
+        KVS_INFO("worker %d ready (pid %d, %u threads, isa %s)", w->index, r->pid, r->threads,
+                 w->isa);
     }
 }
 

@@ -253,6 +253,7 @@ static int serve(worker *w)
     Kvarena__Ready rd = KVARENA__READY__INIT;
     rd.pid = getpid();
     rd.threads = (uint32_t)w->threads;
+    rd.isa = (char *)kvk_isa_name();
     rd.index = (uint32_t)w->index;
     rd.token = w->token;
     Kvarena__Envelope e = KVARENA__ENVELOPE__INIT;

@@ -25,9 +25,10 @@ done
 if grep -qw amx_bf16 /proc/cpuinfo; then
     echo "== KVARENA_ISA=amx"
     export KVARENA_ISA=amx
-    kv_start --set model.dtype=fp16 --set model.layers=4 --log-level debug
+    kv_start --set model.dtype=fp16 --set model.layers=4
     "$B/tests/e2e_client" "$KV_EP" alice 100 64
-    grep -q "isa amx" "$KV_DIR.log" || die "no worker says it runs isa amx"
+    json=$("$B/kvctl" --endpoint "$KV_ADMIN" stats --json)
+    [ "$(grep -o '"isa":"amx"' <<<"$json" | wc -l)" -eq 2 ] || die "workers not on amx: $json"
     kv_stop
     unset KVARENA_ISA
 fi
