@@ -333,6 +333,10 @@ int main(int argc, char **argv)
     }
     KVS_DEBUG("worker %d: arena %s mapped, isa %s, %d threads", w.index, w.shm_name,
               kvk_isa_name(), w.threads);
+    const char *want = getenv("KVARENA_ISA");
+    if (want && strcmp(want, kvk_isa_name()))
+        KVS_WARN("worker %d: KVARENA_ISA=%s is unknown or not on this CPU (scalar, avx2, avx512, "
+                 "amx): using %s", w.index, want, kvk_isa_name());
     int rc = serve(&w);
     stop = 1;
     pthread_join(hb, NULL);
