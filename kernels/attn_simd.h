@@ -30,9 +30,6 @@
 #ifndef KB_PAD                      /* wide tiles: a block's keys padded to a multiple of */
 #define KB_PAD 16
 #endif
-#ifndef V_EXP_SOFTMAX               /* exp of the wide tiles' online softmax */
-#define V_EXP_SOFTMAX v_exp
-#endif
 #ifndef WIDE_SCRATCH                /* floats an ISA's own wide path needs besides tile_buf */
 #define WIDE_SCRATCH(D, mp) 0
 #endif
@@ -71,6 +68,7 @@ static void amx_qk(const kvk_call *c, const kvk_task *t, const tile_buf *b, uint
 static void amx_pv(const kvk_call *c, const kvk_task *t, const tile_buf *b, uint32_t kb,
                    uint32_t n, uint32_t n_pad, uint32_t mp, float *acc, uint32_t m4);
 static void amx_task_end(void);
+static void amx_softmax(const tile_buf *b, uint32_t D, uint32_t mp, uint32_t n_pad);
 #endif
 
 static size_t round16(size_t n)
@@ -334,10 +332,10 @@ static void softmax_cols(const tile_buf *b, uint32_t mp, uint32_t n_pad)
         vf mold = v_load(b->m + m0), mx = mold, sum = v_zero();
         for (uint32_t n = 0; n < n_pad; n++)
             mx = v_max(mx, v_load(b->s + (size_t)n * mp + m0));
-        vf mu = v_max(mx, v_set1(-FLT_MAX)), alpha = V_EXP_SOFTMAX(v_sub(mold, mu));
+        vf mu = v_max(mx, v_set1(-FLT_MAX)), alpha = v_exp(v_sub(mold, mu));
         for (uint32_t n = 0; n < n_pad; n++) {
             float *x = b->s + (size_t)n * mp + m0;
-            vf p = V_EXP_SOFTMAX(v_sub(v_load(x), mu));
+            vf p = v_exp(v_sub(v_load(x), mu));
             v_store(x, p);
             sum = v_add(sum, p);
         }
@@ -722,10 +720,11 @@ static void tile_run(const kvk_call *c, const kvk_task *t, size_t row0, float *s
                 else
                     fix_scalar(c, t, b.s, 0, M, &(logit_layout){ 1, mp, 1 }, kb, n, n_pad);
             }
-            softmax_cols(&b, mp, n_pad);
 #ifdef TILE_AMX
+            amx_softmax(&b, D, mp, n_pad);
             amx_pv(c, t, &b, kb, n, n_pad, mp, acc, m4);
 #else
+            softmax_cols(&b, mp, n_pad);
             pv(b.s, mp, b.alpha, b.vf, n_pad, D, acc, m4);
 #endif
         }
