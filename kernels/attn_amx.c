@@ -42,6 +42,7 @@ static inline vf v_exp_le0(vf x)
 
 #define TILE_AMX 1
 #define KB_PAD 32 /* the keys of a P.V product come 32 at a time */
+#define TILE_M_LONG 256 /* packing K and V is paid once per tile: +5-13% at 2048 tokens (A/B) */
 #define WIDE_SCRATCH(D, mp) amx_scratch_floats(D, mp)
 static size_t amx_scratch_floats(uint32_t D, uint32_t mp);
 

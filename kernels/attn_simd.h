@@ -30,6 +30,9 @@
 #ifndef KB_PAD                      /* wide tiles: a block's keys padded to a multiple of */
 #define KB_PAD 16
 #endif
+#ifndef TILE_M_LONG                 /* query vectors per tile of long prefills (kvk_plan.c) */
+#define TILE_M_LONG 128
+#endif
 #ifndef WIDE_SCRATCH                /* floats an ISA's own wide path needs besides tile_buf */
 #define WIDE_SCRATCH(D, mp) 0
 #endif
@@ -740,6 +743,7 @@ static void tile_run(const kvk_call *c, const kvk_task *t, size_t row0, float *s
 
 static const kvk_tile_ops tile_ops = {
     .m_align = 2 * VL,
+    .tile_m_long = TILE_M_LONG,
     .scratch_floats = tile_scratch_floats,
     .run = tile_run,
 };

@@ -130,6 +130,7 @@ static inline float *kvk__out_acc(float *out, uint32_t mcap) { return out + 2 * 
 
 typedef struct kvk_tile_ops {
     uint32_t m_align;     /* query vectors are padded to a multiple of this */
+    uint32_t tile_m_long; /* query vectors per tile of items with many new rows (kvk_plan.c) */
     /* fp32 scratch one thread needs for tiles of up to mp (padded) query vectors */
     size_t (*scratch_floats)(uint32_t head_dim, uint32_t mp);
     /* computes task t (item rows start at global row row0) into out (capacity mcap) */

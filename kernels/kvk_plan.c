@@ -4,8 +4,9 @@
  * Tiles: for each item and KV head, rows are taken KVK_TILE_M / G at a time, so a tile is
  * about KVK_TILE_M query vectors: all G q heads of the group share every K/V byte the tile
  * reads (GQA read once per KV head), and a prefill tile reuses each key KVK_TILE_M times.
- * Items of KVK_LONG_ROWS new rows or more take KVK_TILE_M_LONG: twice the reuse per key
- * block; on shorter ones the larger masked diagonal of each causal tile costs more than that.
+ * Items of KVK_LONG_ROWS new rows or more take the ISA's tile_m_long (128; 256 on amx): more
+ * reuse per key block; on shorter ones the larger masked diagonal of each causal tile costs
+ * more than that.
  * A tile's keys are the union of its rows' visible ranges, so causal and window tiles never
  * visit a block that no row can see.
  *
@@ -24,7 +25,6 @@
 #include "kvk_internal.h"
 
 #define KVK_TILE_M 64       /* query vectors per tile (prefill) */
-#define KVK_TILE_M_LONG 128 /* ... for items of at least KVK_LONG_ROWS new rows */
 #define KVK_LONG_ROWS 512
 #define KVK_SPLIT_MIN 512   /* never split a tile's keys into parts shorter than this */
 #define KVK_SPLIT_ALIGN 64  /* part boundaries fall on multiples of this many keys */
@@ -53,10 +53,10 @@ static size_t out_floats(uint32_t mcap, uint32_t head_dim)
 }
 
 /* Rows per tile of item it. */
-static uint32_t tile_rows(const kvk_call *c, const kvk_item *it)
+static uint32_t tile_rows(const kvk_call *c, const kvk_tile_ops *ops, const kvk_item *it)
 {
     uint32_t G = c->g->q_heads / c->g->kv_heads;
-    uint32_t m = it->n_new >= KVK_LONG_ROWS ? KVK_TILE_M_LONG : KVK_TILE_M;
+    uint32_t m = it->n_new >= KVK_LONG_ROWS ? ops->tile_m_long : KVK_TILE_M;
     return G >= m ? 1 : m / G;
 }
 
@@ -68,7 +68,7 @@ static void plan_walk(plan *p)
     uint32_t n = 0, slots = 0;
     for (uint32_t i = 0; i < c->n_items; i++) {
         const kvk_item *it = &c->items[i];
-        uint32_t R = tile_rows(c, it);
+        uint32_t R = tile_rows(c, p->ops, it);
         for (uint32_t h = 0; h < c->g->kv_heads; h++)
             for (uint32_t r0 = 0; r0 < it->n_new; r0 += R) {
                 uint32_t r1 = r0 + R < it->n_new ? r0 + R : it->n_new;
@@ -117,7 +117,7 @@ static uint32_t plan_chunk(plan *p, int nth)
     uint64_t keys = 0;
     for (uint32_t i = 0; i < p->c->n_items; i++) {
         const kvk_item *it = &p->c->items[i];
-        uint32_t R = tile_rows(p->c, it);
+        uint32_t R = tile_rows(p->c, p->ops, it);
         keys += (uint64_t)(it->n_kv + it->n_new) * p->c->g->kv_heads * ((it->n_new + R - 1) / R);
     }
     uint64_t chunk = keys / ((uint64_t)nth * KVK_TASKS_PER_THREAD);
@@ -229,7 +229,7 @@ int kvk__attn_tiled(const kvk_call *call, kvk_pool *pool, const kvk_tile_ops *op
     plan p = { .c = c, .ops = ops };
     uint32_t rows_max = 1;
     for (uint32_t i = 0; i < c->n_items; i++) {
-        uint32_t R = tile_rows(c, &c->items[i]);
+        uint32_t R = tile_rows(c, ops, &c->items[i]);
         rows_max = R > rows_max ? R : rows_max;
     }
     p.mcap = (rows_max * G + 3) & ~3u; /* tile kernels work on query vectors 4 at a time */
