@@ -41,6 +41,8 @@ static inline vf v_exp_le0(vf x)
 }
 
 #define TILE_AMX 1
+#define KB 256    /* keys per block: fewer passes over acc per key (+6% at 512 tokens, +14% at
+                   * 2048 against 64, A/B alternated; 128 was in between) */
 #define KB_PAD 32 /* the keys of a P.V product come 32 at a time */
 #define TILE_M_LONG 256 /* packing K and V is paid once per tile: +5-13% at 2048 tokens (A/B) */
 #define WIDE_SCRATCH(D, mp) amx_scratch_floats(D, mp)
