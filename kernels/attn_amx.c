@@ -5,7 +5,8 @@
  *
  * Q, K, V and the probabilities are rounded to bf16 (8 significant bits) on their way into
  * the tiles; products accumulate in fp32. That is why this ISA is chosen only when asked
- * for (KVARENA_ISA=amx, kvk_isa_set): its results are within 2e-2 of fp64 attention, not 1e-4.
+ * for (KVARENA_ISA=amx, kvk_isa_set): its results are within 2e-2 of fp64 attention for
+ * logits of moderate size (kvkernels.h), not 1e-4.
  *
  * Layouts (tdpbf16ps: C[16][16] += A[16][32 bf16] . B[16][32 bf16 as 16 pairs], where B row
  * k/2 holds for each column j the pair (k, k+1) of the product's shared dimension):
@@ -161,8 +162,8 @@ static void amx_task_end(void)
 /* c = the 2 x 2 block of 16 x 16 products of rows a[0 .. 32) (a_stride bytes apart) and
  * columns b[0 .. 32) (pairs of the shared dimension, rows b_stride bytes apart), over steps
  * of 32 of the shared dimension: step k reads A at byte 64k of its rows, B from its row 16k.
- * c gets 32 rows of 32 floats, c_stride bytes apart. Not inlined: inlined into its callers it
- * measured a few percent slower (within the noise of this machine, not worse). */
+ * c gets 32 rows of 32 floats, c_stride bytes apart. Not inlined: inlined, it measured no
+ * faster. */
 static __attribute__((noinline)) void amx_2x2(const uint8_t *a, size_t a_stride,
                                               const uint8_t *b, size_t b_stride,
                                               uint32_t steps, float *c, size_t c_stride)
@@ -240,7 +241,8 @@ static void amx_softmax(const tile_buf *b, uint32_t D, uint32_t mp, uint32_t n_p
     }
 }
 
-/* acc[m][:] = alpha[m] acc[m][:] + sum_n p[n][m] v[n][:] for m < m4, p = s[n][m] (n < n_pad). */
+/* acc[m][:] = alpha[m] acc[m][:] + sum_n p[m][n] v[n][:] for m < m4, n < n_pad; p as
+ * amx_softmax left it in pb. */
 static void amx_pv(const kvk_call *c, const kvk_task *t, const tile_buf *b, uint32_t kb,
                    uint32_t n, uint32_t n_pad, uint32_t mp, float *acc, uint32_t m4)
 {
