@@ -41,7 +41,7 @@ static inline vf v_exp_le0(vf x)
     return v_pow2n(p, n);
 }
 
-#define TILE_AMX 1
+#define TILE_OWN_WIDE 1 /* wide_begin, wide_logits, wide_pv, wide_end below */
 #define KB 256    /* keys per block: fewer passes over acc per key (+6% at 512 tokens, +14% at
                    * 2048 against 64, A/B alternated; 128 was in between) */
 #define KB_PAD 32 /* the keys of a P.V product come 32 at a time */
@@ -130,7 +130,7 @@ typedef struct amx_cfg {
 } amx_cfg;
 
 /* Every tile 16 rows of 64 bytes; the task's queries as B operands (qv). */
-static void amx_task_begin(tile_buf *b, uint32_t D, uint32_t mp)
+static void wide_begin(tile_buf *b, uint32_t D, uint32_t mp)
 {
     amx_cfg cfg;
     memset(&cfg, 0, sizeof(cfg));
@@ -154,7 +154,7 @@ static void amx_task_begin(tile_buf *b, uint32_t D, uint32_t mp)
         }
 }
 
-static void amx_task_end(void)
+static void wide_end(void)
 {
     _tile_release();
 }
@@ -191,8 +191,8 @@ static __attribute__((noinline)) void amx_2x2(const uint8_t *a, size_t a_stride,
 }
 
 /* s[n][m] for keys kb .. kb+n_pad (padding: K rows of zeros, masked by the caller). */
-static void amx_qk(const kvk_call *c, const kvk_task *t, const tile_buf *b, uint32_t kb,
-                   uint32_t n, uint32_t n_pad, uint32_t mp)
+static void wide_logits(const kvk_call *c, const kvk_task *t, const tile_buf *b, uint32_t kb,
+                        uint32_t n, uint32_t n_pad, uint32_t mp)
 {
     const uint32_t D = c->g->head_dim;
     const kvk_dtype dt = c->g->dtype;
@@ -241,12 +241,13 @@ static void amx_softmax(const tile_buf *b, uint32_t D, uint32_t mp, uint32_t n_p
     }
 }
 
-/* acc[m][:] = alpha[m] acc[m][:] + sum_n p[m][n] v[n][:] for m < m4, n < n_pad; p as
- * amx_softmax left it in pb. */
-static void amx_pv(const kvk_call *c, const kvk_task *t, const tile_buf *b, uint32_t kb,
-                   uint32_t n, uint32_t n_pad, uint32_t mp, float *acc, uint32_t m4)
+/* The softmax (amx_softmax), then acc[m][:] = alpha[m] acc[m][:] + sum_n p[m][n] v[n][:] for
+ * m < m4, n < n_pad. */
+static void wide_pv(const kvk_call *c, const kvk_task *t, const tile_buf *b, uint32_t kb,
+                    uint32_t n, uint32_t n_pad, uint32_t mp, float *acc, uint32_t m4)
 {
     const uint32_t D = c->g->head_dim;
+    amx_softmax(b, D, mp, n_pad);
     const kvk_dtype dt = c->g->dtype;
     const kvk_item *it = &c->items[t->item];
     amx_buf a = amx_buf_carve(b, D, mp);

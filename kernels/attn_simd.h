@@ -64,15 +64,18 @@ typedef struct tile_buf {
     float *wide;      /* WIDE_SCRATCH floats, the ISA's own */
 } tile_buf;
 
-#ifdef TILE_AMX /* attn_amx.c: wide tiles' logits and P.V on AMX, the rest as below */
-static void amx_task_begin(tile_buf *b, uint32_t D, uint32_t mp);
-static void amx_qk(const kvk_call *c, const kvk_task *t, const tile_buf *b, uint32_t kb,
-                   uint32_t n, uint32_t n_pad, uint32_t mp);
-static void amx_pv(const kvk_call *c, const kvk_task *t, const tile_buf *b, uint32_t kb,
-                   uint32_t n, uint32_t n_pad, uint32_t mp, float *acc, uint32_t m4);
-static void amx_task_end(void);
-static void amx_softmax(const tile_buf *b, uint32_t D, uint32_t mp, uint32_t n_pad);
-#endif
+/* The steps of a wide tile (see "the task"), defined below for fp32 vectors unless the ISA
+ * file defines TILE_OWN_WIDE and them after including this one (attn_amx.c):
+ *   wide_begin   once per task, after the queries are loaded;
+ *   wide_logits  the logits of keys [kb, kb + n) (n_pad with padding) into s[n][m];
+ *   wide_pv      after masking: the online softmax and acc[m][:] += p . V;
+ *   wide_end     once per task. */
+static void wide_begin(tile_buf *b, uint32_t D, uint32_t mp);
+static void wide_logits(const kvk_call *c, const kvk_task *t, const tile_buf *b, uint32_t kb,
+                        uint32_t n, uint32_t n_pad, uint32_t mp);
+static void wide_pv(const kvk_call *c, const kvk_task *t, const tile_buf *b, uint32_t kb,
+                    uint32_t n, uint32_t n_pad, uint32_t mp, float *acc, uint32_t m4);
+static void wide_end(void);
 
 static size_t round16(size_t n)
 {
@@ -141,7 +144,7 @@ static void load_block(const kvk_call *c, const kvk_item *it, uint32_t h, int ki
 /* ---- queries ---- */
 
 static void tile_load_q(const kvk_call *c, const kvk_task *t, size_t row0, tile_buf *b,
-                        uint32_t mp, int wide)
+                        uint32_t mp)
 {
     const kvk_geom *g = c->g;
     uint32_t G = g->q_heads / g->kv_heads, D = g->head_dim, m = 0;
@@ -158,11 +161,6 @@ static void tile_load_q(const kvk_call *c, const kvk_task *t, size_t row0, tile_
         }
     }
     memset(b->qs + (size_t)m * D, 0, (size_t)(mp - m) * D * sizeof(float));
-    for (uint32_t i = 0; wide && i < mp; i++) { /* once per task: scalar is fine */
-        float *panel = b->qt + (size_t)(i / (2 * VL)) * D * 2 * VL + i % (2 * VL);
-        for (uint32_t d = 0; d < D; d++)
-            panel[(size_t)d * 2 * VL] = b->qs[(size_t)i * D + d];
-    }
 }
 
 /* ---- logits ---- */
@@ -676,12 +674,46 @@ static void tile_run_narrow(const kvk_call *c, const kvk_task *t, tile_buf *b, f
     }
 }
 
+/* ---- the wide steps on fp32 vectors ---- */
+
+#ifndef TILE_OWN_WIDE
+/* The transposed query panels of qk_wide. */
+static void wide_begin(tile_buf *b, uint32_t D, uint32_t mp)
+{
+    for (uint32_t i = 0; i < mp; i++) { /* once per task: scalar is fine */
+        float *panel = b->qt + (size_t)(i / (2 * VL)) * D * 2 * VL + i % (2 * VL);
+        for (uint32_t d = 0; d < D; d++)
+            panel[(size_t)d * 2 * VL] = b->qs[(size_t)i * D + d];
+    }
+}
+
+static void wide_logits(const kvk_call *c, const kvk_task *t, const tile_buf *b, uint32_t kb,
+                        uint32_t n, uint32_t n_pad, uint32_t mp)
+{
+    const kvk_item *it = &c->items[t->item];
+    load_block(c, it, t->kv_head, 0, kb, n, n_pad, b->kf);
+    load_block(c, it, t->kv_head, 1, kb, n, n_pad, b->vf);
+    qk_wide(c, t, b, mp, n_pad, c->g->head_dim, kb + KB);
+}
+
+static void wide_pv(const kvk_call *c, const kvk_task *t, const tile_buf *b, uint32_t kb,
+                    uint32_t n, uint32_t n_pad, uint32_t mp, float *acc, uint32_t m4)
+{
+    (void)t, (void)kb, (void)n;
+    softmax_cols(b, mp, n_pad);
+    pv(b->s, mp, b->alpha, b->vf, n_pad, c->g->head_dim, acc, m4);
+}
+
+static void wide_end(void)
+{
+}
+#endif
+
 /* ---- the task ---- */
 
 static void tile_run(const kvk_call *c, const kvk_task *t, size_t row0, float *scratch,
                      float *out, uint32_t mcap)
 {
-    const kvk_item *it = &c->items[t->item];
     uint32_t G = c->g->q_heads / c->g->kv_heads, D = c->g->head_dim;
     uint32_t M = (t->r1 - t->r0) * G, m4 = (M + 3) & ~3u;
     uint32_t mp_cap = (mcap + 2 * VL - 1) / (2 * VL) * (2 * VL);
@@ -689,33 +721,19 @@ static void tile_run(const kvk_call *c, const kvk_task *t, size_t row0, float *s
     int wide = M >= VL;
     tile_buf b = tile_buf_carve(scratch, D, mp_cap);
     float *acc = kvk__out_acc(out, mcap);
-#ifdef TILE_AMX /* the fp32 logits' transposed queries are not needed */
-    tile_load_q(c, t, row0, &b, wide ? mp : m4, 0);
-#else
-    tile_load_q(c, t, row0, &b, wide ? mp : m4, wide);
-#endif
+    tile_load_q(c, t, row0, &b, wide ? mp : m4);
     for (uint32_t m = 0; m < mp; m++) {
         b.m[m] = -INFINITY;
         b.l[m] = 0.0f;
     }
     memset(acc, 0, (size_t)m4 * D * sizeof(float));
     tile_qattr(c, t, &b, M, wide ? mp : m4);
-#ifdef TILE_AMX
-    (void)it;
-    if (wide)
-        amx_task_begin(&b, D, mp);
-#endif
-    if (wide)
+    if (wide) {
+        wide_begin(&b, D, mp);
         for (uint32_t kb = t->k0; kb < t->k1; kb += KB) {
             uint32_t n = t->k1 - kb < KB ? t->k1 - kb : KB;
             uint32_t n_pad = (n + KB_PAD - 1) / KB_PAD * KB_PAD;
-#ifdef TILE_AMX
-            amx_qk(c, t, &b, kb, n, n_pad, mp);
-#else
-            load_block(c, it, t->kv_head, 0, kb, n, n_pad, b.kf);
-            load_block(c, it, t->kv_head, 1, kb, n, n_pad, b.vf);
-            qk_wide(c, t, &b, mp, n_pad, D, kb + KB);
-#endif
+            wide_logits(c, t, &b, kb, n, n_pad, mp);
             softcap_block(b.s, (size_t)n_pad * mp, c->opts.softcap);
             if (block_needs_fix(c, &b, kb, n, n_pad)) {
                 if (b.vec_fix)
@@ -723,20 +741,12 @@ static void tile_run(const kvk_call *c, const kvk_task *t, size_t row0, float *s
                 else
                     fix_scalar(c, t, b.s, 0, M, &(logit_layout){ 1, mp, 1 }, kb, n, n_pad);
             }
-#ifdef TILE_AMX
-            amx_softmax(&b, D, mp, n_pad);
-            amx_pv(c, t, &b, kb, n, n_pad, mp, acc, m4);
-#else
-            softmax_cols(&b, mp, n_pad);
-            pv(b.s, mp, b.alpha, b.vf, n_pad, D, acc, m4);
-#endif
+            wide_pv(c, t, &b, kb, n, n_pad, mp, acc, m4);
         }
-    else
+        wide_end();
+    } else {
         tile_run_narrow(c, t, &b, acc, M);
-#ifdef TILE_AMX
-    if (wide)
-        amx_task_end();
-#endif
+    }
     memcpy(kvk__out_m(out, mcap), b.m, m4 * sizeof(float));
     memcpy(kvk__out_l(out, mcap), b.l, m4 * sizeof(float));
 }
