@@ -9,6 +9,7 @@
  * KV_ERR_WORKER; rewriting the same K/V slots is idempotent, so a retry is safe. */
 #include "server.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -310,11 +311,11 @@ static void on_ready(kvs_server *s, kvp_msg *m, const Kvarena__Ready *r)
         w->state = KVS_W_READY;
         w->was_ready = 1;
         w->last_seen_ms = s->clock_ms;
-        size_t n = 0; /* a short lowercase name, or "?" */
-        while (r->isa && n + 1 < sizeof(w->isa) && ((r->isa[n] >= 'a' && r->isa[n] <= 'z')
-                                                    || (r->isa[n] >= '0' && r->isa[n] <= '9')))
+        size_t n = 0; /* kept if a short name of [a-z0-9], else "?" */
+        while (r->isa && n + 1 < sizeof(w->isa) && (islower((unsigned char)r->isa[n])
+                                                    || isdigit((unsigned char)r->isa[n])))
             n++;
-        snprintf(w->isa, sizeof(w->isa), "%.*s", (int)n, n && !r->isa[n] ? r->isa : "?");
+        snprintf(w->isa, sizeof(w->isa), "%s", n && !r->isa[n] ? r->isa : "?");
         w->threads = r->threads;
         KVS_INFO("worker %d ready (pid %d, %u threads, isa %s)", w->index, r->pid, r->threads,
                  w->isa);
