@@ -198,10 +198,12 @@ static const char *seq_err(int rc)
  * expired (rc becomes KV_ERR_EXPIRED), closed by an operator, or never there. */
 static int seq_gone(const kvs_server *s, int rc, uint64_t id, uint32_t t, const char **why)
 {
-    if (rc == KV_ERR_NOSEQ && kvs_seq_expired(&s->seqs, id, t))
+    uint64_t who;
+    int known = rc == KV_ERR_NOSEQ && kvs_seq_closer(&s->seqs, id, t, &who);
+    if (known && who == KVS_REQ_EXPIRED)
         rc = KV_ERR_EXPIRED;
-    *why = rc == KV_ERR_NOSEQ && kvs_seq_closed_by(&s->seqs, id, t, KVS_REQ_ADMIN)
-           ? "sequence closed by an operator (kvctl close)" : seq_err(rc);
+    *why = known && who == KVS_REQ_ADMIN ? "sequence closed by an operator (kvctl close)"
+                                         : seq_err(rc);
     return rc;
 }
 
@@ -277,9 +279,9 @@ static void on_seq_close(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, 
 {
     uint64_t id = e->seq_close->seq;
     int rc = kvs_seq_close(&s->seqs, id, t, e->req_id);
-    if (rc == KV_ERR_NOSEQ && (kvs_seq_closed_by(&s->seqs, id, t, e->req_id) ||
-                               kvs_seq_expired(&s->seqs, id, t) ||
-                               kvs_seq_closed_by(&s->seqs, id, t, KVS_REQ_ADMIN)))
+    uint64_t who;
+    if (rc == KV_ERR_NOSEQ && kvs_seq_closer(&s->seqs, id, t, &who)
+        && (who == e->req_id || who == KVS_REQ_EXPIRED || who == KVS_REQ_ADMIN))
         rc = 0; /* closed by the first try of this request, expired or closed by an operator */
     if (rc)
         reply_status(s, m, e->req_id, rc, "%s", seq_err(rc));

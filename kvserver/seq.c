@@ -116,7 +116,7 @@ static void slot_free_push(kvs_seqs *ss, uint32_t slot)
 }
 
 /* Frees a record, leaving a tombstone until the slot is taken again: the closed id's
- * generation and the closing request req_id (kvs_seq_closed_by). */
+ * generation and the closing request req_id (kvs_seq_closer). */
 static void slot_release(kvs_seqs *ss, kva_seq *rec, uint64_t req_id)
 {
     uint32_t slot = (uint32_t)rec->id;
@@ -166,18 +166,21 @@ int kvs_seq_close(kvs_seqs *ss, uint64_t id, uint32_t tenant, uint64_t req_id)
     return 0;
 }
 
-int kvs_seq_closed_by(const kvs_seqs *ss, uint64_t id, uint32_t tenant, uint64_t req_id)
+int kvs_seq_closer(const kvs_seqs *ss, uint64_t id, uint32_t tenant, uint64_t *req_id)
 {
     uint32_t slot = (uint32_t)id, gen = (uint32_t)(id >> SLOT_BITS);
     if (slot >= ss->h->max_seqs || gen == 0)
         return 0;
     const kva_seq *rec = kva_seq_at(ss->h, slot);
-    if (rec->state == KVA_SEQ_FREE && rec->closed_gen == gen && rec->tenant == tenant
-        && rec->last_req == req_id)
+    if (rec->state == KVA_SEQ_FREE && rec->closed_gen == gen && rec->tenant == tenant) {
+        *req_id = rec->last_req;
         return 1;
-    for (uint32_t i = 0; req_id >= KVS_REQ_ADMIN && i < KVS_GONE_KEPT; i++)
-        if (ss->gone[i].id == id && ss->gone[i].tenant == tenant && ss->gone[i].req_id == req_id)
+    }
+    for (uint32_t i = 0; i < KVS_GONE_KEPT; i++)
+        if (ss->gone[i].id == id && ss->gone[i].tenant == tenant) {
+            *req_id = ss->gone[i].req_id;
             return 1;
+        }
     return 0;
 }
 

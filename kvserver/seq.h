@@ -83,18 +83,25 @@ static inline kvs_seq *kvs_seq_priv(const kvs_seqs *ss, const kva_seq *rec)
  * (sequence table full) or KV_ERR_QUOTA (the tenant has tenant_max open). */
 int kvs_seq_open(kvs_seqs *ss, uint32_t tenant, uint64_t req_id, uint64_t *id);
 /* Closes it for request req_id and releases its pages; the freed slot keeps req_id
- * (kvs_seq_closed_by) until it is taken again. Errors: KV_ERR_NOSEQ, KV_ERR_BUSY. */
+ * (kvs_seq_closer) until it is taken again. Errors: KV_ERR_NOSEQ, KV_ERR_BUSY. */
 int kvs_seq_close(kvs_seqs *ss, uint64_t id, uint32_t tenant, uint64_t req_id);
-/* 1 if request req_id of tenant closed id and its slot has not been reused since (the record
- * keeps that in shared memory, across restarts): a resent close is then answered success.
- * For the reserved ids below, also if it is among the last KVS_GONE_KEPT such closes. */
-int kvs_seq_closed_by(const kvs_seqs *ss, uint64_t id, uint32_t tenant, uint64_t req_id);
 /* The request id of closes made by kvs_seq_expire (clients count theirs up from below
- * 2^63; a close sent with this id would be reported as an expiry afterwards). Any close's
- * tombstone (kvs_seq_closed_by) says who closed it. */
+ * 2^63; a close sent with this id would be reported as an expiry afterwards). */
 #define KVS_REQ_EXPIRED UINT64_MAX
 /* The request id of closes asked for on the admin socket (kvctl close). */
 #define KVS_REQ_ADMIN (UINT64_MAX - 1)
+/* 1 with *req_id the request that closed id of tenant, if that is still known: its slot has
+ * not been taken since (the record keeps it in shared memory, across restarts), or it is
+ * among the last KVS_GONE_KEPT closes by the reserved ids above. Else 0. */
+int kvs_seq_closer(const kvs_seqs *ss, uint64_t id, uint32_t tenant, uint64_t *req_id);
+/* 1 if request req_id of tenant closed id, as far as kvs_seq_closer knows: a resent close is
+ * then answered success. */
+static inline int kvs_seq_closed_by(const kvs_seqs *ss, uint64_t id, uint32_t tenant,
+                                    uint64_t req_id)
+{
+    uint64_t who;
+    return kvs_seq_closer(ss, id, tenant, &who) && who == req_id;
+}
 
 /* Stamps the sequence of rec as named by a request at now (ms). */
 static inline void kvs_seq_touch(kvs_seqs *ss, const kva_seq *rec, uint64_t now)
@@ -110,7 +117,7 @@ typedef void (*kvs_seq_expire_fn)(void *arg, const kva_seq *rec, uint32_t n_page
  * Returns how many it closed. */
 uint32_t kvs_seq_expire(kvs_seqs *ss, uint64_t now, uint64_t idle_ms, kvs_seq_expire_fn fn,
                         void *arg);
-/* 1 if kvs_seq_expire closed id of tenant (see kvs_seq_closed_by). */
+/* 1 if kvs_seq_expire closed id of tenant (see kvs_seq_closer). */
 static inline int kvs_seq_expired(const kvs_seqs *ss, uint64_t id, uint32_t tenant)
 {
     return kvs_seq_closed_by(ss, id, tenant, KVS_REQ_EXPIRED);
