@@ -81,13 +81,6 @@ static amx_buf amx_buf_carve(const tile_buf *b, uint32_t D, uint32_t mp)
     return a;
 }
 
-/* 16 elements of a K/V row of dtype dt from element i, in fp32 (exact). */
-static inline __m512 kv16(const uint8_t *row, uint32_t i, kvk_dtype dt)
-{
-    return dt == KVK_F16 ? v_load_f16(row + 2 * i)
-           : dt == KVK_BF16 ? v_load_bf16(row + 2 * i) : _mm512_loadu_ps((const float *)row + i);
-}
-
 static inline void store_bf16(uint16_t *dst, __m512 x)
 {
     _mm256_storeu_si256((__m256i *)dst, (__m256i)_mm512_cvtneps_pbh(x));
@@ -202,9 +195,9 @@ static void wide_logits(const kvk_call *c, const kvk_task *t, const tile_buf *b,
                  for (uint32_t r = 0; r < run; r++)
                      for (uint32_t d = 0; d < D; d += 32) {
                          const uint8_t *row = src + (size_t)r * D * c->esize;
-                         _mm512_storeu_si512(a.kb + (size_t)(j + r) * D + d,
-                                             (__m512i)_mm512_cvtne2ps_pbh(kv16(row, d + 16, dt),
-                                                                          kv16(row, d, dt)));
+                         __m512bh h = _mm512_cvtne2ps_pbh(v_load_kv(row, d + 16, dt),
+                                                          v_load_kv(row, d, dt));
+                         _mm512_storeu_si512(a.kb + (size_t)(j + r) * D + d, (__m512i)h);
                      })
     memset(a.kb + (size_t)n * D, 0, (size_t)(n_pad - n) * D * 2);
     for (uint32_t n0 = 0; n0 < n_pad; n0 += 32)
@@ -221,10 +214,8 @@ static void amx_softmax(const tile_buf *b, uint32_t D, uint32_t mp, uint32_t n_p
 {
     amx_buf a = amx_buf_carve(b, D, mp);
     for (uint32_t m0 = 0; m0 < mp; m0 += VL) {
-        vf mold = v_load(b->m + m0), mx = mold, sum = v_zero();
-        for (uint32_t n = 0; n < n_pad; n++)
-            mx = v_max(mx, v_load(b->s + (size_t)n * mp + m0));
-        vf mu = v_max(mx, v_set1(-FLT_MAX)), alpha = v_exp_le0(v_sub(mold, mu));
+        vf mx, sum = v_zero(), mu = col_max(b, mp, n_pad, m0, &mx);
+        vf alpha = v_exp_le0(v_sub(v_load(b->m + m0), mu));
         for (uint32_t n0 = 0; n0 < n_pad; n0 += 16) {
             __m512 r[16];
             for (int i = 0; i < 16; i++) {
@@ -235,9 +226,7 @@ static void amx_softmax(const tile_buf *b, uint32_t D, uint32_t mp, uint32_t n_p
             for (int i = 0; i < 16; i++)
                 store_bf16(a.pb + (size_t)(m0 + i) * KB + n0, r[i]);
         }
-        v_store(b->m + m0, mx);
-        v_store(b->alpha + m0, alpha);
-        v_store(b->l + m0, v_fma(v_load(b->l + m0), alpha, sum));
+        col_state(b, m0, mx, alpha, sum);
     }
 }
 
@@ -265,8 +254,8 @@ static void wide_pv(const kvk_call *c, const kvk_task *t, const tile_buf *b, uin
         uint32_t k = 2 * j;
         const uint8_t *r0 = k < n ? vr[k] : NULL, *r1 = k + 1 < n ? vr[k + 1] : NULL;
         for (uint32_t d = 0; d < D; d += 16) {
-            __m512 x0 = r0 ? kv16(r0, d, dt) : _mm512_setzero_ps();
-            __m512 x1 = r1 ? kv16(r1, d, dt) : _mm512_setzero_ps();
+            __m512 x0 = r0 ? v_load_kv(r0, d, dt) : _mm512_setzero_ps();
+            __m512 x1 = r1 ? v_load_kv(r1, d, dt) : _mm512_setzero_ps();
             __m512i h = (__m512i)_mm512_cvtne2ps_pbh(x1, x0); /* x0 in 0..15, x1 in 16..31 */
             _mm512_storeu_si512(a.vv + (size_t)j * D + d, _mm512_permutexvar_epi16(mix, h));
         }

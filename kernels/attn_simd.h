@@ -324,25 +324,40 @@ static void tile_qattr(const kvk_call *c, const kvk_task *t, tile_buf *b, uint32
 
 /* ---- online softmax ---- */
 
+/* Wide tiles, s[n][m], query vectors m0 .. m0+VL: their running max joined with the block's
+ * (*mx), and the max the exponentials subtract, where a max of -inf (nothing visible yet) is
+ * replaced by -FLT_MAX so exp gives exact zeros instead of NaN. */
+ALWAYS_INLINE vf col_max(const tile_buf *b, uint32_t mp, uint32_t n_pad, uint32_t m0, vf *mx)
+{
+    vf x = v_load(b->m + m0);
+    for (uint32_t n = 0; n < n_pad; n++)
+        x = v_max(x, v_load(b->s + (size_t)n * mp + m0));
+    *mx = x;
+    return v_max(x, v_set1(-FLT_MAX));
+}
+
+/* Their new state: max mx, rescale factor alpha of the accumulators, sum alpha l + sum. */
+ALWAYS_INLINE void col_state(const tile_buf *b, uint32_t m0, vf mx, vf alpha, vf sum)
+{
+    v_store(b->m + m0, mx);
+    v_store(b->alpha + m0, alpha);
+    v_store(b->l + m0, v_fma(v_load(b->l + m0), alpha, sum));
+}
+
 /* Wide tiles, s[n][m]: per query vector the block's max, p = exp(s - max) in place, alpha =
- * exp(old max - new max); VL query vectors at a time down the key axis. A max of -inf
- * (nothing visible yet) is replaced by -FLT_MAX so exp gives exact zeros instead of NaN. */
+ * exp(old max - new max); VL query vectors at a time down the key axis. */
 static void softmax_cols(const tile_buf *b, uint32_t mp, uint32_t n_pad)
 {
     for (uint32_t m0 = 0; m0 < mp; m0 += VL) {
-        vf mold = v_load(b->m + m0), mx = mold, sum = v_zero();
-        for (uint32_t n = 0; n < n_pad; n++)
-            mx = v_max(mx, v_load(b->s + (size_t)n * mp + m0));
-        vf mu = v_max(mx, v_set1(-FLT_MAX)), alpha = v_exp(v_sub(mold, mu));
+        vf mx, sum = v_zero(), mu = col_max(b, mp, n_pad, m0, &mx);
+        vf alpha = v_exp(v_sub(v_load(b->m + m0), mu));
         for (uint32_t n = 0; n < n_pad; n++) {
             float *x = b->s + (size_t)n * mp + m0;
             vf p = v_exp(v_sub(v_load(x), mu));
             v_store(x, p);
             sum = v_add(sum, p);
         }
-        v_store(b->m + m0, mx);
-        v_store(b->alpha + m0, alpha);
-        v_store(b->l + m0, v_fma(v_load(b->l + m0), alpha, sum));
+        col_state(b, m0, mx, alpha, sum);
     }
 }
 
