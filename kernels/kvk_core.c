@@ -268,6 +268,23 @@ int kvk_write_kv(const kvk_geom *g, const kvk_pages *pg, uint32_t layer,
     return 0;
 }
 
+int kvk_copy_tokens(const kvk_geom *g, const kvk_pages *pg, uint32_t layer, uint32_t src,
+                    uint32_t dst, uint32_t n)
+{
+    if (kvk_geom_check(g) || !pg || !pg->base || layer >= g->layers || src >= pg->n_pages ||
+        dst >= pg->n_pages || src == dst || n > g->page_tokens)
+        return KV_ERR_INVAL;
+    size_t pb = kvk_page_bytes(g), bytes = (size_t)n * g->head_dim * kvk_dtype_size(g->dtype);
+    const uint8_t *from = pg->base + src * pb;
+    uint8_t *to = pg->base + dst * pb;
+    for (uint32_t h = 0; h < g->kv_heads; h++)
+        for (int kind = 0; kind < 2; kind++) {
+            size_t off = kvk_block_offset(g, layer, h, kind);
+            memcpy(to + off, from + off, bytes);
+        }
+    return 0;
+}
+
 /* ---- kvk_merge_states ---- */
 
 void kvk_merge_states(uint32_t n, uint32_t dim, const float *o_a, const float *lse_a,

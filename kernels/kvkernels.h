@@ -91,6 +91,13 @@ int kvk_write_kv(const kvk_geom *g, const kvk_pages *pg, uint32_t layer,
                  const kvk_item *items, uint32_t n_items,
                  const float *k, const float *v, const kvk_attn_opts *opts);
 
+/* Copies the K and V of tokens 0 .. n-1 of one layer, every KV head, from page src to page
+ * dst (the same slots): a copy-on-write of a shared partial page done a layer at a time, by
+ * whoever runs that layer. Returns 0, or KV_ERR_INVAL (geometry, layer, page out of range,
+ * src == dst, n > page_tokens). */
+int kvk_copy_tokens(const kvk_geom *g, const kvk_pages *pg, uint32_t layer, uint32_t src,
+                    uint32_t dst, uint32_t n);
+
 typedef struct kvk_pool kvk_pool;
 
 /* Paged attention of one layer for a ragged batch (prefill and decode items together).

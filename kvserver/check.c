@@ -1,7 +1,8 @@
 /* check.c — the server's self-check (admin Check, `kvctl check`), run by the fault tests
  * after every fault: the allocator's own invariants (kvs_pages_check), and every page's
- * ref count equal to what holds it: the page tables of live sequences plus the pins of
- * jobs queued or running. A leak or a double release shows here at once. */
+ * ref count equal to what holds it: the page tables of live sequences, the shared pages
+ * their copies-on-write are made from, and the pins of jobs queued or running. A leak or a
+ * double release shows here at once. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -36,6 +37,8 @@ int kvs_server_check(kvs_server *s, char *why, size_t why_len)
         const kvs_seq *sq = kvs_seq_priv(&s->seqs, rec);
         for (uint32_t i = 0; i < sq->n_pt; i++)
             refs[sq->pt[i]]++;
+        if (rec->cow_src != KVA_NO_PAGE)
+            refs[rec->cow_src]++;
     }
     for (uint32_t w = 0; w < s->cfg.workers; w++)
         if (s->workers[w].job)

@@ -409,6 +409,10 @@ static int attend_check(kvs_server *s, const Kvarena__Envelope *e, uint32_t t, k
         ji->replay = kind == ITEM_REPLAY;
         ji->n_new = it->n_new;
         ji->n_kv = rec->pending ? rec->len : rec->len - it->n_new;
+        if (kind == ITEM_RUN && rec->cow_src != KVA_NO_PAGE) { /* seq.c: copy-on-write */
+            ji->cow_src = rec->cow_src;
+            ji->cow_rows = rec->len % P;
+        }
         ji->n_pages = (ji->n_kv + ji->n_new + P - 1) / P;
         ji->pages = malloc(sizeof(uint32_t) * ji->n_pages);
         if (!ji->pages)

@@ -8,7 +8,8 @@
  *     COMMITTED page: then every lookup that reaches it is right (0 lost, 0 wrong);
  *   - a sequence is kept if its whole chain is kept and covers len + pending tokens; the
  *     K/V of its pending tokens stays as the workers left it: next_layer says how far
- *     that went, and an Attend repeated for that layer simply writes it again;
+ *     that went, and an Attend repeated for that layer simply writes it again (and copies
+ *     again the layer of a copy-on-write, whose source page the record holds);
  *   - anything else is freed. */
 #include "recover.h"
 
@@ -95,10 +96,24 @@ static int seq_restore(kva_header *h, const kva_seq *rec, uint32_t slot, uint32_
     }
     if (n != want)
         return 0;
+    /* a copy-on-write in progress: the shared page it copies from is whole and held; the
+     * copy (page len / P) has valid K/V only in the layers done, so its nvalid is not asked */
+    uint32_t src = rec->cow_src, cow_rows = rec->len % P;
+    if (src != KVA_NO_PAGE) {
+        const kva_page *sd = src < h->n_pages ? kva_page_at(h, src) : NULL;
+        if (!sd || rec->pending == 0 || cow_rows == 0 || mark[src] != GOOD ||
+            sd->tenant != rec->tenant || sd->nvalid < cow_rows)
+            return 0;
+    }
     for (uint64_t i = 0; i < n; i++) { /* chain[0] is the tail: page n-1-i of the sequence */
         const kva_page *d = kva_page_at(h, chain[i]);
         uint64_t first = (n - 1 - i) * P, ntok = total - first < P ? total - first : P;
         uint64_t valid = rec->len > first ? (rec->len - first < P ? rec->len - first : P) : 0;
+        if (src != KVA_NO_PAGE && first == rec->len - cow_rows) {
+            if (chain[i] == src)
+                return 0;
+            valid = 0;
+        }
         /* the tail may hold tokens of an extend the record never took: truncated below */
         if (d->tenant != rec->tenant || d->nvalid < valid || d->ntok < ntok || (i > 0 && d->ntok != ntok))
             return 0;
@@ -114,6 +129,8 @@ static int seq_restore(kva_header *h, const kva_seq *rec, uint32_t slot, uint32_
     }
     for (uint64_t i = 0; i < n; i++)
         refs[chain[i]]++;
+    if (src != KVA_NO_PAGE)
+        refs[src]++;
     return 1;
 }
 

@@ -1,8 +1,11 @@
 /* seq.c — sequences over the page allocator (see seq.h).
  *
- * Copy-on-write: a partial tail page shared by forks is copied before a sequence appends to
- * it. The copy is a memcpy of the whole page by the server: the page is opaque bytes here
- * (the server never interprets page data), and its valid tokens are immutable while shared. */
+ * Copy-on-write: a sequence that appends to a partial tail page shared by forks gets a page
+ * of its own first. The server copies only the descriptor (token ids) and keeps a reference
+ * to the shared page in the record (cow_src); the K/V of its valid tokens are copied by the
+ * workers, each Attend job copying its own layer before writing the new rows (JobItem
+ * cow_src), so no page data crosses the server's poll loop. The shared page's valid tokens
+ * are immutable while it is held; the last layer drops the hold. */
 #include "seq.h"
 
 #include <assert.h>
@@ -92,6 +95,7 @@ static kva_seq *slot_take(kvs_seqs *ss, uint32_t tenant, uint64_t req_id, uint32
     rec->id = ((uint64_t)(uint32_t)ss->h->next_seq_gen << SLOT_BITS) | slot;
     rec->tenant = tenant;
     rec->tail = NONE;
+    rec->cow_src = NONE;
     rec->last_req = req_id;
     ss->s[slot].n_pt = 0;
     ss->s[slot].busy_job = 0;
@@ -154,6 +158,17 @@ static kva_seq *seq_idle(const kvs_seqs *ss, uint64_t id, uint32_t tenant, int p
     return *rc ? NULL : rec;
 }
 
+/* Drops the hold of a copy-on-write source, if any: a sequence closed before its copy was
+ * done. */
+static void cow_release(kvs_seqs *ss, kva_seq *rec)
+{
+    if (rec->cow_src == NONE)
+        return;
+    uint32_t p = rec->cow_src;
+    rec->cow_src = NONE;
+    kvs_page_unref(ss->pg, p);
+}
+
 int kvs_seq_close(kvs_seqs *ss, uint64_t id, uint32_t tenant, uint64_t req_id)
 {
     int rc;
@@ -161,6 +176,7 @@ int kvs_seq_close(kvs_seqs *ss, uint64_t id, uint32_t tenant, uint64_t req_id)
     if (!rec)
         return rc;
     kvs_seq *s = kvs_seq_priv(ss, rec);
+    cow_release(ss, rec);
     kvs_pages_pin(ss->pg, s->pt, s->n_pt, 0);
     slot_release(ss, rec, req_id);
     return 0;
@@ -257,24 +273,22 @@ static uint32_t page_fill(kvs_seqs *ss, uint32_t p, const uint32_t *tokens, uint
     return k;
 }
 
-/* Replaces the shared partial tail of s with a private copy (allocation checked before);
- * returns the copy. */
-static uint32_t tail_copy(kvs_seqs *ss, kvs_seq *s, const kva_seq *rec)
+/* Replaces the shared partial tail of s with a page of its own (allocation checked before)
+ * whose K/V the pending layers' jobs copy from the shared one, held meanwhile in
+ * rec->cow_src (the page table's reference moves there); returns the new page. */
+static uint32_t tail_copy(kvs_seqs *ss, kvs_seq *s, kva_seq *rec)
 {
-    uint32_t old = s->pt[s->n_pt - 1];
+    uint32_t old = s->pt[s->n_pt - 1], rows = rec->len % page_tokens(ss);
     kva_page *od = kvs_page(ss->pg, old);
     int err = 0;
     uint32_t p = kvs_page_alloc(ss->pg, rec->tenant, od->parent, &err);
     assert(p != NONE);
     kva_page *d = kvs_page(ss->pg, p);
-    uint8_t *data = kva_data(ss->h);
-    memcpy(data + (size_t)p * ss->h->page_bytes, data + (size_t)old * ss->h->page_bytes,
-           ss->h->page_bytes);
-    memcpy(d->tokens, od->tokens, sizeof(uint32_t) * od->nvalid);
-    d->ntok = d->nvalid = od->nvalid;
+    memcpy(d->tokens, od->tokens, sizeof(uint32_t) * rows);
+    d->ntok = rows; /* nvalid stays 0: no layer is copied yet */
     d->state = KVA_PAGE_OPEN;
     s->pt[s->n_pt - 1] = p;
-    kvs_page_unref(ss->pg, old);
+    rec->cow_src = old;
     return p;
 }
 
@@ -394,7 +408,11 @@ void kvs_seq_layer_done(kvs_seqs *ss, kva_seq *rec)
     rec->len += rec->pending;
     rec->pending = 0;
     rec->next_layer = 0;
+    uint32_t src = rec->cow_src; /* every layer is copied: the hold goes, after the record */
+    rec->cow_src = NONE;
     change_end(rec);
+    if (src != NONE)
+        kvs_page_unref(ss->pg, src);
 }
 
 /* The page table of a live record (validated by kvs_arena_recover): its tail's parent chain,

@@ -40,6 +40,7 @@ typedef struct kvs_job_item {
     uint64_t seq;               /* sequence id */
     uint32_t n_kv, n_new;       /* as in JobItem */
     int replay;                 /* retried and already applied: attend only, no write, no advance */
+    uint32_t cow_src, cow_rows; /* cow_rows > 0: the layer's copy-on-write (JobItem) */
     uint32_t *pages;            /* pinned page table copy */
     uint32_t n_pages;
 } kvs_job_item;

@@ -257,6 +257,8 @@ int kvs_worker_send_job(kvs_server *s, kvs_worker *w, kvs_job *job)
         items[i].n_kv = job->items[i].n_kv;
         items[i].n_new = job->items[i].n_new;
         items[i].skip_write = job->items[i].replay;
+        items[i].cow_rows = job->items[i].cow_rows;
+        items[i].cow_src = job->items[i].cow_src;
         ptrs[i] = &items[i];
     }
     jm.job_id = job->id;

@@ -8,8 +8,9 @@
  * WHO WRITES WHAT: the kvserver is the only writer of the header, the descriptors and the
  * sequence table; it creates the region and is the only process that changes metadata, so
  * no lock lives in shared memory. A kvworker maps the whole region read/write but writes
- * only the page data of the slots a job grants it (the new tokens of that job's layer) and
- * reads only the pages the job names.
+ * only the page data of the slots a job grants it (the new tokens of that job's layer, and
+ * that layer's copy of a shared partial tail: JobItem.cow_src) and reads only the pages the
+ * job names.
  *
  * SELF-DESCRIBING: everything the server keeps in private memory (free list, LRU, prefix
  * hash index, page tables) is derived from the descriptors and the sequence table, so a
@@ -27,7 +28,7 @@
 #include "kernels/kvkernels.h"
 
 #define KVA_MAGIC 0x00414e4552415643ull /* "CVARENA\0" little-endian: 'C','V','A','R','E','N','A' */
-#define KVA_FORMAT_VERSION 1u
+#define KVA_FORMAT_VERSION 2u
 #define KVA_HEADER_BYTES 4096u
 #define KVA_NO_PAGE 0xffffffffu
 #define KVA_HASH_BYTES 32u
@@ -102,6 +103,11 @@ typedef struct kva_seq_fields {
     uint32_t last_cached;    /* the cached count answered to last_req when it was an extend */
     uint32_t closed_gen;     /* free record: generation (id >> 32) of the sequence last closed
                               * in this slot, last_req the request that closed it */
+    uint32_t cow_src;        /* while pending: the shared partial page the tail was copied
+                              * from (held by this record), its first len % page_tokens tokens
+                              * copied a layer at a time by the pending layers' jobs;
+                              * KVA_NO_PAGE when there is no copy to make */
+    uint32_t reserved1;
 } kva_seq_fields;
 
 /* One sequence table record. The page table of a live sequence is the parent chain of
@@ -116,18 +122,19 @@ typedef struct kva_seq {
         kva_seq_fields f;    /* (the same fields, as one block for undo) */
         struct {
             uint64_t last_req;
-            uint32_t len, pending, next_layer, tail, last_cached, closed_gen;
+            uint32_t len, pending, next_layer, tail, last_cached, closed_gen, cow_src,
+                reserved1;
         };
     };
     uint32_t dirty;          /* 1 while the fields above are being changed */
     uint32_t pad0;
     kva_seq_fields undo;     /* the fields before the change, valid while dirty */
-    uint8_t pad[40];         /* two cache lines per record */
+    uint8_t pad[24];         /* two cache lines per record */
 } kva_seq;
 
 _Static_assert(sizeof(kva_header) <= KVA_HEADER_BYTES, "header fits its block");
 _Static_assert(sizeof(kva_seq) == 128, "sequence records are two cache lines");
-_Static_assert(sizeof(kva_seq_fields) == 32, "undo block");
+_Static_assert(sizeof(kva_seq_fields) == 40, "undo block");
 
 static inline kva_page *kva_page_at(const kva_header *h, uint32_t p)
 {

@@ -96,6 +96,11 @@ int kvp_check_job(const Kvarena__Job *j, const kvp_limits *lim, uint32_t n_pages
         for (size_t p = 0; p < it->n_pages; p++)
             if (it->pages[p] >= n_pages)
                 FAIL(KV_ERR_INVAL, "item %zu: page %u out of range", i, it->pages[p]);
+        if (it->cow_rows && (it->cow_rows != it->n_kv % page_tokens || it->skip_write ||
+                             it->cow_src >= n_pages ||
+                             it->cow_src == it->pages[it->n_kv / page_tokens]))
+            FAIL(KV_ERR_INVAL, "item %zu: copy of %u tokens from page %u does not fit it", i,
+                 it->cow_rows, it->cow_src);
         t += it->n_new;
     }
     if (t > lim->max_batch_tokens)

@@ -24,8 +24,10 @@ int kvp_check_request(const Kvarena__Envelope *e, const kvp_limits *lim, const s
                       int n_frames, uint64_t *tokens, char *why, size_t why_len);
 
 /* A Job as the worker receives it, against the arena's geometry (n_pages pages of
- * page_tokens tokens): items, page tables and frames Q, K, V consistent, and each item's
- * n_kv + n_new below 2^32 - 1 (the kernels' positions are uint32).
+ * page_tokens tokens): items, page tables and frames Q, K, V consistent, each item's
+ * n_kv + n_new below 2^32 - 1 (the kernels' positions are uint32), and a copy-on-write
+ * (cow_rows > 0) of the n_kv % page_tokens tokens before the new ones, from a page in range
+ * other than its destination, in an item that writes.
  * On success *tokens is the sum of n_new. 0 or KV_ERR_INVAL / KV_ERR_PROTO. */
 int kvp_check_job(const Kvarena__Job *j, const kvp_limits *lim, uint32_t n_pages,
                   uint32_t page_tokens, const size_t *frames, int n_frames, uint64_t *tokens,

@@ -171,12 +171,19 @@ static int out_frame(zmq_msg_t *f, size_t n)
 
 /* Writes the new K/V rows of the job's items, except items marked skip_write (a replay of
  * a layer whose K/V the first try wrote: those pages may be committed, hence immutable):
- * one kvk_write_kv per run of items to write (one per job when nothing is replayed). */
+ * one kvk_write_kv per run of items to write (one per job when nothing is replayed). An
+ * item's copy-on-write of this layer (cow_rows) comes first: the rows before the new ones. */
 static int write_kv(const worker *w, const Kvarena__Job *j, const kvk_item *items,
                     const float *k, const float *v, const kvk_attn_opts *opts)
 {
     size_t row = (size_t)w->g.kv_heads * w->g.head_dim, off = 0;
     int rc = 0;
+    for (size_t i = 0; i < j->n_items && rc == 0; i++) {
+        const Kvarena__JobItem *it = j->items[i];
+        if (it->cow_rows)
+            rc = kvk_copy_tokens(&w->g, &w->pages, j->layer, it->cow_src,
+                                 it->pages[it->n_kv / w->g.page_tokens], it->cow_rows);
+    }
     for (size_t i = 0, run; i < j->n_items && rc == 0; i += run) {
         size_t rows = 0;
         int skip = j->items[i]->skip_write;

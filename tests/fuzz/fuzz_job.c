@@ -7,7 +7,8 @@
  * each item's page table exactly ceil((n_kv + n_new) / page_tokens) pages, every page
  * index below n_pages, every position and position + 1 representable in uint32 (the
  * kernels' kvk_item), the slots written (n_kv .. n_kv + n_new - 1) inside the page table,
- * the token sum within max_batch_tokens, and Q, K, V of exactly that many rows. */
+ * the token sum within max_batch_tokens, Q, K, V of exactly that many rows, and a
+ * copy-on-write only of the tokens before n_kv in its page, from another page in range. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -31,6 +32,11 @@ static void check_accepted(const Kvarena__Job *j, const fz_input *in, uint64_t t
         REQUIRE((len - 1) / cfg->page_tokens < it->n_pages); /* last slot written */
         for (size_t p = 0; p < it->n_pages; p++)
             REQUIRE(it->pages[p] < cfg->n_pages);
+        if (it->cow_rows) { /* what kvk_copy_tokens needs, the copy before the new rows */
+            REQUIRE(it->cow_rows == it->n_kv % cfg->page_tokens && !it->skip_write);
+            REQUIRE(it->cow_src < cfg->n_pages);
+            REQUIRE(it->cow_src != it->pages[it->n_kv / cfg->page_tokens]);
+        }
         t += it->n_new;
     }
     REQUIRE(t == tokens && t <= cfg->lim.max_batch_tokens);

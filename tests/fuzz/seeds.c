@@ -103,7 +103,9 @@ static void envelope_seeds(void)
     message("fuzz_envelope", "attend_short_v", 1, 0, frames, 3, &e);
 }
 
-static void job_seed(const char *name, int config, uint32_t n_kv, uint32_t n_new)
+/* cow_rows > 0: the item also asks for a copy-on-write of that many tokens */
+static void job_seed(const char *name, int config, uint32_t n_kv, uint32_t n_new,
+                     uint32_t cow_rows)
 {
     const fz_config *c = &fz_configs[config];
     uint64_t len = (uint64_t)n_kv + n_new;
@@ -116,6 +118,9 @@ static void job_seed(const char *name, int config, uint32_t n_kv, uint32_t n_new
     it.n_pages = np;
     it.n_kv = n_kv;
     it.n_new = n_new;
+    it.cow_rows = cow_rows;
+    if (cow_rows)
+        it.cow_src = (pages[n_kv / c->page_tokens] + 1) % c->n_pages;
     Kvarena__Job j = KVARENA__JOB__INIT;
     j.job_id = 42;
     j.layer = c->lim.layers - 1;
@@ -172,12 +177,14 @@ int main(int argc, char **argv)
     }
     dir = argv[1];
     envelope_seeds();
-    job_seed("job_default", 0, 20, 5);
-    job_seed("job_tiny", 1, 0, 7);
-    job_seed("job_one_page", 2, 0, 1);
-    job_seed("job_huge_pages", 3, 100, 1);
-    job_seed("job_len_max", 3, 0xfffffffdu, 1);   /* 2^32 - 2 tokens: the largest accepted */
-    job_seed("job_len_2_32", 3, 0xffffffffu, 1); /* regression: was accepted */
+    job_seed("job_default", 0, 20, 5, 0);
+    job_seed("job_tiny", 1, 0, 7, 0);
+    job_seed("job_one_page", 2, 0, 1, 0);
+    job_seed("job_huge_pages", 3, 100, 1, 0);
+    job_seed("job_len_max", 3, 0xfffffffdu, 1, 0);   /* 2^32 - 2 tokens: the largest accepted */
+    job_seed("job_len_2_32", 3, 0xffffffffu, 1, 0); /* regression: was accepted */
+    job_seed("job_cow", 0, 21, 3, 5);                /* copy-on-write of a 5-token tail */
+    job_seed("job_cow_rows_wrong", 0, 21, 3, 4);
     header_seed("default", (kvk_geom){ 4, 8, 2, 64, 16, KVK_F16 }, 2048, 4096, 0);
     header_seed("fp32_odd", (kvk_geom){ 3, 6, 3, 40, 5, KVK_F32 }, 7, 3, 4096);
     header_seed("bf16_small", (kvk_geom){ 1, 1, 1, 8, 1, KVK_BF16 }, 1, 1, 0);

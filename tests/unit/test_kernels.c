@@ -196,6 +196,44 @@ static void test_write_kv(void **state)
         }
 }
 
+/* kvk_copy_tokens copies the first n tokens of one layer, every head, K and V, and nothing
+ * else; bad arguments change nothing. */
+static void test_copy_tokens(void **state)
+{
+    (void)state;
+    for (int dt = 0; dt < 3; dt++) {
+        kvk_geom g = { 3, 4, 2, 16, 5, (kvk_dtype)dt };
+        size_t pb = kvk_page_bytes(&g), es = kvk_dtype_size(g.dtype), row = 16 * es;
+        uint8_t *base = malloc(4 * pb), *before = malloc(4 * pb);
+        assert_non_null(base);
+        assert_non_null(before);
+        for (size_t i = 0; i < 4 * pb; i++)
+            base[i] = (uint8_t)(i * 131 + (i >> 9));
+        memcpy(before, base, 4 * pb);
+        kvk_pages pg = { base, 4 };
+        assert_int_equal(kvk_copy_tokens(&g, &pg, 1, 2, 0, 3), 0);
+        for (uint32_t layer = 0; layer < 3; layer++)
+            for (uint32_t h = 0; h < 2; h++)
+                for (int kind = 0; kind < 2; kind++)
+                    for (uint32_t t = 0; t < 5; t++) {
+                        size_t off = kvk_block_offset(&g, layer, h, kind) + t * row;
+                        const uint8_t *want = layer == 1 && t < 3 ? before + 2 * pb + off
+                                                                  : before + off;
+                        assert_memory_equal(base + off, want, row);
+                    }
+        assert_memory_equal(base + pb, before + pb, 3 * pb); /* pages 1..3 untouched */
+        memcpy(before, base, 4 * pb);
+        assert_int_equal(kvk_copy_tokens(&g, &pg, 3, 2, 0, 3), KV_ERR_INVAL);
+        assert_int_equal(kvk_copy_tokens(&g, &pg, 0, 4, 0, 3), KV_ERR_INVAL);
+        assert_int_equal(kvk_copy_tokens(&g, &pg, 0, 2, 4, 3), KV_ERR_INVAL);
+        assert_int_equal(kvk_copy_tokens(&g, &pg, 0, 2, 2, 3), KV_ERR_INVAL);
+        assert_int_equal(kvk_copy_tokens(&g, &pg, 0, 2, 0, 6), KV_ERR_INVAL);
+        assert_memory_equal(base, before, 4 * pb);
+        free(base);
+        free(before);
+    }
+}
+
 /* ---- attention against the fp64 oracle ---- */
 
 static void test_attn_gqa(void **state)
@@ -544,6 +582,7 @@ int main(void)
         cmocka_unit_test(test_geom),
         cmocka_unit_test(test_alibi_slopes),
         cmocka_unit_test(test_write_kv),
+        cmocka_unit_test(test_copy_tokens),
         cmocka_unit_test(test_attn_gqa),
         cmocka_unit_test(test_attn_page_sizes),
         cmocka_unit_test(test_attn_ragged_mixed),

@@ -153,6 +153,62 @@ static void test_corrupt_page_dropped(void **state)
     assert_int_equal(fx_in_use(f), 0);
 }
 
+/* A copy-on-write in progress survives: the record keeps holding the shared page its
+ * remaining layers copy from; half-applied, the extend is undone and the copy freed; a
+ * record naming a source that is not a whole held page is dropped. */
+static void test_cow_survives(void **state)
+{
+    fx *f = *state;
+    uint32_t tok[6], x = 60, y = 61;
+    fx_tokens(tok, 6, 3000);
+    uint64_t s = fx_seq_fill(f, 0, tok, 6, NULL), c, d;
+    assert_int_equal(kvs_seq_fork(&f->ss, s, 0, 0, &c), 0);
+    assert_int_equal(kvs_seq_fork(&f->ss, s, 0, 0, &d), 0);
+    uint32_t shared = fx_priv(f, s, 0)->pt[1];
+    assert_int_equal(kvs_seq_extend(&f->ss, c, 0, 0, &x, 1, NULL), 0);
+    kvs_seq_layer_done(&f->ss, kvs_seq_find(&f->ss, c, 0)); /* layer 0 of 2 copied */
+    kva_seq *rd = kvs_seq_find(&f->ss, d, 0);
+    kva_seq_fields before = rd->f;
+    assert_int_equal(kvs_seq_extend(&f->ss, d, 0, 0, &y, 1, NULL), 0);
+    rd->undo = before; /* as if killed before d's extend ended */
+    rd->dirty = 1;
+    uint32_t free_before = f->pg.n_free + 1; /* d's copy goes back */
+
+    kvs_recover_stats st = restart(f);
+    assert_int_equal(st.seqs, 3);
+    assert_int_equal(st.seqs_undone, 1);
+    kva_seq *rc = kvs_seq_find(&f->ss, c, 0);
+    rd = kvs_seq_find(&f->ss, d, 0);
+    assert_int_equal(rc->cow_src, shared);
+    assert_int_equal(rc->next_layer, 1);
+    assert_int_equal(rd->cow_src, KVA_NO_PAGE);
+    assert_int_equal(rd->tail, shared);
+    assert_int_equal(kvs_page(&f->pg, shared)->ref, 3); /* s and d's tables, c's hold */
+    assert_int_equal(f->pg.n_free, free_before);
+    kvs_seq_layer_done(&f->ss, rc);
+    assert_int_equal(rc->cow_src, KVA_NO_PAGE);
+    assert_int_equal(kvs_page(&f->pg, shared)->ref, 2);
+    fx_check(f);
+
+    /* d copies again; then its record names a free page as its source: dropped */
+    assert_int_equal(kvs_seq_extend(&f->ss, d, 0, 0, &y, 1, NULL), 0);
+    assert_int_equal(rd->cow_src, shared);
+    for (uint32_t p = 0; p < f->pg.n; p++)
+        if (kvs_page(&f->pg, p)->state == KVA_PAGE_FREE)
+            rd->cow_src = p;
+    assert_int_equal(kvs_page(&f->pg, rd->cow_src)->state, KVA_PAGE_FREE);
+    kvs_log_level = KVS_LOG_ERROR; /* the dropped record is logged as a warning */
+    st = restart(f);
+    assert_int_equal(st.seqs, 2);
+    assert_int_equal(st.seqs_dropped, 1);
+    assert_null(kvs_seq_find(&f->ss, d, 0));
+    assert_int_equal(kvs_page(&f->pg, shared)->ref, 1);
+    assert_int_equal(kvs_seq_close(&f->ss, s, 0, 0), 0);
+    assert_int_equal(kvs_seq_close(&f->ss, c, 0, 0), 0);
+    fx_check(f);
+    assert_int_equal(fx_in_use(f), 0);
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -162,6 +218,7 @@ int main(void)
         FX_TEST(test_lru_order_survives, &small),
         FX_TEST(test_half_applied_extend, &small),
         FX_TEST(test_corrupt_page_dropped, &small),
+        FX_TEST(test_cow_survives, &small),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

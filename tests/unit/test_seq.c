@@ -377,7 +377,9 @@ static void test_fork_cow(void **state)
     assert_int_equal(kvs_page(&f->pg, s1)->ref, 2);
     assert_int_equal(f->pg.n_free, free0);
 
-    /* the child appends to the shared partial tail: it gets a copy */
+    /* the child appends to the shared partial tail: it gets a page of its own, whose K/V
+     * its layers' jobs copy from the shared page, held by its record meanwhile; the server
+     * copies token ids only, never page data */
     assert_int_equal(kvs_seq_extend(&f->ss, c, 1, 0, &one, 1, &cached), 0);
     fx_check(f);
     assert_int_equal(cached, 0);
@@ -385,19 +387,19 @@ static void test_fork_cow(void **state)
     assert_int_not_equal(c1, s1);
     assert_int_equal(fx_priv(f, c, 1)->pt[0], s0);
     assert_int_equal(rc->tail, c1);
+    assert_int_equal(rc->cow_src, s1);
     assert_int_equal(f->pg.n_free, free0 - 1);
     const kva_page *dc = kvs_page(&f->pg, c1), *ds = kvs_page(&f->pg, s1);
-    assert_memory_equal(fx_page_data(f, c1), copy1, pb);
     assert_memory_equal(fx_page_data(f, s1), copy1, pb);
     assert_memory_equal(fx_page_data(f, s0), copy0, pb);
     assert_int_equal(dc->parent, s0);
     assert_int_equal(dc->ntok, 3);
-    assert_int_equal(dc->nvalid, 2);
+    assert_int_equal(dc->nvalid, 0);
     assert_int_equal(dc->tokens[0], 5);
     assert_int_equal(dc->tokens[1], 6);
     assert_int_equal(dc->tokens[2], 100);
     assert_int_equal(dc->ref, 1);
-    assert_int_equal(ds->ref, 1);
+    assert_int_equal(ds->ref, 2);
     assert_int_equal(ds->ntok, 2);
     assert_int_equal(ds->nvalid, 2);
     assert_int_equal(ds->parent, s0);
@@ -405,17 +407,21 @@ static void test_fork_cow(void **state)
     assert_int_equal(kvs_page(&f->pg, s0)->children, 2);
     assert_int_equal(rs->len, 6);
     assert_int_equal(rs->tail, s1);
+    fx_layers_done(f, c, 1); /* the copy is made: the hold goes */
+    assert_int_equal(rc->cow_src, KVA_NO_PAGE);
+    assert_int_equal(dc->nvalid, 3);
+    assert_int_equal(ds->ref, 1);
 
     /* the parent now holds its tail alone: no copy */
     assert_int_equal(kvs_seq_extend(&f->ss, s, 1, 0, &two, 1, NULL), 0);
     fx_check(f);
     assert_int_equal(fx_priv(f, s, 1)->pt[1], s1);
+    assert_int_equal(rs->cow_src, KVA_NO_PAGE);
     assert_int_equal(f->pg.n_free, free0 - 1);
     assert_int_equal(ds->ntok, 3);
     assert_int_equal(ds->tokens[2], 200);
     assert_int_equal(dc->tokens[2], 100);
 
-    fx_layers_done(f, c, 1);
     fx_layers_done(f, s, 1);
     assert_int_equal(rc->len, 7);
     assert_int_equal(rs->len, 7);
@@ -702,6 +708,40 @@ static void test_fork_empty(void **state)
     assert_int_equal(f->pg.n_free, 7);
 }
 
+/* While a copy is pending the shared page stays held: the parent appending then gets a copy
+ * too, and a sequence closed before its copy is done drops its hold; the shared page goes
+ * with the last hold. */
+static void test_cow_hold(void **state)
+{
+    fx *f = *state;
+    uint32_t tok[6], x = 70, y = 80;
+    fx_tokens(tok, 6, 1);
+    uint64_t s = fx_seq_fill(f, 0, tok, 6, NULL), c;
+    assert_int_equal(kvs_seq_fork(&f->ss, s, 0, 0, &c), 0);
+    uint32_t shared = fx_priv(f, s, 0)->pt[1], free0 = f->pg.n_free;
+    assert_int_equal(kvs_seq_extend(&f->ss, c, 0, 0, &x, 1, NULL), 0);
+    assert_int_equal(kvs_seq_extend(&f->ss, s, 0, 0, &y, 1, NULL), 0);
+    fx_check(f);
+    const kva_seq *rs = kvs_seq_find(&f->ss, s, 0), *rc = kvs_seq_find(&f->ss, c, 0);
+    assert_int_equal(rs->cow_src, shared);
+    assert_int_equal(rc->cow_src, shared);
+    assert_int_not_equal(fx_priv(f, s, 0)->pt[1], shared);
+    assert_int_not_equal(fx_priv(f, c, 0)->pt[1], fx_priv(f, s, 0)->pt[1]);
+    assert_int_equal(kvs_page(&f->pg, shared)->ref, 2);
+    assert_int_equal(f->pg.n_free, free0 - 2);
+    kvs_seq_layer_done(&f->ss, kvs_seq_find(&f->ss, c, 0)); /* layer 0 of 2 copied */
+    assert_int_equal(kvs_seq_close(&f->ss, c, 0, 0), 0);
+    fx_check(f);
+    assert_int_equal(kvs_page(&f->pg, shared)->ref, 1);
+    assert_int_equal(f->pg.n_free, free0 - 1); /* the child's page, not the shared one */
+    fx_layers_done(f, s, 0);
+    fx_check(f);
+    assert_int_equal(kvs_page(&f->pg, shared)->state, KVA_PAGE_FREE);
+    assert_int_equal(f->pg.n_free, free0);
+    assert_int_equal(kvs_seq_close(&f->ss, s, 0, 0), 0);
+    fx_check(f);
+}
+
 /* The copy of a shared tail counts as an allocation: with one free page, a child can
  * append within its tail (copy) but not also take a new page. */
 static void test_fork_cow_pressure(void **state)
@@ -876,6 +916,7 @@ int main(void)
         FX_TEST(test_gone_kept, &cfg8),
         FX_TEST(test_tenant_max_seqs, &cfg8),
         FX_TEST(test_fork_empty, &cfg8),
+        FX_TEST(test_cow_hold, &cfg8),
         FX_TEST(test_fork_cow_pressure, &cfg3),
         FX_TEST(test_dedup_concurrent, &cfg16),
         FX_TEST(test_dedup_against_cached, &cfg8),
