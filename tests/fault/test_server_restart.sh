@@ -9,6 +9,7 @@ cd "$(dirname "$0")/../.."
 . tests/integration/lib.sh
 RESTARTS=${RESTARTS:-8}
 kv_start
+export E2E_FORKS=40 # children copying a shared tail while the faults land
 kv_clients_start 300 100 300
 for i in $(seq "$RESTARTS"); do
     sleep "0.$((RANDOM % 5 + 2))"

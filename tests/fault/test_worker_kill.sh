@@ -8,6 +8,7 @@ cd "$(dirname "$0")/../.."
 . tests/integration/lib.sh
 KILLS=${KILLS:-100}
 kv_start --set server.heartbeat_ms=200
+export E2E_FORKS=40 # children copying a shared tail while the faults land
 kv_clients_start 100 200
 killed=0
 while [ $killed -lt "$KILLS" ]; do

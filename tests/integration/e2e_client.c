@@ -6,7 +6,9 @@
  * fork must diverge correctly (copy-on-write of the shared partial tail); the stats must
  * add up at every stage and come back to nothing in use after closing.
  * Usage: e2e_client ENDPOINT TENANT PROMPT_LEN DECODE_STEPS [ATTEMPT_MS]. Exit 0 only if
- * all passed. Fault tests run it while they kill workers or the server. */
+ * all passed. Fault tests run it while they kill workers or the server; with E2E_FORKS=N
+ * it also forks the second sequence N times, each child appending one token (a copy of the
+ * shared tail made by the workers, layer by layer) and checked, so faults land mid-copy. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,6 +148,21 @@ int main(int argc, char **argv)
         step(c, &b, 1);
     }
     check_stats(c, "after fork", 3, 0);
+    const char *forks_env = getenv("E2E_FORKS");
+    uint32_t forks = forks_env ? (uint32_t)atoi(forks_env) : 0;
+    seq_state g = { 0, malloc(sizeof(uint32_t) * (b.n + 1)), b.n };
+    memcpy(g.tokens, b.tokens, sizeof(uint32_t) * b.n);
+    for (uint32_t i = 0; i < forks; i++) {
+        g.tokens[b.n] = kvs_token(stream + 2 + i, b.n);
+        g.n = b.n;
+        CALL(kvc_seq_fork(c, b.id, &g.id));
+        step(c, &g, 1);
+        CALL(kvc_seq_close(c, g.id));
+    }
+    free(g.tokens);
+    if (forks)
+        printf("forks of a shared partial tail (%u of %u tokens): %u, each child checked\n",
+               b.n % P, P, forks);
 
     /* 4. errors change nothing: forged id, wrong layer, unknown sequence close */
     kvc_item bad = { a.id ^ 0x1234500000000ull, 1 };

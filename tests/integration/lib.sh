@@ -111,7 +111,7 @@ kv_clients_stop() {
         die "a client run failed"
     fi
     echo "client runs completed: $(cat "$KV_DIR.runs" 2>/dev/null || echo 0)"
-    grep -h "retries\|max relative" "$KV_DIR.client" || true
+    grep -h "retries\|max relative\|forks" "$KV_DIR.client" || true
     rm -f "$KV_DIR.stop" "$KV_DIR.client" "$KV_DIR.runs"
 }
 
