@@ -409,7 +409,10 @@ static int attend_check(kvs_server *s, const Kvarena__Envelope *e, uint32_t t, k
         ji->replay = kind == ITEM_REPLAY;
         ji->n_new = it->n_new;
         ji->n_kv = rec->pending ? rec->len : rec->len - it->n_new;
-        if (kind == ITEM_RUN && rec->cow_src != KVA_NO_PAGE) { /* seq.c: copy-on-write */
+        /* seq.c: copy-on-write, unless a restart undid a last layer after the copy had
+         * been committed (then it is the cached twin of the copy: valid and immutable) */
+        if (kind == ITEM_RUN && rec->cow_src != KVA_NO_PAGE &&
+            kvs_page(&s->pages, sq->pt[rec->len / P])->state != KVA_PAGE_COMMITTED) {
             ji->cow_src = rec->cow_src;
             ji->cow_rows = rec->len % P;
         }

@@ -158,17 +158,6 @@ static kva_seq *seq_idle(const kvs_seqs *ss, uint64_t id, uint32_t tenant, int p
     return *rc ? NULL : rec;
 }
 
-/* Drops the hold of a copy-on-write source, if any: a sequence closed before its copy was
- * done. */
-static void cow_release(kvs_seqs *ss, kva_seq *rec)
-{
-    if (rec->cow_src == NONE)
-        return;
-    uint32_t p = rec->cow_src;
-    rec->cow_src = NONE;
-    kvs_page_unref(ss->pg, p);
-}
-
 int kvs_seq_close(kvs_seqs *ss, uint64_t id, uint32_t tenant, uint64_t req_id)
 {
     int rc;
@@ -176,9 +165,12 @@ int kvs_seq_close(kvs_seqs *ss, uint64_t id, uint32_t tenant, uint64_t req_id)
     if (!rec)
         return rc;
     kvs_seq *s = kvs_seq_priv(ss, rec);
-    cow_release(ss, rec);
+    uint32_t src = rec->cow_src; /* closed before its copy was done: the hold goes last, so a
+                                  * server killed before the record is freed finds it whole */
     kvs_pages_pin(ss->pg, s->pt, s->n_pt, 0);
     slot_release(ss, rec, req_id);
+    if (src != NONE)
+        kvs_page_unref(ss->pg, src);
     return 0;
 }
 
