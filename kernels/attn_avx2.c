@@ -55,6 +55,26 @@ static inline vf v_load_bf16(const uint8_t *p)
     return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
 }
 
+/* x rounded to fp16 / bf16 (nearest even; NaN quiet with its top payload bits), stored: bit
+ * for bit what kvk_f32_to_f16 / kvk_f32_to_bf16 give. */
+static inline void v_store_f16(uint8_t *p, vf x)
+{
+    _mm_storeu_si128((__m128i *)p, _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+
+static inline void v_store_bf16(uint8_t *p, vf x)
+{
+    __m256i b = _mm256_castps_si256(x), hi = _mm256_srli_epi32(b, 16);
+    __m256i r = _mm256_add_epi32(_mm256_add_epi32(b, _mm256_set1_epi32(0x7fff)),
+                                 _mm256_and_si256(hi, _mm256_set1_epi32(1)));
+    r = _mm256_srli_epi32(r, 16);
+    r = _mm256_blendv_epi8(r, _mm256_or_si256(hi, _mm256_set1_epi32(0x40)),
+                           _mm256_castps_si256(_mm256_cmp_ps(x, x, _CMP_UNORD_Q)));
+    /* 16-bit halves: packus keeps them (< 2^16) per 128-bit lane, the permute joins the lanes */
+    r = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08);
+    _mm_storeu_si128((__m128i *)p, _mm256_castsi256_si128(r));
+}
+
 /* The narrow logits of 4 query vectors x 2 keys: lane 2i + j = sum of the lanes of a[i][j].
  * hadds pair the vectors, one 128-bit fold finishes all eight sums. */
 static inline vf v_reduce_qk(vf a[4][QK_NK])
@@ -82,4 +102,9 @@ static inline vf v_group_sum(vf x)
 int kvk__attn_avx2(const kvk_call *c, kvk_pool *pool)
 {
     return kvk__attn_tiled(c, pool, &tile_ops);
+}
+
+void kvk__store_avx2(uint8_t *dst, const float *src, uint32_t n, kvk_dtype dt)
+{
+    store_run(dst, src, n, dt);
 }

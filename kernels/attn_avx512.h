@@ -53,6 +53,24 @@ static inline vf v_load_bf16(const uint8_t *p)
     return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
 }
 
+/* x rounded to fp16 / bf16 (nearest even; NaN quiet with its top payload bits), stored: bit
+ * for bit what kvk_f32_to_f16 / kvk_f32_to_bf16 give. */
+static inline void v_store_f16(uint8_t *p, vf x)
+{
+    _mm256_storeu_si256((__m256i *)p, _mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+
+static inline void v_store_bf16(uint8_t *p, vf x)
+{
+    __m512i b = _mm512_castps_si512(x), hi = _mm512_srli_epi32(b, 16);
+    __m512i r = _mm512_add_epi32(_mm512_add_epi32(b, _mm512_set1_epi32(0x7fff)),
+                                 _mm512_and_si512(hi, _mm512_set1_epi32(1)));
+    r = _mm512_srli_epi32(r, 16);
+    r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q),
+                              _mm512_or_si512(hi, _mm512_set1_epi32(0x40)));
+    _mm256_storeu_si256((__m256i *)p, _mm512_cvtepi32_epi16(r));
+}
+
 /* The narrow logits of 4 query vectors x 4 keys: lane 4i + j = sum of the lanes of a[i][j].
  * A transposing tree halves the vectors' width at every level: 45 instructions for 16 sums,
  * no scalar work. */

@@ -22,15 +22,16 @@ typedef struct isa_desc {
     uint32_t width;       /* head_dim must be a multiple (fp32 lanes; AMX: a tile row) */
     attn_fn attn;
     int named_only;       /* less precise: never chosen unless named */
+    kvk_store_fn store;   /* kvk_write_kv's rows (any head_dim) */
 } isa_desc;
 
 enum { ISA_SCALAR, ISA_AVX2, ISA_AVX512, ISA_AMX, ISA_COUNT };
 
 static const isa_desc isas[ISA_COUNT] = {
-    [ISA_SCALAR] = { "scalar", 1, kvk__attn_ref, 0 },
-    [ISA_AVX2] = { "avx2", 8, kvk__attn_avx2, 0 },
-    [ISA_AVX512] = { "avx512", 16, kvk__attn_avx512, 0 },
-    [ISA_AMX] = { "amx", 32, kvk__attn_amx, 1 },
+    [ISA_SCALAR] = { "scalar", 1, kvk__attn_ref, 0, kvk__store_ref },
+    [ISA_AVX2] = { "avx2", 8, kvk__attn_avx2, 0, kvk__store_avx2 },
+    [ISA_AVX512] = { "avx512", 16, kvk__attn_avx512, 0, kvk__store_avx512 },
+    [ISA_AMX] = { "amx", 32, kvk__attn_amx, 1, kvk__store_avx512 },
 };
 
 /* AMX-BF16 tiles and AVX512-BF16 conversions, and the kernel's leave to use the tiles' state
@@ -104,6 +105,12 @@ int kvk_isa_set(const char *name)
         return KV_ERR_INVAL;
     isa_cur = i;
     return 0;
+}
+
+kvk_store_fn kvk__store_fn(void)
+{
+    pthread_once(&isa_once, isa_init);
+    return isas[isa_cur].store;
 }
 
 int kvk_attn(const kvk_geom *g, const kvk_pages *pg, uint32_t layer,

@@ -223,7 +223,7 @@ int kvk__call_init(kvk_call *c, const kvk_geom *g, const kvk_pages *pg, uint32_t
 
 /* ---- kvk_write_kv ---- */
 
-static void store_row(uint8_t *dst, const float *src, uint32_t n, kvk_dtype dt)
+void kvk__store_ref(uint8_t *dst, const float *src, uint32_t n, kvk_dtype dt)
 {
     if (dt == KVK_F32) {
         memcpy(dst, src, (size_t)n * 4);
@@ -246,6 +246,7 @@ int kvk_write_kv(const kvk_geom *g, const kvk_pages *pg, uint32_t layer,
         return KV_ERR_INVAL;
     uint32_t D = g->head_dim, H = g->kv_heads;
     float cs[KVK_MAX_HEAD_DIM], tmp[KVK_MAX_HEAD_DIM];
+    kvk_store_fn store = kvk__store_fn();
     size_t row = 0;
     for (uint32_t i = 0; i < n_items; i++) {
         const kvk_item *it = &items[i];
@@ -260,8 +261,8 @@ int kvk_write_kv(const kvk_geom *g, const kvk_pages *pg, uint32_t layer,
                     kvk__rope_apply(tmp, D, c.opts.rope, cs);
                     ks = tmp;
                 }
-                store_row(kvk__kv_row(&c, it, pos, h, 0), ks, D, g->dtype);
-                store_row(kvk__kv_row(&c, it, pos, h, 1), vs, D, g->dtype);
+                store(kvk__kv_row(&c, it, pos, h, 0), ks, D, g->dtype);
+                store(kvk__kv_row(&c, it, pos, h, 1), vs, D, g->dtype);
             }
         }
     }

@@ -141,6 +141,14 @@ typedef struct kvk_tile_ops {
 /* Runs a call through tile kernels. Returns 0 or KV_ERR_NOMEM. */
 int kvk__attn_tiled(const kvk_call *c, kvk_pool *pool, const kvk_tile_ops *ops);
 
+/* Stores n fp32 values as a K/V row of dtype dt, rounded as kvk_f32_to_f16 / kvk_f32_to_bf16
+ * round, bit for bit: one per ISA, kvk__store_fn() is the chosen ISA's (kvk_attn.c). */
+typedef void (*kvk_store_fn)(uint8_t *dst, const float *src, uint32_t n, kvk_dtype dt);
+void kvk__store_ref(uint8_t *dst, const float *src, uint32_t n, kvk_dtype dt);
+void kvk__store_avx2(uint8_t *dst, const float *src, uint32_t n, kvk_dtype dt);
+void kvk__store_avx512(uint8_t *dst, const float *src, uint32_t n, kvk_dtype dt);
+kvk_store_fn kvk__store_fn(void);
+
 /* Implementations of kvk_attn on a validated call. They return 0 or KV_ERR_NOMEM. */
 int kvk__attn_ref(const kvk_call *c, kvk_pool *pool);
 int kvk__attn_avx2(const kvk_call *c, kvk_pool *pool);

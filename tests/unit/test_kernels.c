@@ -196,6 +196,64 @@ static void test_write_kv(void **state)
         }
 }
 
+/* On every ISA, kvk_write_kv stores each value exactly as kvk_f32_to_f16 / kvk_f32_to_bf16
+ * round it, bit for bit: ties, subnormals, the overflow threshold, infinities, NaNs with
+ * payloads, random bit patterns; a head_dim (40) that leaves a tail after the vectors. */
+static void test_write_kv_bits(void **state)
+{
+    (void)state;
+    static const char *const isas[] = { "scalar", "avx2", "avx512", "amx" };
+    static const uint32_t special[] = {
+        0x00000000, 0x80000000, 0x00000001, 0x807fffff, 0x33000000, 0x33000001, 0x337fffff,
+        0x38800000, 0x387fc000, 0x387fe000, 0x3f801000, 0x3f803000, 0x3f800fff, 0x477fefff,
+        0x477ff000, 0x477fe000, 0xc77ff000, 0x7f7fffff, 0xff7fffff, 0x7f800000, 0xff800000,
+        0x7f800001, 0x7fc00000, 0xffa5a5a5, 0x7fbfffff, 0x3f808000, 0x3f818000, 0x3f80ffff,
+    };
+    const char *best = kvk_isa_name();
+    for (int dt = 1; dt < 3; dt++) {
+        kvk_geom g = { 1, 1, 1, 40, 4, (kvk_dtype)dt };
+        const uint32_t n = 6, N = n * 40;
+        size_t pb = kvk_page_bytes(&g);
+        uint8_t *base = calloc(2, pb);
+        float *k = malloc(N * sizeof(float)), *v = malloc(N * sizeof(float));
+        assert_non_null(base);
+        assert_non_null(k);
+        assert_non_null(v);
+        uint32_t x = 12345;
+        for (uint32_t i = 0; i < N; i++) {
+            x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+            uint32_t bits = i < 28 ? special[i] : i % 3 ? x : (x & 0x83ffffff) | 0x38000000;
+            memcpy(&k[i], &bits, 4);
+            bits ^= 0x80000000;
+            memcpy(&v[i], &bits, 4);
+        }
+        uint32_t pages[2] = { 1, 0 };
+        kvk_item it = { pages, 0, n };
+        kvk_pages pg = { base, 2 };
+        for (size_t s = 0; s < sizeof(isas) / sizeof(*isas); s++) {
+            if (kvk_isa_set(isas[s]))
+                continue;
+            memset(base, 0, 2 * pb);
+            assert_int_equal(kvk_write_kv(&g, &pg, 0, &it, 1, k, v, NULL), 0);
+            for (uint32_t i = 0; i < N; i++)
+                for (int kind = 0; kind < 2; kind++) {
+                    uint32_t t = i / 40;
+                    float f = kind ? v[i] : k[i];
+                    uint16_t want = dt == KVK_F16 ? kvk_f32_to_f16(f) : kvk_f32_to_bf16(f), got;
+                    memcpy(&got, base + pages[t / 4] * pb + kvk_block_offset(&g, 0, 0, kind)
+                                     + ((t % 4) * 40 + i % 40) * 2, 2);
+                    if (got != want)
+                        fail_msg("isa %s dtype %d element %u kind %d: %#06x, want %#06x",
+                                 isas[s], dt, i, kind, got, want);
+                }
+        }
+        free(base);
+        free(k);
+        free(v);
+    }
+    assert_int_equal(kvk_isa_set(best), 0);
+}
+
 /* kvk_copy_tokens copies the first n tokens of one layer, every head, K and V, and nothing
  * else; bad arguments change nothing. */
 static void test_copy_tokens(void **state)
@@ -582,6 +640,7 @@ int main(void)
         cmocka_unit_test(test_geom),
         cmocka_unit_test(test_alibi_slopes),
         cmocka_unit_test(test_write_kv),
+        cmocka_unit_test(test_write_kv_bits),
         cmocka_unit_test(test_copy_tokens),
         cmocka_unit_test(test_attn_gqa),
         cmocka_unit_test(test_attn_page_sizes),
