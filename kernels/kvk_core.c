@@ -139,13 +139,52 @@ float kvk_bf16_to_f32(uint16_t h)
 
 /* ---- RoPE ---- */
 
-void kvk__rope_table(float *cs, uint32_t head_dim, uint32_t pos, float theta)
+/* cos and sin of pair i's angle at pos, i < head_dim / 2 (double). */
+static void rope_angles(double *c, double *s, uint32_t head_dim, uint32_t pos, float theta)
 {
     double base = pow((double)theta, -2.0 / head_dim), freq = 1.0;
     for (uint32_t i = 0; i < head_dim / 2; i++, freq *= base) {
         double a = (double)pos * freq;
-        cs[2 * i] = (float)cos(a);
-        cs[2 * i + 1] = (float)sin(a);
+        c[i] = cos(a);
+        s[i] = sin(a);
+    }
+}
+
+void kvk__rope_table(float *cs, uint32_t head_dim, uint32_t pos, float theta)
+{
+    double c[KVK_MAX_HEAD_DIM / 2], s[KVK_MAX_HEAD_DIM / 2];
+    rope_angles(c, s, head_dim, pos, theta);
+    for (uint32_t i = 0; i < head_dim / 2; i++) {
+        cs[2 * i] = (float)c[i];
+        cs[2 * i + 1] = (float)s[i];
+    }
+}
+
+void kvk__rope_walk_init(kvk_rope_walk *w, uint32_t head_dim, float theta)
+{
+    w->half = head_dim / 2;
+    w->theta = theta;
+    w->left = 0;
+    rope_angles(w->dc, w->ds, head_dim, 1, theta);
+}
+
+void kvk__rope_walk_at(kvk_rope_walk *w, uint32_t pos, float *cs)
+{
+    if (w->left > 0 && pos == w->pos + 1) {
+        for (uint32_t i = 0; i < w->half; i++) {
+            double c = w->c[i], s = w->s[i];
+            w->c[i] = c * w->dc[i] - s * w->ds[i];
+            w->s[i] = s * w->dc[i] + c * w->ds[i];
+        }
+        w->left--;
+    } else {
+        rope_angles(w->c, w->s, 2 * w->half, pos, w->theta);
+        w->left = KVK_ROPE_ANCHOR - 1;
+    }
+    w->pos = pos;
+    for (uint32_t i = 0; i < w->half; i++) {
+        cs[2 * i] = (float)w->c[i];
+        cs[2 * i + 1] = (float)w->s[i];
     }
 }
 
@@ -247,13 +286,15 @@ int kvk_write_kv(const kvk_geom *g, const kvk_pages *pg, uint32_t layer,
     uint32_t D = g->head_dim, H = g->kv_heads;
     float cs[KVK_MAX_HEAD_DIM], tmp[KVK_MAX_HEAD_DIM];
     kvk_store_fn store = kvk__store_fn();
+    kvk_rope_walk walk;
+    kvk__rope_walk_init(&walk, D, c.opts.rope_theta);
     size_t row = 0;
     for (uint32_t i = 0; i < n_items; i++) {
         const kvk_item *it = &items[i];
         for (uint32_t r = 0; r < it->n_new; r++, row++) {
             uint32_t pos = it->n_kv + r;
             if (c.opts.rope != KVK_ROPE_NONE)
-                kvk__rope_table(cs, D, pos, c.opts.rope_theta);
+                kvk__rope_walk_at(&walk, pos, cs);
             for (uint32_t h = 0; h < H; h++) {
                 const float *ks = k + (row * H + h) * D, *vs = v + (row * H + h) * D;
                 if (c.opts.rope != KVK_ROPE_NONE) {

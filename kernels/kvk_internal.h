@@ -64,6 +64,21 @@ static inline float kvk__load(const uint8_t *row, kvk_dtype dt, size_t i)
 void kvk__rope_table(float *cs, uint32_t head_dim, uint32_t pos, float theta);
 void kvk__rope_apply(float *x, uint32_t head_dim, kvk_rope_mode mode, const float *cs);
 
+/* The tables of consecutive positions without a sin and cos per pair and position: the
+ * angles of pos + 1 are those of pos turned by one position's angle (angle addition in
+ * double), and every KVK_ROPE_ANCHOR positions they are computed afresh as kvk__rope_table
+ * does, so they stay within ~1e-14 of it, far below a float's rounding. Any pos may be
+ * asked; a pos other than the last one + 1 starts afresh. */
+#define KVK_ROPE_ANCHOR 64
+typedef struct kvk_rope_walk {
+    double c[KVK_MAX_HEAD_DIM / 2], s[KVK_MAX_HEAD_DIM / 2];   /* the angles of pos */
+    double dc[KVK_MAX_HEAD_DIM / 2], ds[KVK_MAX_HEAD_DIM / 2]; /* one position's turn */
+    uint32_t half, pos, left; /* left: turns before the next fresh table */
+    float theta;
+} kvk_rope_walk;
+void kvk__rope_walk_init(kvk_rope_walk *w, uint32_t head_dim, float theta);
+void kvk__rope_walk_at(kvk_rope_walk *w, uint32_t pos, float *cs);
+
 /* The visible key range [*lo, *hi) of the query at position pos of an item holding n_keys
  * keys; empty when *lo >= *hi. */
 static inline void kvk__visible(const kvk_attn_opts *o, uint32_t pos, uint32_t n_keys,

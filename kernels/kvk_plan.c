@@ -205,11 +205,13 @@ static void rope_worker(void *arg, int ith, int nth)
 {
     kvk_call *c = arg;
     float *cs = (float *)c->rope_cs;
+    kvk_rope_walk walk;
+    kvk__rope_walk_init(&walk, c->g->head_dim, c->opts.rope_theta);
     size_t r0 = (size_t)c->rows * ith / nth, r1 = (size_t)c->rows * (ith + 1) / nth, row = 0;
     for (uint32_t i = 0; i < c->n_items && row < r1; row += c->items[i].n_new, i++)
         for (size_t r = row < r0 ? r0 - row : 0; r < c->items[i].n_new && row + r < r1; r++)
-            kvk__rope_table(cs + (row + r) * c->g->head_dim, c->g->head_dim,
-                            c->items[i].n_kv + (uint32_t)r, c->opts.rope_theta);
+            kvk__rope_walk_at(&walk, c->items[i].n_kv + (uint32_t)r,
+                              cs + (row + r) * c->g->head_dim);
 }
 
 int kvk__attn_tiled(const kvk_call *call, kvk_pool *pool, const kvk_tile_ops *ops)

@@ -15,6 +15,7 @@
 #include <immintrin.h>
 
 #include "kverr.h"
+#include "kvk_internal.h"
 #include "kvkernels.h"
 #include "tests/unit/attn_oracle.h"
 
@@ -252,6 +253,35 @@ static void test_write_kv_bits(void **state)
         free(v);
     }
     assert_int_equal(kvk_isa_set(best), 0);
+}
+
+/* RoPE tables walked position by position (kvk_write_kv, kvk_attn's Q tables) stay within a
+ * float's rounding of the ones computed afresh, over several anchors, and after a jump; at
+ * huge positions within the rounding of the angle itself (pos * freq in double: 2^-53 of
+ * pos), which both carry. */
+static void test_rope_walk(void **state)
+{
+    (void)state;
+    static const uint32_t starts[] = { 0, 1000, 3000000000u, 0xfffffffeu - 310 };
+    static const uint32_t dims[] = { 128, 80 };
+    static const float thetas[] = { 10000.0f, 1e6f };
+    float got[KVK_MAX_HEAD_DIM], want[KVK_MAX_HEAD_DIM];
+    double worst = 0; /* over the tolerance of each position */
+    for (int di = 0; di < 2; di++)
+        for (int ti = 0; ti < 2; ti++) {
+            kvk_rope_walk w;
+            kvk__rope_walk_init(&w, dims[di], thetas[ti]);
+            for (int si = 0; si < 4; si++)
+                for (uint32_t k = 0; k < 300; k++) {
+                    uint32_t pos = starts[si] + k + (k >= 200 ? 7 : 0); /* a jump at 200 */
+                    kvk__rope_walk_at(&w, pos, got);
+                    kvk__rope_table(want, dims[di], pos, thetas[ti]);
+                    double tol = 1.2e-7 + 2.0 * pos * 0x1p-53; /* a float ulp near 1 */
+                    for (uint32_t i = 0; i < dims[di]; i++)
+                        worst = fmax(worst, fabs((double)got[i] - want[i]) / tol);
+                }
+        }
+    assert_true(worst <= 1.0);
 }
 
 /* kvk_copy_tokens copies the first n tokens of one layer, every head, K and V, and nothing
@@ -642,6 +672,7 @@ int main(void)
         cmocka_unit_test(test_write_kv),
         cmocka_unit_test(test_write_kv_bits),
         cmocka_unit_test(test_copy_tokens),
+        cmocka_unit_test(test_rope_walk),
         cmocka_unit_test(test_attn_gqa),
         cmocka_unit_test(test_attn_page_sizes),
         cmocka_unit_test(test_attn_ragged_mixed),
