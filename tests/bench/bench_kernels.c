@@ -11,7 +11,10 @@
  * do not distort the figures. The slow baselines (scalar reference, naive) are timed on one
  * call for decode and on the last 64 query rows for prefill, to keep the run short. Each
  * SIMD figure is the median of ROUNDS rounds (the kernel between two limit measurements).
- * Usage: bench_kernels [all|limits|decode|prefill [isa|naive]] (default: all, every ISA).
+ * Last, kvk_write_kv of a 2048-token prefill's K and V with RoPE (one thread: it takes no
+ * pool), in GB/s of fp32 read plus fp16 written, against the read bandwidth.
+ * Usage: bench_kernels [all|limits|decode|prefill|write [isa|naive]] (default: all, every
+ * ISA).
  * Output: one `BENCH name=... isa=... value=... unit=... limit=... pct=...` line per figure. */
 #include <immintrin.h>
 #include <math.h>
@@ -598,7 +601,7 @@ int main(int argc, char **argv)
     const char *isa_only = argc > 2 ? argv[2] : NULL;
     int run_naive = !isa_only || !strcmp(isa_only, "naive");
     int do_lim = !*only || !strcmp(only, "limits"), do_dec = !*only || !strcmp(only, "decode");
-    int do_pre = !*only || !strcmp(only, "prefill");
+    int do_pre = !*only || !strcmp(only, "prefill"), do_wr = !*only || !strcmp(only, "write");
     double bw, peak;
     int have[N_ISA];
     const char *best = kvk_isa_name();
@@ -692,6 +695,32 @@ int main(int argc, char **argv)
         if (run_naive)
             bench_line(name, "naive", tail_flops / naive_time(&b, n, TAIL) / 1e9, "GFLOP/s",
                        measure_fma(0));
+    }
+    for (int i = 0; i < N_ISA && do_wr; i++) {
+        if (!have[i] || i == ISA_AMX) /* amx writes with avx512's conversions */
+            continue;
+        kvk_isa_set(isa_names[i]);
+        const uint32_t n = 2048;
+        double bytes = (double)n * KV_HEADS * HEAD_DIM * 2 * (4 + 2);
+        kvk_item it;
+        uint32_t *table;
+        kvk_attn_opts op = kvk_attn_opts_default();
+        op.rope = KVK_ROPE_HALF;
+        const float *k = b.q, *v = b.q + (size_t)n * KV_HEADS * HEAD_DIM;
+        paired pr[ROUNDS];
+        int nr = i ? ROUNDS : 1;
+        double lim = measure_bw(buf, i);
+        for (int r = 0; r < nr; r++) {
+            double t = 1e30;
+            for (int rep = 0; rep < 5; rep++) { /* the best of 5 calls, fresh pages each */
+                take_items(&b, &it, &table, 1, 0, n);
+                double t0 = now();
+                kvk_write_kv(&b.g, &b.pg, 1, &it, 1, k, v, &op);
+                t = fmin(t, now() - t0);
+            }
+            pr[r] = (paired){ bytes / t / 1e9, limit_around(&lim, measure_bw(buf, i)) };
+        }
+        bench_median("write_kv_2048_rope", isa_names[i], "GB/s", pr, nr);
     }
     kvk_isa_set(best);
     munmap(buf, BW_BYTES);
