@@ -134,6 +134,7 @@ static int apply(kvs_config *c, const char *section, const char *name, const cha
     STR("server", "admin_endpoint", admin_ep);
     STR("server", "events_endpoint", events_ep);
     STR("server", "worker_path", worker_path);
+    STR("server", "snapshot", snapshot);
     STR("server", "secret_key_file", secret_key_file);
     U32("server", "workers", workers);
     U32("server", "threads", threads);

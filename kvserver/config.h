@@ -30,6 +30,7 @@ typedef struct kvs_config {
     char admin_ep[KVS_PATH_MAX];      /* admin_endpoint (default ipc://DIR/admin.sock) */
     char events_ep[KVS_PATH_MAX];     /* events_endpoint (default ipc://DIR/events.sock) */
     char worker_path[KVS_PATH_MAX];   /* worker_path (default: kvworker beside kvserver) */
+    char snapshot[KVS_PATH_MAX];      /* snapshot: file of the prefix cache ("" = none) */
     char secret_key_file[KVS_PATH_MAX]; /* secret_key_file: the server's Z85 CURVE secret key;
                                          * set = authenticated mode (tenants by client key) */
     char secret_key[41];              /* read from secret_key_file by kvs_config_finish */

@@ -22,6 +22,7 @@
 #include "log.h"
 #include "proto/kverr.h"
 #include "recover.h"
+#include "snapshot.h"
 
 uint64_t kvs_now_ms(void)
 {
@@ -218,6 +219,46 @@ static void tenant_salts(const kvs_config *c, uint8_t (*salt)[KVA_HASH_BYTES])
                            strlen(c->tenant[t].name), (const uint8_t *)"kvarena-tenant", 14);
 }
 
+/* A fresh arena starts from the snapshot of the prefix cache, if there is a usable one (a
+ * kept arena has its own cache, newer). Never fatal: at worst the cache starts empty. */
+static void snapshot_restore(kvs_server *s, const uint8_t (*salts)[KVA_HASH_BYTES])
+{
+    const char *path = s->cfg.snapshot;
+    if (s->shm_attached) {
+        KVS_INFO("snapshot %s: not read, the arena left behind holds the cache", path);
+        return;
+    }
+    if (access(path, F_OK) != 0 && errno == ENOENT) {
+        KVS_INFO("snapshot %s: none yet (one is written at a clean shutdown)", path);
+        return;
+    }
+    kvs_snap_stats st;
+    char why[512] = "";
+    uint64_t t0 = kvs_now_ms();
+    int rc = kvs_snapshot_load(&s->pages, salts, path, &st, why, sizeof(why));
+    if (rc)
+        KVS_WARN("snapshot: %s; %u pages restored before that", why, st.pages);
+    KVS_INFO("snapshot %s: restored %u committed pages (%.1f MB of K/V from a %.1f MB file) "
+             "in %llu ms", path, st.pages, st.data_bytes / 1e6, st.file_bytes / 1e6,
+             (unsigned long long)(kvs_now_ms() - t0));
+}
+
+/* At a clean shutdown, every committed page to the snapshot file. */
+static void snapshot_write(kvs_server *s)
+{
+    kvs_snap_stats st;
+    char why[512] = "";
+    uint64_t t0 = kvs_now_ms();
+    if (kvs_snapshot_save(&s->pages, s->cfg.snapshot, &st, why, sizeof(why)) != 0) {
+        KVS_ERROR("snapshot not written: %s", why);
+        return;
+    }
+    KVS_INFO("snapshot %s: %u committed pages written (%.1f MB of K/V, %.1f MB with LZ4: "
+             "ratio %.2f) in %llu ms", s->cfg.snapshot, st.pages, st.data_bytes / 1e6,
+             st.file_bytes / 1e6, st.file_bytes ? (double)st.data_bytes / st.file_bytes : 0.0,
+             (unsigned long long)(kvs_now_ms() - t0));
+}
+
 int kvs_server_start(kvs_server *s)
 {
     kvs_config *c = &s->cfg;
@@ -267,6 +308,8 @@ int kvs_server_start(kvs_server *s)
         return rc;
     for (uint32_t t = 0; t < c->n_tenants; t++)
         s->seqs.tenant_max[t] = c->tenant[t].max_seqs;
+    if (c->snapshot[0])
+        snapshot_restore(s, (const uint8_t(*)[KVA_HASH_BYTES])salts);
     for (s->conn_slots = 2; s->conn_slots < 2 * c->max_conns; s->conn_slots *= 2)
         ;
     s->conns = calloc(s->conn_slots, sizeof(kvs_conn));
@@ -463,6 +506,8 @@ void kvs_server_stop(kvs_server *s)
     for (int i = 0; i < 5; i++)
         if (socks[i] && eps[i])
             unlink_ipc(eps[i]);
+    if (s->started && s->cfg.snapshot[0]) /* the workers are gone: no page changes now */
+        snapshot_write(s);
     kvs_seqs_free(&s->seqs);
     kvs_pages_free(&s->pages);
     /* an arena this server attached and then failed to start on stays for the next one */

@@ -8,7 +8,9 @@
  * Usage: e2e_client ENDPOINT TENANT PROMPT_LEN DECODE_STEPS [ATTEMPT_MS]. Exit 0 only if
  * all passed. Fault tests run it while they kill workers or the server; with E2E_FORKS=N
  * it also forks the second sequence N times, each child appending one token (a copy of the
- * shared tail made by the workers, layer by layer) and checked, so faults land mid-copy. */
+ * shared tail made by the workers, layer by layer) and checked, so faults land mid-copy.
+ * E2E_STREAM=X fixes the tokens (else they are new for every run); with E2E_WARM=1 the
+ * prompt's full pages must be cached from the start (test_snapshot: a restored cache). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,7 +117,9 @@ int main(int argc, char **argv)
            m->kv_heads, m->head_dim, P, m->dtype);
     uint32_t *tokens = malloc(sizeof(uint32_t) * (total + 64));
     /* tokens of this run only: a server that served other runs has nothing of them cached */
-    uint64_t stream = (uint64_t)getpid() << 16 ^ (uint64_t)time(NULL);
+    uint64_t stream = getenv("E2E_STREAM") ? strtoull(getenv("E2E_STREAM"), NULL, 0)
+                                           : (uint64_t)getpid() << 16 ^ (uint64_t)time(NULL);
+    int warm = getenv("E2E_WARM") && atoi(getenv("E2E_WARM"));
     for (uint32_t i = 0; i < total + 64; i++)
         tokens[i] = kvs_token(stream, i);
     check_stats(c, "start", 0, 1);
@@ -123,7 +127,9 @@ int main(int argc, char **argv)
     /* 1. prefill + decode, every row checked */
     seq_state a = { 0, tokens, 0 };
     CALL(kvc_seq_open(c, &a.id));
-    CHECK(step(c, &a, prompt) == 0, "a fresh server has nothing cached");
+    uint32_t first = step(c, &a, prompt), first_want = warm ? (prompt - 1) / P * P : 0;
+    CHECK(first == first_want, "first sequence: cached %u, expected %u (%s)", first, first_want,
+          warm ? "the prompt's full pages restored" : "a fresh server has nothing cached");
     for (uint32_t i = 0; i < steps; i++)
         step(c, &a, 1);
     check_stats(c, "after decode", 1, 0);

@@ -1,0 +1,43 @@
+/* snapshot.h — the prefix cache on disk: every committed page (token ids, chained hash, K/V)
+ * written at a clean shutdown and read back into a fresh arena at start (server.snapshot),
+ * so a reboot, which empties /dev/shm, does not empty the cache.
+ *
+ * File: a header (magic, format version, the arena's page layout and the model options
+ * that shape stored K/V, the tenant list's hash), then one record per page, parents before
+ * children: tenant, parent record, block hash, token ids, a BLAKE2b checksum of the page
+ * data and the data itself, split into byte planes (every element's first bytes, then its
+ * second...) and LZ4-compressed (stored as is when that does not make it smaller). Written
+ * to PATH.tmp, synced, then renamed over PATH: a crash leaves the old file or the new one.
+ *
+ * Reading trusts nothing: a record is restored only if its tenant and parent are valid, its
+ * block hash is the one its parent, tenant and tokens give, and its data decompresses to
+ * exactly a page with the checksum; the first bad record ends the restore (the pages before
+ * it stay). Restored pages are cached (reference count 0), evictable as any other; restoring
+ * stops when the arena has no free page left. */
+#ifndef KVARENA_SNAPSHOT_H
+#define KVARENA_SNAPSHOT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pages.h"
+
+typedef struct kvs_snap_stats {
+    uint32_t pages;        /* pages written or restored */
+    uint64_t data_bytes;   /* their K/V bytes */
+    uint64_t file_bytes;   /* the file's size */
+} kvs_snap_stats;
+
+/* Writes every COMMITTED page of pg to path. 0 or KV_ERR_IO / KV_ERR_NOMEM with why. */
+int kvs_snapshot_save(const kvs_pages *pg, const char *path, kvs_snap_stats *st, char *why,
+                      size_t why_len);
+
+/* Restores the pages of the snapshot at path into pg, which must hold no committed page
+ * yet, with the tenants' hash salts. Returns 0 when every record was read (restored, or
+ * left out: the arena full, a tenant at its quota), else with why: KV_ERR_IO (no file,
+ * unreadable), KV_ERR_NOMEM, KV_ERR_INVAL (another layout or model, a bad record: the pages
+ * before it are restored, st counts them). */
+int kvs_snapshot_load(kvs_pages *pg, const uint8_t (*salt)[KVA_HASH_BYTES], const char *path,
+                      kvs_snap_stats *st, char *why, size_t why_len);
+
+#endif

@@ -1,0 +1,198 @@
+/* test_snapshot — the prefix cache on disk (kvserver/snapshot.c), on arenas in private
+ * memory: a snapshot restored into a fresh arena gives back every committed page (tokens,
+ * hash, parent, K/V) as cached pages; damage anywhere in the file (a byte changed every few
+ * bytes, in two ways, and cuts at as many lengths) never restores a page that differs from
+ * the one saved, never
+ * breaks the allocator, and keeps the pages before the damage; a full arena or a tenant at
+ * its quota restores what fits; another tenant list or page layout restores nothing. */
+#include "arena_fixture.h"
+
+#include <stdio.h>
+#include <unistd.h>
+
+#include "kvserver/log.h"
+#include "kvserver/snapshot.h"
+
+static const fx_cfg cfg16 = { 16, 8, 2 };
+
+/* Each fixture builds its own arena; the second one (g) is set up here by hand. */
+static fx *fx_new(const fx_cfg *cfg)
+{
+    void *st = (void *)cfg;
+    assert_int_equal(fx_setup(&st), 0);
+    return st;
+}
+
+static void fx_del(fx *f)
+{
+    void *st = f;
+    fx_teardown(&st);
+}
+
+/* A tree of committed pages: two tenants, a shared root with two children for tenant 0
+ * (one with a grandchild), one page of tenant 1, a partial page (not saved); K/V filled
+ * with a pattern per page. Returns the number of committed pages. */
+static uint32_t build(fx *f)
+{
+    uint32_t a[13], b[9], c[5];
+    fx_tokens(a, 13, 100);
+    fx_tokens(b, 9, 100);
+    b[4] = 7; /* b shares a's first page only */
+    fx_tokens(c, 5, 900);
+    uint64_t ids[3] = { fx_seq_fill(f, 0, a, 13, NULL), fx_seq_fill(f, 0, b, 9, NULL),
+                        fx_seq_fill(f, 1, c, 5, NULL) };
+    for (uint32_t p = 0; p < f->pg.n; p++) {
+        uint8_t *d = fx_page_data(f, p);
+        for (size_t i = 0; i < f->h->page_bytes; i++)
+            d[i] = (uint8_t)(p * 37 + i * 11 + (i >> 7));
+    }
+    assert_int_equal(kvs_seq_close(&f->ss, ids[1], 0, 0), 0); /* some cached, some in use */
+    uint32_t n = 0;
+    for (uint32_t p = 0; p < f->pg.n; p++)
+        n += kvs_page(&f->pg, p)->state == KVA_PAGE_COMMITTED;
+    return n; /* a: 3 full pages, b: 1 more, c: 1 */
+}
+
+/* Every page restored in g is a committed page of f with the same hash, tokens, tenant,
+ * parent's hash and data; returns how many g holds. */
+static uint32_t same_pages(const fx *f, const fx *g)
+{
+    uint32_t n = 0;
+    for (uint32_t q = 0; q < g->pg.n; q++) {
+        const kva_page *dq = kvs_page(&g->pg, q);
+        if (dq->state == KVA_PAGE_FREE)
+            continue;
+        assert_int_equal(dq->state, KVA_PAGE_COMMITTED);
+        assert_int_equal(dq->ref, 0);
+        uint32_t p = kvs_prefix_find(&f->pg, dq->hash);
+        assert_int_not_equal(p, KVA_NO_PAGE);
+        const kva_page *dp = kvs_page(&f->pg, p);
+        assert_int_equal(dp->tenant, dq->tenant);
+        assert_memory_equal(dp->tokens, dq->tokens, FX_P * sizeof(uint32_t));
+        assert_int_equal(dp->parent == KVA_NO_PAGE, dq->parent == KVA_NO_PAGE);
+        if (dp->parent != KVA_NO_PAGE)
+            assert_memory_equal(kvs_page(&f->pg, dp->parent)->hash,
+                                kvs_page(&g->pg, dq->parent)->hash, KVA_HASH_BYTES);
+        assert_memory_equal(fx_page_data(f, p), fx_page_data(g, q), f->h->page_bytes);
+        n++;
+    }
+    assert_int_equal(n, g->pg.n_cached);
+    return n;
+}
+
+static int load(fx *g, const char *path, kvs_snap_stats *st)
+{
+    char why[256];
+    return kvs_snapshot_load(&g->pg, (const uint8_t (*)[KVA_HASH_BYTES])g->salt, path, st,
+                             why, sizeof(why));
+}
+
+static void tmp_path(char *path, size_t len)
+{
+    snprintf(path, len, "/tmp/kvarena-test-snapshot-%d", (int)getpid());
+}
+
+static void test_round_trip(void **state)
+{
+    (void)state;
+    fx *f = fx_new(&cfg16);
+    uint32_t n = build(f);
+    char path[128], why[256];
+    tmp_path(path, sizeof(path));
+    kvs_snap_stats st;
+    assert_int_equal(kvs_snapshot_save(&f->pg, path, &st, why, sizeof(why)), 0);
+    assert_int_equal(st.pages, n);
+    fx *g = fx_new(&cfg16);
+    assert_int_equal(load(g, path, &st), 0);
+    assert_int_equal(st.pages, n);
+    fx_check(g);
+    assert_int_equal(same_pages(f, g), n);
+    /* a restored prefix is found: a's 13 tokens give 3 full pages */
+    uint32_t a[13];
+    fx_tokens(a, 13, 100);
+    assert_int_equal(kvs_prefix_match(&g->ss, 0, a, 13, NULL), 12);
+    fx_del(g);
+
+    /* room for 3 pages: what fits, parents first; a tenant at its quota gets none */
+    const fx_cfg small = { 3, 8, 2 };
+    g = fx_new(&small);
+    assert_int_equal(load(g, path, &st), 0);
+    assert_int_equal(st.pages, 3);
+    fx_check(g);
+    same_pages(f, g);
+    fx_del(g);
+    g = fx_new(&cfg16);
+    g->pg.tenant[0].quota = 1;
+    assert_int_equal(load(g, path, &st), 0);
+    assert_int_equal(st.pages, 2); /* tenant 0's root, tenant 1's page */
+    fx_check(g);
+    same_pages(f, g);
+    fx_del(g);
+
+    /* another tenant list (salts): nothing, and the header says why */
+    g = fx_new(&cfg16);
+    g->h->tenants_hash[0] ^= 1;
+    assert_int_equal(kvs_snapshot_load(&g->pg, (const uint8_t (*)[KVA_HASH_BYTES])g->salt, path,
+                                       &st, why, sizeof(why)), KV_ERR_INVAL);
+    assert_non_null(strstr(why, "another tenant list"));
+    assert_int_equal(g->pg.n_cached, 0);
+    fx_del(g);
+    unlink(path);
+    fx_del(f);
+}
+
+static void test_damage(void **state)
+{
+    (void)state;
+    fx *f = fx_new(&cfg16);
+    uint32_t n = build(f);
+    char path[128], bad[160], why[256];
+    tmp_path(path, sizeof(path));
+    snprintf(bad, sizeof(bad), "%s.bad", path);
+    kvs_snap_stats st;
+    assert_int_equal(kvs_snapshot_save(&f->pg, path, &st, why, sizeof(why)), 0);
+    FILE *in = fopen(path, "rb");
+    assert_non_null(in);
+    size_t size = (size_t)st.file_bytes;
+    uint8_t *file = malloc(size);
+    assert_non_null(file);
+    assert_int_equal(fread(file, 1, size, in), size);
+    fclose(in);
+    kvs_log_level = KVS_LOG_ERROR;
+    uint32_t worst = n;
+    /* a byte in every 7 changed (in two ways), then a cut at every 7th length */
+    for (size_t i = 0; i < 3 * size; i += 7) {
+        size_t at = i % size, len = i < 2 * size ? size : at;
+        uint8_t saved = file[at];
+        if (i < 2 * size)
+            file[at] ^= i < size ? 0x01 : 0xff;
+        FILE *out = fopen(bad, "wb");
+        assert_non_null(out);
+        assert_int_equal(fwrite(file, 1, len, out), len);
+        fclose(out);
+        file[at] = saved;
+        fx *g = fx_new(&cfg16);
+        int rc = load(g, bad, &st);
+        assert_true(rc == 0 || rc == KV_ERR_INVAL);
+        fx_check(g);
+        assert_int_equal(same_pages(f, g), st.pages);
+        worst = st.pages < worst ? st.pages : worst;
+        fx_del(g);
+    }
+    assert_int_equal(worst, 0); /* some damage was caught before the first page */
+    free(file);
+    unlink(path);
+    unlink(bad);
+    fx_del(f);
+}
+
+int main(void)
+{
+    if (sodium_init() < 0)
+        return 1;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_damage),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
