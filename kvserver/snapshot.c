@@ -2,11 +2,13 @@
 #include "snapshot.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <lz4.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "proto/kverr.h"
@@ -84,6 +86,21 @@ static size_t elem_size(const kva_header *h)
     return kvk_dtype_size((kvk_dtype)h->dtype);
 }
 
+/* Makes a rename in path's directory durable (best effort: the file itself is synced). */
+static void sync_dir(const char *path)
+{
+    char dir[4200];
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *(slash == dir ? slash + 1 : slash) = '\0';
+    int fd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+}
+
 #define FAIL(rc_, ...) do { snprintf(why, why_len, __VA_ARGS__); rc = (rc_); goto out; } while (0)
 
 int kvs_snapshot_save(const kvs_pages *pg, const char *path, kvs_snap_stats *st, char *why,
@@ -158,6 +175,7 @@ int kvs_snapshot_save(const kvs_pages *pg, const char *path, kvs_snap_stats *st,
     f = NULL;
     if (rename(tmp, path) != 0)
         FAIL(KV_ERR_IO, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
+    sync_dir(path);
 out:
     if (f) {
         fclose(f);
@@ -213,6 +231,11 @@ int kvs_snapshot_load(kvs_pages *pg, const uint8_t (*salt)[KVA_HASH_BYTES], cons
         FAIL(KV_ERR_INVAL, "%s: too short for a snapshot header", path);
     if ((bad = header_mismatch(&sh, h)))
         FAIL(KV_ERR_INVAL, "%s does not fit this arena: %s", path, bad);
+    struct stat fs; /* each record takes at least its header and token ids */
+    if (fstat(fileno(f), &fs) != 0 ||
+        sh.n_records > (uint64_t)fs.st_size / (sizeof(snap_record) + sizeof(uint32_t) * P))
+        FAIL(KV_ERR_INVAL, "%s: %u records cannot fit its %lld bytes", path, sh.n_records,
+             (long long)fs.st_size);
     map = malloc(sizeof(uint32_t) * (sh.n_records ? sh.n_records : 1));
     hashes = malloc(KVA_HASH_BYTES * (size_t)(sh.n_records ? sh.n_records : 1));
     if (!map || !hashes)
