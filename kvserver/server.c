@@ -220,7 +220,9 @@ static void tenant_salts(const kvs_config *c, uint8_t (*salt)[KVA_HASH_BYTES])
 }
 
 /* A fresh arena starts from the snapshot of the prefix cache, if there is a usable one (a
- * kept arena has its own cache, newer). Never fatal: at worst the cache starts empty. */
+ * kept arena has its own cache, newer). Never fatal: at worst the cache starts empty. A
+ * snapshot not restored whole is moved to PATH.rejected, so the one written at this server's
+ * stop does not destroy it (another model's, a damaged one an operator may want back). */
 static void snapshot_restore(kvs_server *s, const uint8_t (*salts)[KVA_HASH_BYTES])
 {
     const char *path = s->cfg.snapshot;
@@ -236,11 +238,17 @@ static void snapshot_restore(kvs_server *s, const uint8_t (*salts)[KVA_HASH_BYTE
     char why[512] = "";
     uint64_t t0 = kvs_now_ms();
     int rc = kvs_snapshot_load(&s->pages, salts, path, &st, why, sizeof(why));
-    if (rc)
-        KVS_WARN("snapshot: %s; %u pages restored before that", why, st.pages);
-    KVS_INFO("snapshot %s: restored %u committed pages (%.1f MB of K/V from a %.1f MB file) "
-             "in %llu ms", path, st.pages, st.data_bytes / 1e6, st.file_bytes / 1e6,
-             (unsigned long long)(kvs_now_ms() - t0));
+    if (rc) {
+        char kept[KVS_PATH_MAX + 16];
+        snprintf(kept, sizeof(kept), "%s.rejected", path);
+        int moved = rename(path, kept) == 0;
+        KVS_WARN("snapshot: %s; %u pages restored before that; the file %s", why, st.pages,
+                 moved ? "is kept as .rejected" : "could not be moved aside");
+    }
+    if (st.pages)
+        KVS_INFO("snapshot %s: restored %u committed pages (%.1f MB of K/V from a %.1f MB "
+                 "file) in %llu ms", path, st.pages, st.data_bytes / 1e6, st.file_bytes / 1e6,
+                 (unsigned long long)(kvs_now_ms() - t0));
 }
 
 /* At a clean shutdown, every committed page to the snapshot file. */

@@ -1,6 +1,7 @@
 /* snapshot.c — the prefix cache on disk (see snapshot.h). */
 #include "snapshot.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <lz4.h>
@@ -14,40 +15,12 @@
 #include "proto/kverr.h"
 
 #define NONE KVA_NO_PAGE
-#define SNAP_MAGIC "KVSNAP\0\0"
-#define SNAP_VERSION 1u
-#define SUM_BYTES 16u         /* BLAKE2b-128 of a page's data */
-#define REC_RAW 1u            /* record flag: data stored without LZ4 */
-
-/* What must match for stored K/V to mean the same: the page layout and the options that
- * change K as it is stored (RoPE), and the tenants (hash salts, tenant indexes). */
-typedef struct snap_header {
-    char magic[8];
-    uint32_t version, layout_version;
-    uint32_t layers, q_heads, kv_heads, head_dim, page_tokens, dtype;
-    uint32_t rope;
-    float rope_theta;
-    uint64_t page_bytes;
-    uint8_t tenants_hash[KVA_HASH_BYTES];
-    uint32_t n_records, reserved;
-} snap_header;
-
-typedef struct snap_record {
-    uint32_t tenant;
-    uint32_t parent;          /* record index, NONE for a first page */
-    uint32_t flags;           /* REC_RAW */
-    uint32_t data_len;        /* bytes of data that follow the token ids */
-    uint8_t hash[KVA_HASH_BYTES];
-    uint8_t sum[SUM_BYTES];
-    /* then uint32_t tokens[page_tokens], then data_len bytes */
-} snap_record;
-
 static snap_header header_of(const kva_header *h, uint32_t n_records)
 {
     snap_header s;
     memset(&s, 0, sizeof(s));
-    memcpy(s.magic, SNAP_MAGIC, sizeof(s.magic));
-    s.version = SNAP_VERSION;
+    memcpy(s.magic, KVS_SNAP_MAGIC, sizeof(s.magic));
+    s.version = KVS_SNAP_VERSION;
     s.layout_version = h->layout_version;
     s.layers = h->layers;
     s.q_heads = h->q_heads;
@@ -103,6 +76,45 @@ static void sync_dir(const char *path)
 
 #define FAIL(rc_, ...) do { snprintf(why, why_len, __VA_ARGS__); rc = (rc_); goto out; } while (0)
 
+/* The committed pages of pg, parents first (by depth: a committed page's parent is
+ * committed), into order; rec_of[p] their index there. Depths are found once per page
+ * (the path up to a page of known depth is walked and filled in), then counting-sorted:
+ * O(pages) whatever the chains' lengths. Returns how many. */
+static uint32_t parents_first(const kvs_pages *pg, uint32_t *depth, uint32_t *order,
+                              uint32_t *rec_of)
+{
+    uint32_t n = 0, max_depth = 0;
+    for (uint32_t p = 0; p < pg->n; p++) {
+        if (kvs_page(pg, p)->state != KVA_PAGE_COMMITTED || depth[p])
+            continue;
+        uint32_t k = 0, q = p; /* order[] holds the path up, for now */
+        while (q != NONE && !depth[q]) {
+            order[k++] = q;
+            q = kvs_page(pg, q)->parent;
+        }
+        uint32_t d = q == NONE ? 0 : depth[q];
+        while (k > 0) {
+            depth[order[--k]] = ++d;
+            max_depth = d > max_depth ? d : max_depth;
+        }
+    }
+    uint32_t *start = calloc((size_t)max_depth + 2, sizeof(uint32_t));
+    if (!start)
+        return UINT32_MAX;
+    for (uint32_t p = 0; p < pg->n; p++)
+        if (depth[p])
+            start[depth[p] + 1]++, n++;
+    for (uint32_t d = 1; d <= max_depth + 1; d++)
+        start[d] += start[d - 1];
+    for (uint32_t p = 0; p < pg->n; p++)
+        if (depth[p]) {
+            rec_of[p] = start[depth[p]]++;
+            order[rec_of[p]] = p;
+        }
+    free(start);
+    return n;
+}
+
 int kvs_snapshot_save(const kvs_pages *pg, const char *path, kvs_snap_stats *st, char *why,
                       size_t why_len)
 {
@@ -111,36 +123,25 @@ int kvs_snapshot_save(const kvs_pages *pg, const char *path, kvs_snap_stats *st,
     const uint32_t P = h->page_tokens;
     memset(st, 0, sizeof(*st));
     char tmp[4200];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    int rc = 0;
+    snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid()); /* never another's */
+    int rc = 0, made = 0;
     FILE *f = NULL;
     uint32_t *depth = calloc(pg->n, sizeof(uint32_t)), *order = malloc(sizeof(uint32_t) * pg->n);
-    uint32_t *rec_of = malloc(sizeof(uint32_t) * pg->n);
+    uint32_t *rec_of = malloc(sizeof(uint32_t) * pg->n), n = 0;
     int cap = LZ4_compressBound((int)pb);
     uint8_t *planes = malloc(pb), *comp = malloc((size_t)cap);
-    if (!depth || !order || !rec_of || !planes || !comp || pb > (size_t)INT32_MAX)
+    if (!depth || !order || !rec_of || !planes || !comp || pb > (size_t)INT32_MAX ||
+        (n = parents_first(pg, depth, order, rec_of)) == UINT32_MAX)
         FAIL(KV_ERR_NOMEM, "out of memory for a snapshot of %zu-byte pages", pb);
-    /* committed pages, parents first: by depth (a committed page's parent is committed) */
-    uint32_t n = 0, max_depth = 0;
-    for (uint32_t p = 0; p < pg->n; p++) {
-        if (kvs_page(pg, p)->state != KVA_PAGE_COMMITTED)
-            continue;
-        uint32_t d = 1;
-        for (uint32_t q = kvs_page(pg, p)->parent; q != NONE; q = kvs_page(pg, q)->parent)
-            d++;
-        depth[p] = d;
-        max_depth = d > max_depth ? d : max_depth;
-        n++;
-    }
-    uint32_t k = 0;
-    for (uint32_t d = 1; d <= max_depth; d++)
-        for (uint32_t p = 0; p < pg->n; p++)
-            if (depth[p] == d) {
-                rec_of[p] = k;
-                order[k++] = p;
-            }
-    if (!(f = fopen(tmp, "wb")))
+    /* the owner's alone, as the arena is (every tenant's K/V is in it); a link is refused */
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
         FAIL(KV_ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
+    made = 1;
+    if (!(f = fdopen(fd, "wb"))) {
+        close(fd);
+        FAIL(KV_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
+    }
     snap_header sh = header_of(h, n);
     if (fwrite(&sh, sizeof(sh), 1, f) != 1)
         FAIL(KV_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
@@ -153,11 +154,11 @@ int kvs_snapshot_save(const kvs_pages *pg, const char *path, kvs_snap_stats *st,
         r.tenant = d->tenant;
         r.parent = d->parent == NONE ? NONE : rec_of[d->parent];
         memcpy(r.hash, d->hash, KVA_HASH_BYTES);
-        crypto_generichash(r.sum, SUM_BYTES, page, pb, NULL, 0);
+        crypto_generichash(r.sum, KVS_SNAP_SUM_BYTES, page, pb, NULL, 0);
         plane(planes, page, pb, es);
         int c = LZ4_compress_default((const char *)planes, (char *)comp, (int)pb, cap);
         const uint8_t *body = c > 0 && (size_t)c < pb ? comp : planes;
-        r.flags = body == planes ? REC_RAW : 0;
+        r.flags = body == planes ? KVS_SNAP_RAW : 0;
         r.data_len = body == planes ? (uint32_t)pb : (uint32_t)c;
         if (fwrite(&r, sizeof(r), 1, f) != 1 || fwrite(d->tokens, sizeof(uint32_t), P, f) != P ||
             fwrite(body, 1, r.data_len, f) != r.data_len)
@@ -168,19 +169,19 @@ int kvs_snapshot_save(const kvs_pages *pg, const char *path, kvs_snap_stats *st,
     if (fflush(f) != 0 || fsync(fileno(f)) != 0)
         FAIL(KV_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
     st->file_bytes = (uint64_t)ftell(f);
-    if (fclose(f) != 0) {
-        f = NULL;
-        FAIL(KV_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
-    }
+    int closed = fclose(f);
     f = NULL;
+    if (closed != 0)
+        FAIL(KV_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
     if (rename(tmp, path) != 0)
         FAIL(KV_ERR_IO, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
+    made = 0;
     sync_dir(path);
 out:
-    if (f) {
+    if (f)
         fclose(f);
+    if (made)
         unlink(tmp);
-    }
     free(depth);
     free(order);
     free(rec_of);
@@ -193,9 +194,9 @@ out:
 static const char *header_mismatch(const snap_header *s, const kva_header *h)
 {
     snap_header want = header_of(h, s->n_records);
-    if (memcmp(s->magic, SNAP_MAGIC, sizeof(s->magic)) != 0)
+    if (memcmp(s->magic, KVS_SNAP_MAGIC, sizeof(s->magic)) != 0)
         return "not a kvarena snapshot";
-    if (s->version != SNAP_VERSION)
+    if (s->version != KVS_SNAP_VERSION)
         return "another snapshot format version";
     if (s->layout_version != want.layout_version || s->page_bytes != want.page_bytes ||
         s->layers != want.layers || s->q_heads != want.q_heads ||
@@ -217,7 +218,7 @@ int kvs_snapshot_load(kvs_pages *pg, const uint8_t (*salt)[KVA_HASH_BYTES], cons
     const uint32_t P = h->page_tokens;
     memset(st, 0, sizeof(*st));
     int rc = 0;
-    uint32_t *map = NULL, *tokens = malloc(sizeof(uint32_t) * P);
+    uint32_t *map = NULL, *tenant_of = NULL, *tokens = malloc(sizeof(uint32_t) * P);
     uint8_t (*hashes)[KVA_HASH_BYTES] = NULL;
     uint8_t *planes = malloc(pb), *comp = malloc(pb), *page = malloc(pb);
     FILE *f = fopen(path, "rb");
@@ -225,20 +226,29 @@ int kvs_snapshot_load(kvs_pages *pg, const uint8_t (*salt)[KVA_HASH_BYTES], cons
         FAIL(KV_ERR_IO, "cannot open %s: %s", path, strerror(errno));
     if (!tokens || !planes || !comp || !page || pb > (size_t)INT32_MAX)
         FAIL(KV_ERR_NOMEM, "out of memory");
+    struct stat fs;
+    if (fstat(fileno(f), &fs) != 0)
+        FAIL(KV_ERR_IO, "cannot stat %s: %s", path, strerror(errno));
+    /* whoever can write the file can plant K/V under any prefix: the server's own only */
+    if (fs.st_uid != geteuid() || (fs.st_mode & 022))
+        FAIL(KV_ERR_INVAL, "%s is not restored: it must belong to uid %d and be writable by it "
+             "alone (it is uid %d, mode %03o)", path, (int)geteuid(), (int)fs.st_uid,
+             (unsigned)(fs.st_mode & 0777));
     snap_header sh;
     const char *bad;
     if (fread(&sh, sizeof(sh), 1, f) != 1)
         FAIL(KV_ERR_INVAL, "%s: too short for a snapshot header", path);
     if ((bad = header_mismatch(&sh, h)))
         FAIL(KV_ERR_INVAL, "%s does not fit this arena: %s", path, bad);
-    struct stat fs; /* each record takes at least its header and token ids */
-    if (fstat(fileno(f), &fs) != 0 ||
-        sh.n_records > (uint64_t)fs.st_size / (sizeof(snap_record) + sizeof(uint32_t) * P))
+    /* each record takes at least its header and token ids */
+    if (sh.n_records > (uint64_t)fs.st_size / (sizeof(snap_record) + sizeof(uint32_t) * P))
         FAIL(KV_ERR_INVAL, "%s: %u records cannot fit its %lld bytes", path, sh.n_records,
              (long long)fs.st_size);
-    map = malloc(sizeof(uint32_t) * (sh.n_records ? sh.n_records : 1));
-    hashes = malloc(KVA_HASH_BYTES * (size_t)(sh.n_records ? sh.n_records : 1));
-    if (!map || !hashes)
+    size_t nr = sh.n_records ? sh.n_records : 1;
+    map = malloc(sizeof(uint32_t) * nr);
+    tenant_of = malloc(sizeof(uint32_t) * nr);
+    hashes = malloc(KVA_HASH_BYTES * nr);
+    if (!map || !tenant_of || !hashes)
         FAIL(KV_ERR_NOMEM, "out of memory for %u records", sh.n_records);
     for (uint32_t i = 0; i < sh.n_records; i++) {
         snap_record r;
@@ -246,22 +256,24 @@ int kvs_snapshot_load(kvs_pages *pg, const uint8_t (*salt)[KVA_HASH_BYTES], cons
         if (fread(&r, sizeof(r), 1, f) != 1 || fread(tokens, sizeof(uint32_t), P, f) != P)
             FAIL(KV_ERR_INVAL, "%s: record %u of %u is cut short", path, i, sh.n_records);
         if (r.tenant >= pg->n_tenants || (r.parent != NONE && r.parent >= i) ||
-            r.data_len > pb || (r.flags & REC_RAW && r.data_len != pb) || r.flags & ~REC_RAW)
+            (r.parent != NONE && tenant_of[r.parent] != r.tenant) || r.data_len > pb ||
+            (r.flags & KVS_SNAP_RAW && r.data_len != pb) || r.flags & ~KVS_SNAP_RAW)
             FAIL(KV_ERR_INVAL, "%s: record %u is malformed", path, i);
-        uint8_t want[KVA_HASH_BYTES], sum[SUM_BYTES];
+        tenant_of[i] = r.tenant;
+        uint8_t want[KVA_HASH_BYTES], sum[KVS_SNAP_SUM_BYTES];
         kvs_block_hash(r.parent == NONE ? NULL : hashes[r.parent], salt[r.tenant], tokens, P,
                        want);
         memcpy(hashes[i], r.hash, KVA_HASH_BYTES);
         if (memcmp(want, r.hash, KVA_HASH_BYTES) != 0)
             FAIL(KV_ERR_INVAL, "%s: record %u: its block hash is not its tokens'", path, i);
-        if (fread(r.flags & REC_RAW ? planes : comp, 1, r.data_len, f) != r.data_len)
+        if (fread(r.flags & KVS_SNAP_RAW ? planes : comp, 1, r.data_len, f) != r.data_len)
             FAIL(KV_ERR_INVAL, "%s: record %u: its data is cut short", path, i);
-        if (!(r.flags & REC_RAW) &&
+        if (!(r.flags & KVS_SNAP_RAW) &&
             LZ4_decompress_safe((const char *)comp, (char *)planes, (int)r.data_len, (int)pb) != (int)pb)
             FAIL(KV_ERR_INVAL, "%s: record %u: its data does not decompress to a page", path, i);
         unplane(page, planes, pb, es);
-        crypto_generichash(sum, SUM_BYTES, page, pb, NULL, 0);
-        if (memcmp(sum, r.sum, SUM_BYTES) != 0)
+        crypto_generichash(sum, KVS_SNAP_SUM_BYTES, page, pb, NULL, 0);
+        if (memcmp(sum, r.sum, KVS_SNAP_SUM_BYTES) != 0)
             FAIL(KV_ERR_INVAL, "%s: record %u: its data fails its checksum", path, i);
         uint32_t parent = r.parent == NONE ? NONE : map[r.parent];
         const kvs_tenant_pages *tp = &pg->tenant[r.tenant];
@@ -278,8 +290,10 @@ int kvs_snapshot_load(kvs_pages *pg, const uint8_t (*salt)[KVA_HASH_BYTES], cons
         d->ntok = d->nvalid = P;
         d->state = KVA_PAGE_OPEN;
         memcpy(kva_data(h) + (size_t)p * pb, page, pb);
-        kvs_page_commit(pg, p, salt[r.tenant]); /* the hash checked above: p itself */
-        kvs_page_unref(pg, p);                   /* cached */
+        uint32_t q = kvs_page_commit(pg, p, salt[r.tenant]);
+        assert(q == p && !memcmp(d->hash, r.hash, KVA_HASH_BYTES)); /* checked above */
+        (void)q;
+        kvs_page_unref(pg, p); /* cached */
         map[i] = p;
         st->pages++;
         st->data_bytes += pb;
@@ -290,6 +304,7 @@ out:
         fclose(f);
     }
     free(map);
+    free(tenant_of);
     free(hashes);
     free(tokens);
     free(planes);

@@ -22,6 +22,35 @@
 
 #include "pages.h"
 
+/* The file format (native endian: a snapshot stays on its machine or one like it). */
+#define KVS_SNAP_MAGIC "KVSNAP\0\0"
+#define KVS_SNAP_VERSION 1u
+#define KVS_SNAP_SUM_BYTES 16u  /* BLAKE2b-128 of a page's data */
+#define KVS_SNAP_RAW 1u         /* record flag: data stored without LZ4 */
+
+/* What must match for stored K/V to mean the same: the page layout and the options that
+ * change K as it is stored (RoPE), and the tenants (hash salts, tenant indexes). */
+typedef struct snap_header {
+    char magic[8];
+    uint32_t version, layout_version;
+    uint32_t layers, q_heads, kv_heads, head_dim, page_tokens, dtype;
+    uint32_t rope;
+    float rope_theta;
+    uint64_t page_bytes;
+    uint8_t tenants_hash[KVA_HASH_BYTES];
+    uint32_t n_records, reserved;
+} snap_header;
+
+typedef struct snap_record {
+    uint32_t tenant;
+    uint32_t parent;          /* record index, KVA_NO_PAGE for a first page */
+    uint32_t flags;           /* KVS_SNAP_RAW */
+    uint32_t data_len;        /* bytes of data that follow the token ids */
+    uint8_t hash[KVA_HASH_BYTES];
+    uint8_t sum[KVS_SNAP_SUM_BYTES];
+    /* then uint32_t tokens[page_tokens], then data_len bytes */
+} snap_record;
+
 typedef struct kvs_snap_stats {
     uint32_t pages;        /* pages written or restored */
     uint64_t data_bytes;   /* their K/V bytes */

@@ -2,12 +2,13 @@
  * memory: a snapshot restored into a fresh arena gives back every committed page (tokens,
  * hash, parent, K/V) as cached pages; damage anywhere in the file (a byte changed every few
  * bytes, in two ways, and cuts at as many lengths) never restores a page that differs from
- * the one saved, never
- * breaks the allocator, and keeps the pages before the damage; a full arena or a tenant at
- * its quota restores what fits; another tenant list or page layout restores nothing. */
+ * the one saved, never breaks the allocator, and keeps the pages of the records before the
+ * damage; a record repeated is refused; a full arena or a tenant at its quota restores what
+ * fits; another tenant list, or a file others may write, restores nothing. */
 #include "arena_fixture.h"
 
 #include <stdio.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "kvserver/log.h"
@@ -129,6 +130,16 @@ static void test_round_trip(void **state)
     same_pages(f, g);
     fx_del(g);
 
+    /* a file others may write: nothing (whoever can write it could plant K/V) */
+    assert_int_equal(chmod(path, 0666), 0);
+    g = fx_new(&cfg16);
+    assert_int_equal(kvs_snapshot_load(&g->pg, (const uint8_t (*)[KVA_HASH_BYTES])g->salt, path,
+                                       &st, why, sizeof(why)), KV_ERR_INVAL);
+    assert_non_null(strstr(why, "writable by it alone"));
+    assert_int_equal(g->pg.n_cached, 0);
+    fx_del(g);
+    assert_int_equal(chmod(path, 0600), 0);
+
     /* another tenant list (salts): nothing, and the header says why */
     g = fx_new(&cfg16);
     g->h->tenants_hash[0] ^= 1;
@@ -158,6 +169,16 @@ static void test_damage(void **state)
     assert_non_null(file);
     assert_int_equal(fread(file, 1, size, in), size);
     fclose(in);
+    /* where each record ends: a page whose record is whole and before the damage is restored */
+    size_t *end = malloc(sizeof(size_t) * (n + 1)), at_rec = sizeof(snap_header);
+    assert_non_null(end);
+    for (uint32_t k = 0; k < n; k++) {
+        snap_record r;
+        memcpy(&r, file + at_rec, sizeof(r));
+        at_rec += sizeof(r) + FX_P * sizeof(uint32_t) + r.data_len;
+        end[k] = at_rec;
+    }
+    assert_int_equal(at_rec, size);
     kvs_log_level = KVS_LOG_ERROR;
     uint32_t worst = n;
     /* a byte in every 7 changed (in two ways), then a cut at every 7th length */
@@ -176,10 +197,37 @@ static void test_damage(void **state)
         assert_true(rc == 0 || rc == KV_ERR_INVAL);
         fx_check(g);
         assert_int_equal(same_pages(f, g), st.pages);
+        uint32_t whole = 0; /* records wholly before the damaged byte or the cut */
+        while (whole < n && end[whole] <= (i < 2 * size ? at : len))
+            whole++;
+        if (i < 2 * size && at >= sizeof(snap_header))
+            assert_true(st.pages >= whole);
+        else if (i >= 2 * size)
+            assert_int_equal(st.pages, whole);
         worst = st.pages < worst ? st.pages : worst;
         fx_del(g);
     }
     assert_int_equal(worst, 0); /* some damage was caught before the first page */
+
+    /* a record repeated (the first one again at the end): refused, the others restored */
+    snap_header sh;
+    memcpy(&sh, file, sizeof(sh));
+    sh.n_records++;
+    FILE *out = fopen(bad, "wb");
+    assert_non_null(out);
+    assert_int_equal(fwrite(&sh, sizeof(sh), 1, out), 1);
+    assert_int_equal(fwrite(file + sizeof(sh), 1, size - sizeof(sh), out), size - sizeof(sh));
+    assert_int_equal(fwrite(file + sizeof(sh), 1, end[0] - sizeof(sh), out), end[0] - sizeof(sh));
+    fclose(out);
+    fx *g = fx_new(&cfg16);
+    assert_int_equal(kvs_snapshot_load(&g->pg, (const uint8_t (*)[KVA_HASH_BYTES])g->salt, bad,
+                                       &st, why, sizeof(why)), KV_ERR_INVAL);
+    assert_non_null(strstr(why, "a second copy"));
+    assert_int_equal(st.pages, n);
+    fx_check(g);
+    same_pages(f, g);
+    fx_del(g);
+    free(end);
     free(file);
     unlink(path);
     unlink(bad);
