@@ -2,6 +2,7 @@
 #   fuzz_envelope      client request envelope + frame sizes -> kvp_check_request
 #   fuzz_job           job envelope + frame sizes -> kvp_check_job (what a kvworker trusts)
 #   fuzz_arena_header  header block + region size -> kva_header_check
+#   fuzz_snapshot      a snapshot file (mostly well-formed, then damaged) -> kvs_snapshot_load
 #
 #   make fuzz [FUZZ_SECONDS=60]   build build-fuzz/ with clang, run each target N seconds
 #   make fuzz-smoke               each target ~10 s (CI)
@@ -16,7 +17,7 @@
 FUZZ_B := build-fuzz
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := fuzz_envelope fuzz_job fuzz_arena_header
+FUZZ_TARGETS := fuzz_envelope fuzz_job fuzz_arena_header fuzz_snapshot
 FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 
 .PHONY: fuzz fuzz-smoke fuzz-build fuzz-corpus fuzz-inner
@@ -27,11 +28,11 @@ fuzz-build: deps
 	    SANFLAGS="$(FUZZ_SAN) -fsanitize=fuzzer-no-link" fuzz-inner
 
 ifeq ($(B),$(FUZZ_B))
-FUZZ_LIBS := $(B)/libkvproto.a $(KERNELS_LIB)
+FUZZ_LIBS := $(B)/libkvserver.a $(B)/libkvproto.a $(KERNELS_LIB)
 fuzz-inner: $(FUZZ_TARGETS:%=$(B)/fuzz/%) $(B)/fuzz/seeds
 $(FUZZ_TARGETS:%=$(B)/fuzz/%): $(B)/fuzz/%: $(B)/obj/tests/fuzz/%.o $(FUZZ_LIBS)
 	@mkdir -p $(dir $@)
-	$(CC) $(SANFLAGS) -fsanitize=fuzzer -o $@ $^ $(PKG_LIBS) $(LDLIBS)
+	$(CC) $(SANFLAGS) -fsanitize=fuzzer -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS) $(LDLIBS)
 $(B)/fuzz/seeds: $(B)/obj/tests/fuzz/seeds.o $(FUZZ_LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(SANFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)

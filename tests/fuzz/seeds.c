@@ -169,6 +169,22 @@ static void header_seed(const char *name, kvk_geom g, uint32_t n_pages, uint32_t
     write_file("fuzz_arena_header", name, r, 8, &h, sizeof(h));
 }
 
+/* fuzz_snapshot's inputs (see its header): [mode][arena pages][quotas] then, structured,
+ * [records][count adjust] and per record [tenant][parent][flags][data seed][4 tokens]. */
+static void snapshot_seeds(void)
+{
+    static const uint8_t tree[] = { 0, 11, 0, 6, 1,
+                                    0, 0xff, 0, 1, 1, 2, 3, 4,      /* a root */
+                                    0, 0, 0x40, 2, 5, 6, 7, 0,      /* its child */
+                                    1, 0xff, 0, 3, 1, 2, 3, 4,      /* tenant 1's root */
+                                    0, 1, 0, 4, 3, 3, 3, 3,         /* a grandchild */
+                                    0, 0, 0x20, 0, 0, 0, 0, 0,      /* a duplicate */
+                                    1, 2, 0x80, 5, 1, 1, 2, 2 };    /* a damaged body */
+    static const uint8_t raw[] = { 1, 5, 0, 3, 0, 'K', 'V', 'S', 'N', 'A', 'P', 0, 0 };
+    write_file("fuzz_snapshot", "tree", tree, sizeof(tree), NULL, 0);
+    write_file("fuzz_snapshot", "raw_body", raw, sizeof(raw), NULL, 0);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -177,6 +193,7 @@ int main(int argc, char **argv)
     }
     dir = argv[1];
     envelope_seeds();
+    snapshot_seeds();
     job_seed("job_default", 0, 20, 5, 0);
     job_seed("job_tiny", 1, 0, 7, 0);
     job_seed("job_one_page", 2, 0, 1, 0);
