@@ -4,8 +4,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <lz4.h>
-#include <sodium.h>
+#include <lz4frame.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +40,15 @@ static snap_header header_of(const kva_header *h, uint32_t n_records)
 static void plane(uint8_t *dst, const uint8_t *src, size_t bytes, size_t esize)
 {
     size_t n = bytes / esize;
+    if (esize == 2) { /* the page's dtype: a loop over whole elements the compiler vectorizes */
+        for (size_t i = 0; i < n; i++) {
+            uint16_t v;
+            memcpy(&v, src + 2 * i, 2);
+            dst[i] = (uint8_t)v;
+            dst[n + i] = (uint8_t)(v >> 8);
+        }
+        return;
+    }
     for (size_t b = 0; b < esize; b++)
         for (size_t i = 0; i < n; i++)
             dst[b * n + i] = src[i * esize + b];
@@ -49,6 +57,13 @@ static void plane(uint8_t *dst, const uint8_t *src, size_t bytes, size_t esize)
 static void unplane(uint8_t *dst, const uint8_t *src, size_t bytes, size_t esize)
 {
     size_t n = bytes / esize;
+    if (esize == 2) {
+        for (size_t i = 0; i < n; i++) {
+            uint16_t v = (uint16_t)(src[i] | src[n + i] << 8);
+            memcpy(dst + 2 * i, &v, 2);
+        }
+        return;
+    }
     for (size_t b = 0; b < esize; b++)
         for (size_t i = 0; i < n; i++)
             dst[i * esize + b] = src[b * n + i];
@@ -57,6 +72,19 @@ static void unplane(uint8_t *dst, const uint8_t *src, size_t bytes, size_t esize
 static size_t elem_size(const kva_header *h)
 {
     return kvk_dtype_size((kvk_dtype)h->dtype);
+}
+
+/* A page's frame: one block (pages are at most a few MiB), its size and content checksum
+ * in the frame, so a decoder checks both. */
+static LZ4F_preferences_t frame_prefs(size_t page_bytes)
+{
+    LZ4F_preferences_t p;
+    memset(&p, 0, sizeof(p));
+    p.frameInfo.blockSizeID = LZ4F_max4MB;
+    p.frameInfo.blockMode = LZ4F_blockIndependent;
+    p.frameInfo.contentChecksumFlag = LZ4F_contentChecksumEnabled;
+    p.frameInfo.contentSize = page_bytes;
+    return p;
 }
 
 /* Makes a rename in path's directory durable (best effort: the file itself is synced). */
@@ -128,9 +156,10 @@ int kvs_snapshot_save(const kvs_pages *pg, const char *path, kvs_snap_stats *st,
     FILE *f = NULL;
     uint32_t *depth = calloc(pg->n, sizeof(uint32_t)), *order = malloc(sizeof(uint32_t) * pg->n);
     uint32_t *rec_of = malloc(sizeof(uint32_t) * pg->n), n = 0;
-    int cap = LZ4_compressBound((int)pb);
-    uint8_t *planes = malloc(pb), *comp = malloc((size_t)cap);
-    if (!depth || !order || !rec_of || !planes || !comp || pb > (size_t)INT32_MAX ||
+    LZ4F_preferences_t prefs = frame_prefs(pb);
+    size_t cap = LZ4F_compressFrameBound(pb, &prefs);
+    uint8_t *planes = malloc(pb), *comp = malloc(cap);
+    if (!depth || !order || !rec_of || !planes || !comp ||
         (n = parents_first(pg, depth, order, rec_of)) == UINT32_MAX)
         FAIL(KV_ERR_NOMEM, "out of memory for a snapshot of %zu-byte pages", pb);
     /* the owner's alone, as the arena is (every tenant's K/V is in it); a link is refused */
@@ -154,14 +183,13 @@ int kvs_snapshot_save(const kvs_pages *pg, const char *path, kvs_snap_stats *st,
         r.tenant = d->tenant;
         r.parent = d->parent == NONE ? NONE : rec_of[d->parent];
         memcpy(r.hash, d->hash, KVA_HASH_BYTES);
-        crypto_generichash(r.sum, KVS_SNAP_SUM_BYTES, page, pb, NULL, 0);
         plane(planes, page, pb, es);
-        int c = LZ4_compress_default((const char *)planes, (char *)comp, (int)pb, cap);
-        const uint8_t *body = c > 0 && (size_t)c < pb ? comp : planes;
-        r.flags = body == planes ? KVS_SNAP_RAW : 0;
-        r.data_len = body == planes ? (uint32_t)pb : (uint32_t)c;
+        size_t c = LZ4F_compressFrame(comp, cap, planes, pb, &prefs);
+        if (LZ4F_isError(c) || c > UINT32_MAX)
+            FAIL(KV_ERR_INTERNAL, "LZ4 frame: %s", LZ4F_getErrorName(c));
+        r.data_len = (uint32_t)c;
         if (fwrite(&r, sizeof(r), 1, f) != 1 || fwrite(d->tokens, sizeof(uint32_t), P, f) != P ||
-            fwrite(body, 1, r.data_len, f) != r.data_len)
+            fwrite(comp, 1, c, f) != c)
             FAIL(KV_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
         st->pages++;
         st->data_bytes += pb;
@@ -220,11 +248,15 @@ int kvs_snapshot_load(kvs_pages *pg, const uint8_t (*salt)[KVA_HASH_BYTES], cons
     int rc = 0;
     uint32_t *map = NULL, *tenant_of = NULL, *tokens = malloc(sizeof(uint32_t) * P);
     uint8_t (*hashes)[KVA_HASH_BYTES] = NULL;
-    uint8_t *planes = malloc(pb), *comp = malloc(pb), *page = malloc(pb);
+    LZ4F_preferences_t prefs = frame_prefs(pb);
+    size_t cap = LZ4F_compressFrameBound(pb, &prefs);
+    uint8_t *planes = malloc(pb), *comp = malloc(cap), *page = malloc(pb);
+    LZ4F_dctx *dctx = NULL;
     FILE *f = fopen(path, "rb");
     if (!f)
         FAIL(KV_ERR_IO, "cannot open %s: %s", path, strerror(errno));
-    if (!tokens || !planes || !comp || !page || pb > (size_t)INT32_MAX)
+    if (!tokens || !planes || !comp || !page ||
+        LZ4F_isError(LZ4F_createDecompressionContext(&dctx, LZ4F_VERSION)))
         FAIL(KV_ERR_NOMEM, "out of memory");
     struct stat fs;
     if (fstat(fileno(f), &fs) != 0)
@@ -256,25 +288,35 @@ int kvs_snapshot_load(kvs_pages *pg, const uint8_t (*salt)[KVA_HASH_BYTES], cons
         if (fread(&r, sizeof(r), 1, f) != 1 || fread(tokens, sizeof(uint32_t), P, f) != P)
             FAIL(KV_ERR_INVAL, "%s: record %u of %u is cut short", path, i, sh.n_records);
         if (r.tenant >= pg->n_tenants || (r.parent != NONE && r.parent >= i) ||
-            (r.parent != NONE && tenant_of[r.parent] != r.tenant) || r.data_len > pb ||
-            (r.flags & KVS_SNAP_RAW && r.data_len != pb) || r.flags & ~KVS_SNAP_RAW)
+            (r.parent != NONE && tenant_of[r.parent] != r.tenant) || r.data_len > cap ||
+            r.reserved)
             FAIL(KV_ERR_INVAL, "%s: record %u is malformed", path, i);
         tenant_of[i] = r.tenant;
-        uint8_t want[KVA_HASH_BYTES], sum[KVS_SNAP_SUM_BYTES];
+        uint8_t want[KVA_HASH_BYTES];
         kvs_block_hash(r.parent == NONE ? NULL : hashes[r.parent], salt[r.tenant], tokens, P,
                        want);
         memcpy(hashes[i], r.hash, KVA_HASH_BYTES);
         if (memcmp(want, r.hash, KVA_HASH_BYTES) != 0)
             FAIL(KV_ERR_INVAL, "%s: record %u: its block hash is not its tokens'", path, i);
-        if (fread(r.flags & KVS_SNAP_RAW ? planes : comp, 1, r.data_len, f) != r.data_len)
+        if (fread(comp, 1, r.data_len, f) != r.data_len)
             FAIL(KV_ERR_INVAL, "%s: record %u: its data is cut short", path, i);
-        if (!(r.flags & KVS_SNAP_RAW) &&
-            LZ4_decompress_safe((const char *)comp, (char *)planes, (int)r.data_len, (int)pb) != (int)pb)
-            FAIL(KV_ERR_INVAL, "%s: record %u: its data does not decompress to a page", path, i);
+        /* a frame that declares a page and its checksum (a frame may omit both: then
+         * nothing would check the data), decoded whole to exactly a page, the decoder
+         * verifying the checksum */
+        size_t head = r.data_len, out = pb, in, left;
+        LZ4F_frameInfo_t fi;
+        LZ4F_resetDecompressionContext(dctx);
+        left = LZ4F_getFrameInfo(dctx, &fi, comp, &head);
+        if (LZ4F_isError(left) || fi.contentChecksumFlag != LZ4F_contentChecksumEnabled ||
+            fi.contentSize != pb)
+            FAIL(KV_ERR_INVAL, "%s: record %u: its frame does not declare a checksummed page",
+                 path, i);
+        in = r.data_len - head;
+        left = LZ4F_decompress(dctx, planes, &out, comp + head, &in, NULL);
+        if (LZ4F_isError(left) || left != 0 || in != r.data_len - head || out != pb)
+            FAIL(KV_ERR_INVAL, "%s: record %u: its data is not a whole page (%s)", path, i,
+                 LZ4F_isError(left) ? LZ4F_getErrorName(left) : "size");
         unplane(page, planes, pb, es);
-        crypto_generichash(sum, KVS_SNAP_SUM_BYTES, page, pb, NULL, 0);
-        if (memcmp(sum, r.sum, KVS_SNAP_SUM_BYTES) != 0)
-            FAIL(KV_ERR_INVAL, "%s: record %u: its data fails its checksum", path, i);
         uint32_t parent = r.parent == NONE ? NONE : map[r.parent];
         const kvs_tenant_pages *tp = &pg->tenant[r.tenant];
         if ((r.parent != NONE && parent == NONE) || (tp->quota && tp->pages >= tp->quota))
@@ -303,6 +345,7 @@ out:
         st->file_bytes = (uint64_t)ftell(f);
         fclose(f);
     }
+    LZ4F_freeDecompressionContext(dctx);
     free(map);
     free(tenant_of);
     free(hashes);

@@ -4,14 +4,15 @@
  *
  * File: a header (magic, format version, the arena's page layout and the model options
  * that shape stored K/V, the tenant list's hash), then one record per page, parents before
- * children: tenant, parent record, block hash, token ids, a BLAKE2b checksum of the page
- * data and the data itself, split into byte planes (every element's first bytes, then its
- * second...) and LZ4-compressed (stored as is when that does not make it smaller). Written
- * to PATH.tmp, synced, then renamed over PATH: a crash leaves the old file or the new one.
+ * children: tenant, parent record, block hash, token ids, and the page data split into byte
+ * planes (every element's first bytes, then its second...) as one LZ4 frame carrying its
+ * content size and xxHash32 content checksum (incompressible blocks are stored as they are).
+ * Written to a temporary file, synced, then renamed over PATH: a crash leaves the old file
+ * or the new one.
  *
  * Reading trusts nothing: a record is restored only if its tenant and parent are valid, its
- * block hash is the one its parent, tenant and tokens give, and its data decompresses to
- * exactly a page with the checksum; the first bad record ends the restore (the pages before
+ * block hash is the one its parent, tenant and tokens give, and its frame decodes to
+ * exactly a page with its checksum; the first bad record ends the restore (the pages before
  * it stay). Restored pages are cached (reference count 0), evictable as any other; restoring
  * stops when the arena has no free page left. */
 #ifndef KVARENA_SNAPSHOT_H
@@ -24,9 +25,7 @@
 
 /* The file format (native endian: a snapshot stays on its machine or one like it). */
 #define KVS_SNAP_MAGIC "KVSNAP\0\0"
-#define KVS_SNAP_VERSION 1u
-#define KVS_SNAP_SUM_BYTES 16u  /* BLAKE2b-128 of a page's data */
-#define KVS_SNAP_RAW 1u         /* record flag: data stored without LZ4 */
+#define KVS_SNAP_VERSION 2u
 
 /* What must match for stored K/V to mean the same: the page layout and the options that
  * change K as it is stored (RoPE), and the tenants (hash salts, tenant indexes). */
@@ -44,11 +43,10 @@ typedef struct snap_header {
 typedef struct snap_record {
     uint32_t tenant;
     uint32_t parent;          /* record index, KVA_NO_PAGE for a first page */
-    uint32_t flags;           /* KVS_SNAP_RAW */
-    uint32_t data_len;        /* bytes of data that follow the token ids */
+    uint32_t data_len;        /* bytes of the LZ4 frame that follows the token ids */
+    uint32_t reserved;        /* 0 */
     uint8_t hash[KVA_HASH_BYTES];
-    uint8_t sum[KVS_SNAP_SUM_BYTES];
-    /* then uint32_t tokens[page_tokens], then data_len bytes */
+    /* then uint32_t tokens[page_tokens], then the frame */
 } snap_record;
 
 typedef struct kvs_snap_stats {

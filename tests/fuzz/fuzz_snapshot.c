@@ -1,8 +1,9 @@
 /* fuzz_snapshot — libFuzzer target: kvs_snapshot_load (kvserver/snapshot.c) on a small
  * arena in private memory (tests/unit/arena_fixture.h), against snapshot files the input
- * describes. Structure-aware: most inputs describe records whose hash, checksum and LZ4
- * data are made valid, with optional damage (a hash or checksum bit, raw or compressed data,
- * a data length, flags, a body byte, an exact duplicate, a cut, a record count off by a few),
+ * describes. Structure-aware: most inputs describe records whose hash and LZ4 frame are
+ * made valid, with optional damage (a hash bit, a frame without its checksum or size, a
+ * data length, the reserved field, a frame byte, an exact duplicate, a cut, a record count
+ * off by a few),
  * so the fuzzer reaches the allocator; with bit 0 of the first byte the rest of the input is
  * the file's body verbatim after a valid header. Arena size and tenant quotas vary too.
  * After each load: the allocator's invariants, every restored page cached and equal to a
@@ -10,7 +11,7 @@
  * tenant; then an eviction sweep and the invariants again. */
 #include "tests/unit/arena_fixture.h"
 
-#include <lz4.h>
+#include <lz4frame.h>
 #include <stdio.h>
 #include <unistd.h>
 
@@ -93,7 +94,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         uint8_t adj = u8();
         sh.n_records = n + (adj & 1 ? 0 : (adj >> 1) % 3) - (adj & 1 ? 0 : 1);
         put(&sh, sizeof(sh));
-        uint8_t *planes = malloc(pb), *comp = malloc((size_t)LZ4_compressBound((int)pb));
+        LZ4F_preferences_t prefs;
+        memset(&prefs, 0, sizeof(prefs));
+        prefs.frameInfo.blockSizeID = LZ4F_max4MB;
+        prefs.frameInfo.contentChecksumFlag = LZ4F_contentChecksumEnabled;
+        prefs.frameInfo.contentSize = pb;
+        size_t cap = LZ4F_compressFrameBound(pb, &prefs);
+        uint8_t *planes = malloc(pb), *comp = malloc(cap);
         for (uint32_t i = 0; i < n; i++) {
             spec *s = &sp[nspec++];
             s->page = malloc(pb);
@@ -130,22 +137,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (fl & 1)
                 r.hash[u8() % KVA_HASH_BYTES] ^= 1;
             memcpy(s->hash, r.hash, KVA_HASH_BYTES);
-            crypto_generichash(r.sum, KVS_SNAP_SUM_BYTES, s->page, pb, NULL, 0);
-            if (fl & 2)
-                r.sum[0] ^= 1;
             for (size_t b = 0; b < es; b++)
                 for (size_t j = 0; j < pb / es; j++)
                     planes[b * (pb / es) + j] = s->page[j * es + b];
-            int c = LZ4_compress_default((const char *)planes, (char *)comp, (int)pb,
-                                         LZ4_compressBound((int)pb));
-            const uint8_t *body = c > 0 && (size_t)c < pb && !(fl & 4) ? comp : planes;
-            r.flags = body == planes ? KVS_SNAP_RAW : 0;
-            r.data_len = body == planes ? (uint32_t)pb : (uint32_t)c;
+            LZ4F_preferences_t pr = prefs; /* without checksum or size, or a size off by one */
+            if (fl & 2)
+                pr.frameInfo.contentChecksumFlag = LZ4F_noContentChecksum;
+            if (fl & 4)
+                pr.frameInfo.contentSize = fl & 1 ? 0 : pb - es;
+            size_t c = LZ4F_compressFrame(comp, cap, planes, fl & 4 && !(fl & 1) ? pb - es : pb,
+                                          &pr);
+            if (LZ4F_isError(c))
+                abort();
+            const uint8_t *body = comp;
+            r.data_len = (uint32_t)c;
             uint32_t wlen = r.data_len;
             if (fl & 8)
                 r.data_len += (uint32_t)(int8_t)u8();
             if (fl & 0x10)
-                r.flags ^= 1u << (u8() % 32);
+                r.reserved ^= 1u << (u8() % 32);
             put(&r, sizeof(r));
             put(s->tokens, sizeof(s->tokens));
             if (fl & 0x80 && wlen > 1) { /* a damaged body byte */

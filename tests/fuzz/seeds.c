@@ -181,7 +181,14 @@ static void snapshot_seeds(void)
                                     0, 0, 0x20, 0, 0, 0, 0, 0,      /* a duplicate */
                                     1, 2, 0x80, 5, 1, 1, 2, 2 };    /* a damaged body */
     static const uint8_t raw[] = { 1, 5, 0, 3, 0, 'K', 'V', 'S', 'N', 'A', 'P', 0, 0 };
+    /* regression: a frame without its checksum, damaged, was restored (found by this target) */
+    static const uint8_t unchecked[] = {
+        0x00, 0x0b, 0x0d, 0xeb, 0x1c, 0x0b, 0x95, 0xa2, 0x01, 0x00, 0x00, 0x00,
+        0xad, 0x30, 0xd5, 0xad, 0x7a, 0x82, 0x77, 0x6c, 0x94, 0x84, 0x99, 0xc0,
+        0xe4, 0xef, 0x23, 0x36, 0x05, 0x41, 0x00, 0x02, 0x12,
+    };
     write_file("fuzz_snapshot", "tree", tree, sizeof(tree), NULL, 0);
+    write_file("fuzz_snapshot", "frame_unchecked", unchecked, sizeof(unchecked), NULL, 0);
     write_file("fuzz_snapshot", "raw_body", raw, sizeof(raw), NULL, 0);
 }
 

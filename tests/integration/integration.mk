@@ -22,9 +22,15 @@ $(B)/tests/bench_e2e: $(B)/obj/tests/bench/bench_e2e.o $(B)/obj/client/examples/
                       $(B)/libkvclient.a $(KERNELS_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
+# and the prefix cache's snapshot against the file speed of the same bytes (same run).
+$(B)/tests/bench_snapshot: $(B)/obj/tests/bench/bench_snapshot.o $(B)/libkvserver.a \
+                           $(B)/libkvproto.a $(KERNELS_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
 bench: deps
-	$(MAKE) all $(B)/tests/bench_e2e
+	$(MAKE) all $(B)/tests/bench_e2e $(B)/tests/bench_snapshot
 	B=$(B) tests/bench/bench_e2e.sh
+	$(B)/tests/bench_snapshot
 
 $(B)/tests/mem_pressure: $(B)/obj/tests/fault/mem_pressure.o $(B)/obj/client/examples/synth.o \
                          $(B)/libkvclient.a $(KERNELS_LIB)

@@ -7,6 +7,7 @@
  * fits; another tenant list, or a file others may write, restores nothing. */
 #include "arena_fixture.h"
 
+#include <lz4frame.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -227,6 +228,40 @@ static void test_damage(void **state)
     fx_check(g);
     same_pages(f, g);
     fx_del(g);
+
+    /* the first record's frame made again without its checksum (a valid LZ4 frame, the
+     * same data): refused, as nothing would detect damage in it */
+    size_t pb = f->h->page_bytes, cap = LZ4F_compressFrameBound(pb, NULL);
+    uint8_t *plain = malloc(pb), *frame = malloc(cap);
+    assert_non_null(plain);
+    assert_non_null(frame);
+    snap_record r0;
+    memcpy(&r0, file + sizeof(snap_header), sizeof(r0));
+    size_t at0 = sizeof(snap_header) + sizeof(r0) + FX_P * sizeof(uint32_t);
+    LZ4F_dctx *dctx;
+    assert_false(LZ4F_isError(LZ4F_createDecompressionContext(&dctx, LZ4F_VERSION)));
+    size_t dec = pb, src = r0.data_len;
+    assert_int_equal(LZ4F_decompress(dctx, plain, &dec, file + at0, &src, NULL), 0);
+    LZ4F_freeDecompressionContext(dctx);
+    size_t c = LZ4F_compressFrame(frame, cap, plain, pb, NULL); /* defaults: no checksum */
+    assert_false(LZ4F_isError(c));
+    r0.data_len = (uint32_t)c;
+    FILE *o2 = fopen(bad, "wb");
+    assert_non_null(o2);
+    assert_int_equal(fwrite(file, 1, sizeof(snap_header), o2), sizeof(snap_header));
+    assert_int_equal(fwrite(&r0, sizeof(r0), 1, o2), 1);
+    assert_int_equal(fwrite(file + sizeof(snap_header) + sizeof(r0), 1, FX_P * 4, o2), FX_P * 4);
+    assert_int_equal(fwrite(frame, 1, c, o2), c);
+    assert_int_equal(fwrite(file + end[0], 1, size - end[0], o2), size - end[0]);
+    fclose(o2);
+    g = fx_new(&cfg16);
+    assert_int_equal(kvs_snapshot_load(&g->pg, (const uint8_t (*)[KVA_HASH_BYTES])g->salt, bad,
+                                       &st, why, sizeof(why)), KV_ERR_INVAL);
+    assert_non_null(strstr(why, "does not declare a checksummed page"));
+    assert_int_equal(st.pages, 0);
+    fx_del(g);
+    free(plain);
+    free(frame);
     free(end);
     free(file);
     unlink(path);

@@ -1,0 +1,152 @@
+/* bench_snapshot — the prefix cache on disk (kvserver/snapshot.c) against this machine's
+ * own file speed, measured in the same run on the same bytes.
+ *
+ * An arena in private memory with a Llama-3-8B-shaped page (32 layers, 8 KV heads of 128,
+ * 16 tokens, fp16: 2 MiB) holds N committed pages in chains of 16 (finite fp16 values in
+ * [-1, 1), their high bytes as varied as real activations' are not: the compression ratio
+ * here is a floor). kvs_snapshot_save is timed against writing the same number of bytes
+ * to a file with one write + fsync; kvs_snapshot_load into a fresh arena against reading
+ * that file back (both from the page cache: what a restart right after a stop sees).
+ * Usage: bench_snapshot [DIR [PAGES]] (default /tmp, 256 pages = 512 MiB).
+ * Output: `BENCH name=... value=... unit=MB/s limit=... pct=...` lines. */
+#include <fcntl.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kvserver/log.h"
+#include "kvserver/pages.h"
+#include "kvserver/snapshot.h"
+#include "proto/kverr.h"
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static void die(const char *what)
+{
+    fprintf(stderr, "bench_snapshot: %s\n", what);
+    exit(1);
+}
+
+/* A fresh arena of n pages in private memory, as kvserver/shm.c lays one out. */
+static kva_header *arena(uint32_t n, kvs_pages *pg)
+{
+    kva_header hd = {
+        .magic = KVA_MAGIC, .version = KVA_FORMAT_VERSION, .layout_version = KVK_LAYOUT_VERSION,
+        .layers = 32, .q_heads = 32, .kv_heads = 8, .head_dim = 128, .page_tokens = 16,
+        .dtype = KVK_F16, .n_pages = n, .max_seqs = 8,
+    };
+    kvk_geom g = kva_geom(&hd);
+    hd.page_bytes = kvk_page_bytes(&g);
+    if (kva_layout(&hd) != 0)
+        die("no layout");
+    kva_header *h = aligned_alloc(4096, (hd.total_bytes + 4095) / 4096 * 4096);
+    if (!h)
+        die("out of memory");
+    memset(h, 0, hd.total_bytes);
+    *h = hd;
+    for (uint32_t p = 0; p < n; p++)
+        kva_page_at(h, p)->parent = KVA_NO_PAGE;
+    if (kvs_pages_init(pg, h, 1) != 0)
+        die("kvs_pages_init");
+    return h;
+}
+
+int main(int argc, char **argv)
+{
+    const char *dir = argc > 1 ? argv[1] : "/tmp";
+    uint32_t n = argc > 2 ? (uint32_t)atoi(argv[2]) : 256;
+    if (sodium_init() < 0 || n == 0)
+        die("sodium_init");
+    kvs_log_level = KVS_LOG_ERROR;
+    uint8_t salt[1][KVA_HASH_BYTES] = { { 7 } };
+    kvs_pages pg, pg2;
+    kva_header *h = arena(n, &pg);
+    const size_t pb = h->page_bytes;
+    uint32_t x = 12345, tok = 0, parent = KVA_NO_PAGE;
+    for (uint32_t i = 0; i < n; i++) { /* chains of 16 pages */
+        int err = 0;
+        uint32_t p = kvs_page_alloc(&pg, 0, i % 16 ? parent : KVA_NO_PAGE, &err);
+        kva_page *d = kvs_page(&pg, p);
+        for (uint32_t t = 0; t < 16; t++)
+            d->tokens[t] = tok++;
+        d->ntok = d->nvalid = 16;
+        uint16_t *v = (uint16_t *)(kva_data(h) + (size_t)p * pb);
+        for (size_t e = 0; e < pb / 2; e++) {
+            x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+            v[e] = (uint16_t)(x & 0xbbff);
+        }
+        if (kvs_page_commit(&pg, p, salt[0]) != p)
+            die("commit");
+        parent = p;
+    }
+    char path[512], raw[512], why[256];
+    snprintf(path, sizeof(path), "%s/kvarena-bench-%d.snap", dir, (int)getpid());
+    snprintf(raw, sizeof(raw), "%s/kvarena-bench-%d.raw", dir, (int)getpid());
+    kvs_snap_stats st;
+    double t0 = now();
+    if (kvs_snapshot_save(&pg, path, &st, why, sizeof(why)) != 0)
+        die(why);
+    double t_save = now() - t0;
+    /* the limit: the same bytes as the snapshot file, one write, fsync */
+    int fd = open(raw, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0)
+        die("cannot create the raw file");
+    t0 = now();
+    for (size_t off = 0; off < st.file_bytes;) {
+        size_t chunk = st.file_bytes - off < (64u << 20) ? st.file_bytes - off : (64u << 20);
+        ssize_t w = write(fd, kva_data(h) + off % ((size_t)n * pb), chunk);
+        if (w <= 0)
+            die("raw write");
+        off += (size_t)w;
+    }
+    fsync(fd);
+    double t_raw_w = now() - t0;
+    close(fd);
+    uint8_t *buf = malloc(st.file_bytes);
+    fd = open(raw, O_RDONLY);
+    if (!buf || fd < 0)
+        die("raw read");
+    t0 = now();
+    for (size_t off = 0; off < st.file_bytes;) {
+        ssize_t r = read(fd, buf + off, st.file_bytes - off);
+        if (r <= 0)
+            die("raw read");
+        off += (size_t)r;
+    }
+    double t_raw_r = now() - t0;
+    close(fd);
+    kva_header *h2 = arena(n, &pg2);
+    t0 = now();
+    if (kvs_snapshot_load(&pg2, (const uint8_t (*)[KVA_HASH_BYTES])salt, path, &st, why,
+                          sizeof(why)) != 0 || st.pages != n)
+        die(why);
+    double t_load = now() - t0;
+    for (uint32_t p = 0; p < n; p++) { /* each page found by its hash, with its data */
+        uint32_t q = kvs_prefix_find(&pg2, kvs_page(&pg, p)->hash);
+        if (q == KVA_NO_PAGE || memcmp(kva_data(h) + (size_t)p * pb, kva_data(h2) + (size_t)q * pb, pb))
+            die("a restored page differs");
+    }
+    double mb = (double)st.data_bytes / 1e6, fmb = (double)st.file_bytes / 1e6;
+    printf("# %u pages of %zu bytes: %.0f MB of K/V in a %.0f MB file (ratio %.3f)\n", n, pb, mb,
+           fmb, mb / fmb);
+    printf("BENCH name=snapshot_save value=%.1f unit=MB/s limit=%.1f pct=%.1f\n", mb / t_save,
+           fmb / t_raw_w, 100.0 * (mb / t_save) / (fmb / t_raw_w));
+    printf("BENCH name=snapshot_restore value=%.1f unit=MB/s limit=%.1f pct=%.1f\n", mb / t_load,
+           fmb / t_raw_r, 100.0 * (mb / t_load) / (fmb / t_raw_r));
+    unlink(path);
+    unlink(raw);
+    kvs_pages_free(&pg);
+    kvs_pages_free(&pg2);
+    free(h);
+    free(h2);
+    free(buf);
+    return 0;
+}
