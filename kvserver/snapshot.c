@@ -14,6 +14,7 @@
 #include "proto/kverr.h"
 
 #define NONE KVA_NO_PAGE
+
 static snap_header header_of(const kva_header *h, uint32_t n_records)
 {
     snap_header s;
@@ -74,8 +75,8 @@ static size_t elem_size(const kva_header *h)
     return kvk_dtype_size((kvk_dtype)h->dtype);
 }
 
-/* A page's frame: one block (pages are at most a few MiB), its size and content checksum
- * in the frame, so a decoder checks both. */
+/* A page's frame: blocks of 4 MiB (a page of a large model fills one or two), its size and
+ * content checksum in the frame, so a decoder checks both. */
 static LZ4F_preferences_t frame_prefs(size_t page_bytes)
 {
     LZ4F_preferences_t p;
