@@ -143,23 +143,17 @@ static void load_block(const kvk_call *c, const kvk_item *it, uint32_t h, int ki
 
 /* ---- writing K/V (kvk_write_kv) ---- */
 
-/* n fp32 values as a K/V row of dtype dt, VL at a time, the rest one by one (kvk__store_*). */
+/* n fp32 values as a K/V row of dtype dt: 16-bit ones VL at a time, the rest (and fp32) as
+ * the scalar reference stores them (kvk__store_*). */
 static inline void store_run(uint8_t *dst, const float *src, uint32_t n, kvk_dtype dt)
 {
     uint32_t i = 0;
-    if (dt == KVK_F32) {
-        memcpy(dst, src, (size_t)n * sizeof(float));
-        return;
-    }
-    for (; i + VL <= n; i += VL)
+    for (; dt != KVK_F32 && i + VL <= n; i += VL)
         if (dt == KVK_F16)
             v_store_f16(dst + 2 * i, v_load(src + i));
         else
             v_store_bf16(dst + 2 * i, v_load(src + i));
-    for (; i < n; i++) {
-        uint16_t h = dt == KVK_F16 ? kvk_f32_to_f16(src[i]) : kvk_f32_to_bf16(src[i]);
-        memcpy(dst + 2 * i, &h, 2);
-    }
+    kvk__store_ref(dst + (size_t)i * 2, src + i, n - i, dt);
 }
 
 /* ---- queries ---- */

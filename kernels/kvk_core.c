@@ -287,7 +287,8 @@ int kvk_write_kv(const kvk_geom *g, const kvk_pages *pg, uint32_t layer,
     float cs[KVK_MAX_HEAD_DIM], tmp[KVK_MAX_HEAD_DIM];
     kvk_store_fn store = kvk__store_fn();
     kvk_rope_walk walk;
-    kvk__rope_walk_init(&walk, D, c.opts.rope_theta);
+    if (c.opts.rope != KVK_ROPE_NONE)
+        kvk__rope_walk_init(&walk, D, c.opts.rope_theta);
     size_t row = 0;
     for (uint32_t i = 0; i < n_items; i++) {
         const kvk_item *it = &items[i];
