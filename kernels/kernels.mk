@@ -10,8 +10,10 @@ EXTRA_CFLAGS_attn_avx2 := -O3 -mavx2 -mfma -mf16c
 EXTRA_CFLAGS_attn_avx512 := -O3 -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl
 EXTRA_CFLAGS_attn_amx := $(EXTRA_CFLAGS_attn_avx512) -mavx512bf16 -mamx-tile -mamx-bf16
 # kvk_plan.c writes every output row (plan_write): at -O2, gcc 12 leaves its loops over
-# head_dim scalar (a trip count it cannot see needs an epilogue), a sixth of a prefill on amx.
+# head_dim scalar (a trip count it cannot see needs an epilogue), a sixth of a prefill on amx;
+# kvk_core.c turns RoPE angles position by position (kvk__rope_walk_at), the same kind of loop.
 EXTRA_CFLAGS_kvk_plan := -O3
+EXTRA_CFLAGS_kvk_core := -O3
 
 $(KERNELS_LIB): $(KERNELS_OBJ)
 	$(AR) rcs $@ $^

@@ -164,24 +164,31 @@ void kvk__rope_walk_init(kvk_rope_walk *w, uint32_t head_dim, float theta)
 {
     w->half = head_dim / 2;
     w->theta = theta;
-    w->left = 0;
+    w->started = 0;
     rope_angles(w->dc, w->ds, head_dim, 1, theta);
+}
+
+/* The walk one position on. */
+static void rope_turn(kvk_rope_walk *w)
+{
+    for (uint32_t i = 0; i < w->half; i++) {
+        double c = w->c[i], s = w->s[i];
+        w->c[i] = c * w->dc[i] - s * w->ds[i];
+        w->s[i] = s * w->dc[i] + c * w->ds[i];
+    }
+    w->pos++;
 }
 
 void kvk__rope_walk_at(kvk_rope_walk *w, uint32_t pos, float *cs)
 {
-    if (w->left > 0 && pos == w->pos + 1) {
-        for (uint32_t i = 0; i < w->half; i++) {
-            double c = w->c[i], s = w->s[i];
-            w->c[i] = c * w->dc[i] - s * w->ds[i];
-            w->s[i] = s * w->dc[i] + c * w->ds[i];
-        }
-        w->left--;
-    } else {
-        rope_angles(w->c, w->s, 2 * w->half, pos, w->theta);
-        w->left = KVK_ROPE_ANCHOR - 1;
+    uint32_t anchor = pos - pos % KVK_ROPE_ANCHOR;
+    if (!w->started || pos <= w->pos || w->pos < anchor) { /* afresh from the anchor */
+        rope_angles(w->c, w->s, 2 * w->half, anchor, w->theta);
+        w->pos = anchor;
+        w->started = 1;
     }
-    w->pos = pos;
+    while (w->pos < pos)
+        rope_turn(w);
     for (uint32_t i = 0; i < w->half; i++) {
         cs[2 * i] = (float)w->c[i];
         cs[2 * i + 1] = (float)w->s[i];

@@ -65,15 +65,17 @@ void kvk__rope_table(float *cs, uint32_t head_dim, uint32_t pos, float theta);
 void kvk__rope_apply(float *x, uint32_t head_dim, kvk_rope_mode mode, const float *cs);
 
 /* The tables of consecutive positions without a sin and cos per pair and position: the
- * angles of pos + 1 are those of pos turned by one position's angle (angle addition in
- * double), and every KVK_ROPE_ANCHOR positions they are computed afresh as kvk__rope_table
- * does, so they stay within ~1e-14 of it, far below a float's rounding. Any pos may be
- * asked; a pos other than the last one + 1 starts afresh. */
+ * angles at a multiple of KVK_ROPE_ANCHOR (an anchor) are computed as kvk__rope_table does,
+ * those of the next positions by turning them one position's angle at a time (angle
+ * addition in double), so they stay within ~1e-14 of it, far below a float's rounding.
+ * Every position's table is the same whichever calls and rows led to it (the turns from
+ * its anchor, in the same order): K written in one call or in several, and Q tables made
+ * by any number of threads, are bit for bit the same. Any pos may be asked. */
 #define KVK_ROPE_ANCHOR 64
 typedef struct kvk_rope_walk {
     double c[KVK_MAX_HEAD_DIM / 2], s[KVK_MAX_HEAD_DIM / 2];   /* the angles of pos */
     double dc[KVK_MAX_HEAD_DIM / 2], ds[KVK_MAX_HEAD_DIM / 2]; /* one position's turn */
-    uint32_t half, pos, left; /* left: turns before the next fresh table */
+    uint32_t half, pos, started;
     float theta;
 } kvk_rope_walk;
 void kvk__rope_walk_init(kvk_rope_walk *w, uint32_t head_dim, float theta);

@@ -284,6 +284,56 @@ static void test_rope_walk(void **state)
     assert_true(worst <= 1.0);
 }
 
+/* K rotated by RoPE is the same bit for bit however its rows are split into calls (the
+ * tables of a position do not depend on the walk that reached it): 300 rows written in one
+ * call, in calls of 37 rows, and one row at a time, at positions past 3 million (where two
+ * ways of reaching an angle differ the most: about 1e-10). The page table maps the
+ * positions before them, never written, to page 0. */
+static void test_write_kv_splits(void **state)
+{
+    (void)state;
+    kvk_geom g = { 1, 2, 1, 128, 16, KVK_F32 };
+    const uint32_t n0 = 3000070, n = 300, np = n / 16 + 2, nt = (n0 + n + 15) / 16;
+    size_t pb = kvk_page_bytes(&g);
+    uint8_t *base = calloc(np, pb), *once = malloc(np * pb);
+    float *k = malloc(sizeof(float) * n * 128), *v = malloc(sizeof(float) * n * 128);
+    uint32_t *pages = calloc(nt, sizeof(uint32_t));
+    assert_non_null(base);
+    assert_non_null(once);
+    assert_non_null(k);
+    assert_non_null(v);
+    assert_non_null(pages);
+    for (uint32_t i = n0 / 16; i < nt; i++)
+        pages[i] = np - 1 - (i - n0 / 16);
+    for (uint32_t i = 0; i < n * 128; i++) {
+        k[i] = sinf((float)i * 0.37f);
+        v[i] = cosf((float)i * 0.11f);
+    }
+    kvk_pages pg = { base, np };
+    kvk_attn_opts o = kvk_attn_opts_default();
+    o.rope = KVK_ROPE_HALF;
+    o.rope_theta = 500000.0f;
+    kvk_item whole = { pages, n0, n };
+    assert_int_equal(kvk_write_kv(&g, &pg, 0, &whole, 1, k, v, &o), 0);
+    memcpy(once, base, np * pb);
+    static const uint32_t steps[] = { 37, 1 };
+    for (int s = 0; s < 2; s++) {
+        memset(base, 0, np * pb);
+        for (uint32_t r = 0; r < n; r += steps[s]) {
+            uint32_t m = n - r < steps[s] ? n - r : steps[s];
+            kvk_item part = { pages, n0 + r, m };
+            assert_int_equal(kvk_write_kv(&g, &pg, 0, &part, 1, k + (size_t)r * 128,
+                                          v + (size_t)r * 128, &o), 0);
+        }
+        assert_memory_equal(base, once, np * pb);
+    }
+    free(base);
+    free(once);
+    free(k);
+    free(v);
+    free(pages);
+}
+
 /* kvk_copy_tokens copies the first n tokens of one layer, every head, K and V, and nothing
  * else; bad arguments change nothing. */
 static void test_copy_tokens(void **state)
@@ -673,6 +723,7 @@ int main(void)
         cmocka_unit_test(test_write_kv_bits),
         cmocka_unit_test(test_copy_tokens),
         cmocka_unit_test(test_rope_walk),
+        cmocka_unit_test(test_write_kv_splits),
         cmocka_unit_test(test_attn_gqa),
         cmocka_unit_test(test_attn_page_sizes),
         cmocka_unit_test(test_attn_ragged_mixed),
