@@ -343,26 +343,38 @@ int kvs_pages_init(kvs_pages *pg, kva_header *h, uint32_t n_tenants)
     }
     /* Pass 3: unreferenced committed pages are cached; leaves among them are evictable, in
      * the order of their last use before the restart (the page ticks), oldest evicted first. */
-    tick_page *leaves = malloc(sizeof(*leaves) * (pg->n ? pg->n : 1));
-    uint32_t n_leaves = 0;
-    if (!leaves) {
-        kvs_pages_free(pg);
-        return KV_ERR_NOMEM;
-    }
     for (uint32_t p = 0; p < pg->n; p++) {
         kva_page *d = kvs_page(pg, p);
         if (d->state == KVA_PAGE_COMMITTED && d->ref == 0) {
             pg->n_cached++;
             pg->tenant[d->tenant].cached++;
-            if (d->children == 0)
-                leaves[n_leaves++] = (tick_page){ d->tick, p };
         }
     }
-    qsort(leaves, n_leaves, sizeof(*leaves), tick_cmp);
-    for (uint32_t i = 0; i < n_leaves; i++)
-        lru_insert(pg, leaves[i].page, 1);
-    free(leaves);
+    if ((rc = kvs_pages_lru_by_tick(pg)) != 0) {
+        kvs_pages_free(pg);
+        return rc;
+    }
     return kvs_pages_check(pg);
+}
+
+int kvs_pages_lru_by_tick(kvs_pages *pg)
+{
+    tick_page *leaves = malloc(sizeof(*leaves) * (pg->n ? pg->n : 1));
+    uint32_t n_leaves = 0;
+    if (!leaves)
+        return KV_ERR_NOMEM;
+    for (uint32_t p = 0; p < pg->n; p++) {
+        const kva_page *d = kvs_page(pg, p);
+        if (d->state == KVA_PAGE_COMMITTED && d->ref == 0 && d->children == 0)
+            leaves[n_leaves++] = (tick_page){ d->tick, p };
+    }
+    qsort(leaves, n_leaves, sizeof(*leaves), tick_cmp);
+    for (uint32_t i = 0; i < n_leaves; i++) {
+        lru_remove(pg, leaves[i].page);
+        lru_insert(pg, leaves[i].page, 1);
+    }
+    free(leaves);
+    return 0;
 }
 
 void kvs_pages_free(kvs_pages *pg)

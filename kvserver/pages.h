@@ -74,6 +74,11 @@ uint32_t kvs_prefix_find(const kvs_pages *pg, const uint8_t hash[KVA_HASH_BYTES]
  * (the caller switches to it); else p becomes COMMITTED, is indexed, and p is returned. */
 uint32_t kvs_page_commit(kvs_pages *pg, uint32_t p, const uint8_t salt[KVA_HASH_BYTES]);
 
+/* Puts the evictable pages in the LRU in the order of their ticks (the oldest evicted
+ * first), as kvs_pages_init does: for ticks set afresh (a restored snapshot). 0, or
+ * KV_ERR_NOMEM with the order unchanged. */
+int kvs_pages_lru_by_tick(kvs_pages *pg);
+
 /* Consistency check of every invariant above; returns 0 or KV_ERR_INTERNAL and logs why. */
 int kvs_pages_check(const kvs_pages *pg);
 

@@ -144,6 +144,17 @@ static uint32_t parents_first(const kvs_pages *pg, uint32_t *depth, uint32_t *or
     return n;
 }
 
+typedef struct rec_tick {
+    uint64_t tick;
+    uint32_t rec;
+} rec_tick;
+
+static int by_tick(const void *a, const void *b)
+{
+    const rec_tick *x = a, *y = b;
+    return x->tick != y->tick ? (x->tick > y->tick ? 1 : -1) : (x->rec > y->rec) - (x->rec < y->rec);
+}
+
 int kvs_snapshot_save(const kvs_pages *pg, const char *path, kvs_snap_stats *st, char *why,
                       size_t why_len)
 {
@@ -157,10 +168,11 @@ int kvs_snapshot_save(const kvs_pages *pg, const char *path, kvs_snap_stats *st,
     FILE *f = NULL;
     uint32_t *depth = calloc(pg->n, sizeof(uint32_t)), *order = malloc(sizeof(uint32_t) * pg->n);
     uint32_t *rec_of = malloc(sizeof(uint32_t) * pg->n), n = 0;
+    rec_tick *by_use = malloc(sizeof(rec_tick) * (pg->n ? pg->n : 1));
     LZ4F_preferences_t prefs = frame_prefs(pb);
     size_t cap = LZ4F_compressFrameBound(pb, &prefs);
     uint8_t *planes = malloc(pb), *comp = malloc(cap);
-    if (!depth || !order || !rec_of || !planes || !comp ||
+    if (!depth || !order || !rec_of || !by_use || !planes || !comp ||
         (n = parents_first(pg, depth, order, rec_of)) == UINT32_MAX)
         FAIL(KV_ERR_NOMEM, "out of memory for a snapshot of %zu-byte pages", pb);
     /* the owner's alone, as the arena is (every tenant's K/V is in it); a link is refused */
@@ -176,12 +188,20 @@ int kvs_snapshot_save(const kvs_pages *pg, const char *path, kvs_snap_stats *st,
     if (fwrite(&sh, sizeof(sh), 1, f) != 1)
         FAIL(KV_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
     const uint8_t *data = kva_data(h);
+    for (uint32_t i = 0; i < n; i++) { /* ages: the records by their pages' last use */
+        by_use[i].tick = kvs_page(pg, order[i])->tick;
+        by_use[i].rec = i;
+    }
+    qsort(by_use, n, sizeof(*by_use), by_tick);
+    for (uint32_t i = 0; i < n; i++)
+        depth[by_use[i].rec] = i; /* depth[] is free again: the age of record i */
     for (uint32_t i = 0; i < n; i++) {
         const kva_page *d = kvs_page(pg, order[i]);
         const uint8_t *page = data + (size_t)order[i] * pb;
         snap_record r;
         memset(&r, 0, sizeof(r));
         r.tenant = d->tenant;
+        r.age = depth[i];
         r.parent = d->parent == NONE ? NONE : rec_of[d->parent];
         memcpy(r.hash, d->hash, KVA_HASH_BYTES);
         plane(planes, page, pb, es);
@@ -214,6 +234,7 @@ out:
     free(depth);
     free(order);
     free(rec_of);
+    free(by_use);
     free(planes);
     free(comp);
     return rc;
@@ -248,6 +269,7 @@ int kvs_snapshot_load(kvs_pages *pg, const uint8_t (*salt)[KVA_HASH_BYTES], cons
     memset(st, 0, sizeof(*st));
     int rc = 0;
     uint32_t *map = NULL, *tenant_of = NULL, *tokens = malloc(sizeof(uint32_t) * P);
+    uint64_t base = 0, tick_end = 0; /* restored pages get ticks base + 1 + age */
     uint8_t (*hashes)[KVA_HASH_BYTES] = NULL;
     LZ4F_preferences_t prefs = frame_prefs(pb);
     size_t cap = LZ4F_compressFrameBound(pb, &prefs);
@@ -278,6 +300,8 @@ int kvs_snapshot_load(kvs_pages *pg, const uint8_t (*salt)[KVA_HASH_BYTES], cons
         FAIL(KV_ERR_INVAL, "%s: %u records cannot fit its %lld bytes", path, sh.n_records,
              (long long)fs.st_size);
     size_t nr = sh.n_records ? sh.n_records : 1;
+    base = h->tick;
+    tick_end = base + 1 + sh.n_records;
     map = malloc(sizeof(uint32_t) * nr);
     tenant_of = malloc(sizeof(uint32_t) * nr);
     hashes = malloc(KVA_HASH_BYTES * nr);
@@ -290,7 +314,7 @@ int kvs_snapshot_load(kvs_pages *pg, const uint8_t (*salt)[KVA_HASH_BYTES], cons
             FAIL(KV_ERR_INVAL, "%s: record %u of %u is cut short", path, i, sh.n_records);
         if (r.tenant >= pg->n_tenants || (r.parent != NONE && r.parent >= i) ||
             (r.parent != NONE && tenant_of[r.parent] != r.tenant) || r.data_len > cap ||
-            r.reserved)
+            r.age >= sh.n_records)
             FAIL(KV_ERR_INVAL, "%s: record %u is malformed", path, i);
         tenant_of[i] = r.tenant;
         uint8_t want[KVA_HASH_BYTES];
@@ -337,11 +361,17 @@ int kvs_snapshot_load(kvs_pages *pg, const uint8_t (*salt)[KVA_HASH_BYTES], cons
         assert(q == p && !memcmp(d->hash, r.hash, KVA_HASH_BYTES)); /* checked above */
         (void)q;
         kvs_page_unref(pg, p); /* cached */
+        d->tick = base + 1 + r.age; /* the header's tick moves past them all at the end */
         map[i] = p;
         st->pages++;
         st->data_bytes += pb;
     }
 out:
+    if (st->pages) { /* every restored page's tick is base + 1 + its age: oldest evicted first */
+        if (pg->h->tick < tick_end)
+            pg->h->tick = tick_end;
+        kvs_pages_lru_by_tick(pg); /* out of memory: load order, still a valid LRU */
+    }
     if (f) {
         st->file_bytes = (uint64_t)ftell(f);
         fclose(f);

@@ -14,7 +14,9 @@
  * block hash is the one its parent, tenant and tokens give, and its frame decodes to
  * exactly a page with its checksum; the first bad record ends the restore (the pages before
  * it stay). Restored pages are cached (reference count 0), evictable as any other; restoring
- * stops when the arena has no free page left. */
+ * stops when the arena has no free page left. The evictable pages restored are evicted in
+ * the order they were last used before the snapshot (record ages), as after a restart on a
+ * kept arena. */
 #ifndef KVARENA_SNAPSHOT_H
 #define KVARENA_SNAPSHOT_H
 
@@ -44,7 +46,7 @@ typedef struct snap_record {
     uint32_t tenant;
     uint32_t parent;          /* record index, KVA_NO_PAGE for a first page */
     uint32_t data_len;        /* bytes of the LZ4 frame that follows the token ids */
-    uint32_t reserved;        /* 0 */
+    uint32_t age;             /* order of last use among the records, 0 the least recent */
     uint8_t hash[KVA_HASH_BYTES];
     /* then uint32_t tokens[page_tokens], then the frame */
 } snap_record;

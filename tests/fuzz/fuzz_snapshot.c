@@ -2,7 +2,7 @@
  * arena in private memory (tests/unit/arena_fixture.h), against snapshot files the input
  * describes. Structure-aware: most inputs describe records whose hash and LZ4 frame are
  * made valid, with optional damage (a hash bit, a frame without its checksum or size, a
- * data length, the reserved field, a frame byte, an exact duplicate, a cut, a record count
+ * data length, the age field, a frame byte, an exact duplicate, a cut, a record count
  * off by a few),
  * so the fuzzer reaches the allocator; with bit 0 of the first byte the rest of the input is
  * the file's body verbatim after a valid header. Arena size and tenant quotas vary too.
@@ -155,7 +155,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (fl & 8)
                 r.data_len += (uint32_t)(int8_t)u8();
             if (fl & 0x10)
-                r.reserved ^= 1u << (u8() % 32);
+                r.age ^= 1u << (u8() % 32);
             put(&r, sizeof(r));
             put(s->tokens, sizeof(s->tokens));
             if (fl & 0x80 && wlen > 1) { /* a damaged body byte */

@@ -4,7 +4,8 @@
  * bytes, in two ways, and cuts at as many lengths) never restores a page that differs from
  * the one saved, never breaks the allocator, and keeps the pages of the records before the
  * damage; a record repeated is refused; a full arena or a tenant at its quota restores what
- * fits; another tenant list, or a file others may write, restores nothing. */
+ * fits; another tenant list, or a file others may write, restores nothing; restored pages
+ * are evicted in the order of their last use before the snapshot. */
 #include "arena_fixture.h"
 
 #include <lz4frame.h>
@@ -109,6 +110,15 @@ static void test_round_trip(void **state)
     assert_int_equal(st.pages, n);
     fx_check(g);
     assert_int_equal(same_pages(f, g), n);
+    /* the evictable ones in the order of their last use in f, oldest at the tail */
+    uint32_t leaves = 0;
+    uint64_t last = 0;
+    for (uint32_t q = g->pg.lru_tail; q != KVA_NO_PAGE; q = g->pg.lru_prev[q], leaves++) {
+        uint64_t t = kvs_page(&f->pg, kvs_prefix_find(&f->pg, kvs_page(&g->pg, q)->hash))->tick;
+        assert_true(t > last);
+        last = t;
+    }
+    assert_int_equal(leaves, 3); /* a's last full page, b's own, c's */
     /* a restored prefix is found: a's 13 tokens give 3 full pages */
     uint32_t a[13];
     fx_tokens(a, 13, 100);
