@@ -261,15 +261,10 @@ uint32_t kvs_page_commit(kvs_pages *pg, uint32_t p, const uint8_t salt[KVA_HASH_
     return p;
 }
 
-typedef struct tick_page {
-    uint64_t tick;
-    uint32_t page;
-} tick_page;
-
-static int tick_cmp(const void *a, const void *b)
+int kvs_tick_cmp(const void *a, const void *b)
 {
-    const tick_page *x = a, *y = b;
-    return x->tick != y->tick ? (x->tick > y->tick ? 1 : -1) : (x->page > y->page) - (x->page < y->page);
+    const kvs_tick_ref *x = a, *y = b;
+    return x->tick != y->tick ? (x->tick > y->tick ? 1 : -1) : (x->idx > y->idx) - (x->idx < y->idx);
 }
 
 /* ---- init / rebuild ---- */
@@ -359,19 +354,19 @@ int kvs_pages_init(kvs_pages *pg, kva_header *h, uint32_t n_tenants)
 
 int kvs_pages_lru_by_tick(kvs_pages *pg)
 {
-    tick_page *leaves = malloc(sizeof(*leaves) * (pg->n ? pg->n : 1));
+    kvs_tick_ref *leaves = malloc(sizeof(*leaves) * (pg->n ? pg->n : 1));
     uint32_t n_leaves = 0;
     if (!leaves)
         return KV_ERR_NOMEM;
     for (uint32_t p = 0; p < pg->n; p++) {
         const kva_page *d = kvs_page(pg, p);
         if (d->state == KVA_PAGE_COMMITTED && d->ref == 0 && d->children == 0)
-            leaves[n_leaves++] = (tick_page){ d->tick, p };
+            leaves[n_leaves++] = (kvs_tick_ref){ d->tick, p };
     }
-    qsort(leaves, n_leaves, sizeof(*leaves), tick_cmp);
+    qsort(leaves, n_leaves, sizeof(*leaves), kvs_tick_cmp);
     for (uint32_t i = 0; i < n_leaves; i++) {
-        lru_remove(pg, leaves[i].page);
-        lru_insert(pg, leaves[i].page, 1);
+        lru_remove(pg, leaves[i].idx);
+        lru_insert(pg, leaves[i].idx, 1);
     }
     free(leaves);
     return 0;

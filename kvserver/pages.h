@@ -74,6 +74,14 @@ uint32_t kvs_prefix_find(const kvs_pages *pg, const uint8_t hash[KVA_HASH_BYTES]
  * (the caller switches to it); else p becomes COMMITTED, is indexed, and p is returned. */
 uint32_t kvs_page_commit(kvs_pages *pg, uint32_t p, const uint8_t salt[KVA_HASH_BYTES]);
 
+/* A tick with what it belongs to (a page, a record); kvs_tick_cmp orders them for qsort by
+ * tick, ties by index: the order of last use. */
+typedef struct kvs_tick_ref {
+    uint64_t tick;
+    uint32_t idx;
+} kvs_tick_ref;
+int kvs_tick_cmp(const void *a, const void *b);
+
 /* Puts the evictable pages in the LRU in the order of their ticks (the oldest evicted
  * first), as kvs_pages_init does: for ticks set afresh (a restored snapshot). 0, or
  * KV_ERR_NOMEM with the order unchanged. */

@@ -144,17 +144,6 @@ static uint32_t parents_first(const kvs_pages *pg, uint32_t *depth, uint32_t *or
     return n;
 }
 
-typedef struct rec_tick {
-    uint64_t tick;
-    uint32_t rec;
-} rec_tick;
-
-static int by_tick(const void *a, const void *b)
-{
-    const rec_tick *x = a, *y = b;
-    return x->tick != y->tick ? (x->tick > y->tick ? 1 : -1) : (x->rec > y->rec) - (x->rec < y->rec);
-}
-
 int kvs_snapshot_save(const kvs_pages *pg, const char *path, kvs_snap_stats *st, char *why,
                       size_t why_len)
 {
@@ -168,7 +157,7 @@ int kvs_snapshot_save(const kvs_pages *pg, const char *path, kvs_snap_stats *st,
     FILE *f = NULL;
     uint32_t *depth = calloc(pg->n, sizeof(uint32_t)), *order = malloc(sizeof(uint32_t) * pg->n);
     uint32_t *rec_of = malloc(sizeof(uint32_t) * pg->n), n = 0;
-    rec_tick *by_use = malloc(sizeof(rec_tick) * (pg->n ? pg->n : 1));
+    kvs_tick_ref *by_use = malloc(sizeof(kvs_tick_ref) * (pg->n ? pg->n : 1));
     LZ4F_preferences_t prefs = frame_prefs(pb);
     size_t cap = LZ4F_compressFrameBound(pb, &prefs);
     uint8_t *planes = malloc(pb), *comp = malloc(cap);
@@ -190,11 +179,11 @@ int kvs_snapshot_save(const kvs_pages *pg, const char *path, kvs_snap_stats *st,
     const uint8_t *data = kva_data(h);
     for (uint32_t i = 0; i < n; i++) { /* ages: the records by their pages' last use */
         by_use[i].tick = kvs_page(pg, order[i])->tick;
-        by_use[i].rec = i;
+        by_use[i].idx = i;
     }
-    qsort(by_use, n, sizeof(*by_use), by_tick);
+    qsort(by_use, n, sizeof(*by_use), kvs_tick_cmp);
     for (uint32_t i = 0; i < n; i++)
-        depth[by_use[i].rec] = i; /* depth[] is free again: the age of record i */
+        depth[by_use[i].idx] = i; /* depth[] is free again: the age of record i */
     for (uint32_t i = 0; i < n; i++) {
         const kva_page *d = kvs_page(pg, order[i]);
         const uint8_t *page = data + (size_t)order[i] * pb;
