@@ -160,12 +160,26 @@ void kvk__rope_table(float *cs, uint32_t head_dim, uint32_t pos, float theta)
     }
 }
 
+/* One position's turn for the last (head_dim, theta) this thread walked: a decode step's
+ * walk needs it on every call, and computing it is as dear as a fresh table. */
+static __thread struct {
+    uint32_t half;
+    float theta;
+    double c[KVK_MAX_HEAD_DIM / 2], s[KVK_MAX_HEAD_DIM / 2];
+} turn;
+
 void kvk__rope_walk_init(kvk_rope_walk *w, uint32_t head_dim, float theta)
 {
     w->half = head_dim / 2;
     w->theta = theta;
     w->started = 0;
-    rope_angles(w->dc, w->ds, head_dim, 1, theta);
+    if (turn.half != w->half || turn.theta != theta) {
+        rope_angles(turn.c, turn.s, head_dim, 1, theta);
+        turn.half = w->half;
+        turn.theta = theta;
+    }
+    w->dc = turn.c;
+    w->ds = turn.s;
 }
 
 /* The walk one position on. */

@@ -71,10 +71,10 @@ void kvk__rope_apply(float *x, uint32_t head_dim, kvk_rope_mode mode, const floa
  * Every position's table is the same whichever calls and rows led to it (the turns from
  * its anchor, in the same order): K written in one call or in several, and Q tables made
  * by any number of threads, are bit for bit the same. Any pos may be asked. */
-#define KVK_ROPE_ANCHOR 64
+#define KVK_ROPE_ANCHOR 16
 typedef struct kvk_rope_walk {
     double c[KVK_MAX_HEAD_DIM / 2], s[KVK_MAX_HEAD_DIM / 2];   /* the angles of pos */
-    double dc[KVK_MAX_HEAD_DIM / 2], ds[KVK_MAX_HEAD_DIM / 2]; /* one position's turn */
+    const double *dc, *ds; /* one position's turn (the calling thread's: a walk stays on it) */
     uint32_t half, pos, started;
     float theta;
 } kvk_rope_walk;
