@@ -262,12 +262,12 @@ int kvs_snapshot_load(kvs_pages *pg, const uint8_t (*salt)[KVA_HASH_BYTES], cons
     uint8_t (*hashes)[KVA_HASH_BYTES] = NULL;
     LZ4F_preferences_t prefs = frame_prefs(pb);
     size_t cap = LZ4F_compressFrameBound(pb, &prefs);
-    uint8_t *planes = malloc(pb), *comp = malloc(cap), *page = malloc(pb);
+    uint8_t *planes = malloc(pb), *comp = malloc(cap);
     LZ4F_dctx *dctx = NULL;
     FILE *f = fopen(path, "rb");
     if (!f)
         FAIL(KV_ERR_IO, "cannot open %s: %s", path, strerror(errno));
-    if (!tokens || !planes || !comp || !page ||
+    if (!tokens || !planes || !comp ||
         LZ4F_isError(LZ4F_createDecompressionContext(&dctx, LZ4F_VERSION)))
         FAIL(KV_ERR_NOMEM, "out of memory");
     struct stat fs;
@@ -330,7 +330,6 @@ int kvs_snapshot_load(kvs_pages *pg, const uint8_t (*salt)[KVA_HASH_BYTES], cons
         if (LZ4F_isError(left) || left != 0 || in != r.data_len - head || out != pb)
             FAIL(KV_ERR_INVAL, "%s: record %u: its data is not a whole page (%s)", path, i,
                  LZ4F_isError(left) ? LZ4F_getErrorName(left) : "size");
-        unplane(page, planes, pb, es);
         uint32_t parent = r.parent == NONE ? NONE : map[r.parent];
         const kvs_tenant_pages *tp = &pg->tenant[r.tenant];
         if ((r.parent != NONE && parent == NONE) || (tp->quota && tp->pages >= tp->quota))
@@ -345,7 +344,7 @@ int kvs_snapshot_load(kvs_pages *pg, const uint8_t (*salt)[KVA_HASH_BYTES], cons
         memcpy(d->tokens, tokens, sizeof(uint32_t) * P);
         d->ntok = d->nvalid = P;
         d->state = KVA_PAGE_OPEN;
-        memcpy(kva_data(h) + (size_t)p * pb, page, pb);
+        unplane(kva_data(h) + (size_t)p * pb, planes, pb, es); /* checked: the frame's sum */
         uint32_t q = kvs_page_commit(pg, p, salt[r.tenant]);
         assert(q == p && !memcmp(d->hash, r.hash, KVA_HASH_BYTES)); /* checked above */
         (void)q;
@@ -372,6 +371,5 @@ out:
     free(tokens);
     free(planes);
     free(comp);
-    free(page);
     return rc;
 }
