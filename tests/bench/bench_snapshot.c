@@ -21,6 +21,7 @@
 #include "kvserver/pages.h"
 #include "kvserver/snapshot.h"
 #include "proto/kverr.h"
+#include "tests/unit/arena_mem.h"
 
 static double now(void)
 {
@@ -35,25 +36,12 @@ static void die(const char *what)
     exit(1);
 }
 
-/* A fresh arena of n pages in private memory, as kvserver/shm.c lays one out. */
+/* A fresh arena of n Llama-3-8B-shaped pages in private memory. */
 static kva_header *arena(uint32_t n, kvs_pages *pg)
 {
-    kva_header hd = {
-        .magic = KVA_MAGIC, .version = KVA_FORMAT_VERSION, .layout_version = KVK_LAYOUT_VERSION,
-        .layers = 32, .q_heads = 32, .kv_heads = 8, .head_dim = 128, .page_tokens = 16,
-        .dtype = KVK_F16, .n_pages = n, .max_seqs = 8,
-    };
-    kvk_geom g = kva_geom(&hd);
-    hd.page_bytes = kvk_page_bytes(&g);
-    if (kva_layout(&hd) != 0)
-        die("no layout");
-    kva_header *h = aligned_alloc(4096, (hd.total_bytes + 4095) / 4096 * 4096);
+    kva_header *h = arena_mem_new((kvk_geom){ 32, 32, 8, 128, 16, KVK_F16 }, n, 8);
     if (!h)
-        die("out of memory");
-    memset(h, 0, hd.total_bytes);
-    *h = hd;
-    for (uint32_t p = 0; p < n; p++)
-        kva_page_at(h, p)->parent = KVA_NO_PAGE;
+        die("no arena of that size");
     if (kvs_pages_init(pg, h, 1) != 0)
         die("kvs_pages_init");
     return h;

@@ -1,9 +1,8 @@
 /* arena_fixture.h — a kvarena arena in private memory for the unit tests of kvserver's page
  * allocator (pages.c) and sequences (seq.c).
  *
- * The region is built the way kvserver/shm.c builds the shared one (header with magic,
- * version and a geometry the kernels accept, kva_layout, zeroed descriptors with parent
- * KVA_NO_PAGE), but in aligned_alloc'ed memory, so a test needs no /dev/shm and no server.
+ * The region comes from arena_mem_new (laid out as kvserver/shm.c lays out the shared one,
+ * in private memory), so a test needs no /dev/shm and no server.
  * Each test gets a fresh arena from the cmocka setup (fx_setup) and loses it in the teardown
  * (fx_teardown), so a failing assert leaks nothing. The size of the arena comes from the
  * test's prestate (an fx_cfg).
@@ -25,6 +24,7 @@
 
 #include "kernels/kvkernels.h"
 #include "kvserver/pages.h"
+#include "tests/unit/arena_mem.h"
 #include "kvserver/seq.h"
 #include "proto/arena.h"
 #include "proto/kverr.h"
@@ -53,27 +53,10 @@ static inline int fx_setup(void **state)
     fx *f = calloc(1, sizeof(*f));
     if (!f)
         return -1;
-    kva_header hd = {
-        .magic = KVA_MAGIC, .version = KVA_FORMAT_VERSION, .layout_version = KVK_LAYOUT_VERSION,
-        .layers = FX_LAYERS, .q_heads = 4, .kv_heads = 2, .head_dim = 64,
-        .page_tokens = FX_P, .dtype = KVK_F32,
-        .n_pages = cfg->n_pages, .max_seqs = cfg->max_seqs,
-    };
-    kvk_geom g = { hd.layers, hd.q_heads, hd.kv_heads, hd.head_dim, hd.page_tokens, KVK_F32 };
-    if (kvk_geom_check(&g) != 0)
+    f->h = arena_mem_new((kvk_geom){ FX_LAYERS, 4, 2, 64, FX_P, KVK_F32 }, cfg->n_pages,
+                         cfg->max_seqs);
+    if (!f->h || kva_header_check(f->h, f->h->total_bytes, NULL, 0) != 0)
         goto fail;
-    hd.page_bytes = kvk_page_bytes(&g);
-    if (kva_layout(&hd) != 0)
-        goto fail;
-    f->h = aligned_alloc(4096, (hd.total_bytes + 4095) / 4096 * 4096);
-    if (!f->h)
-        goto fail;
-    memset(f->h, 0, hd.total_bytes);
-    *f->h = hd;
-    if (kva_header_check(f->h, hd.total_bytes, NULL, 0) != 0)
-        goto fail;
-    for (uint32_t p = 0; p < hd.n_pages; p++)
-        kva_page_at(f->h, p)->parent = KVA_NO_PAGE;
     for (uint32_t t = 0; t < KVS_MAX_TENANTS; t++)
         for (uint32_t i = 0; i < KVA_HASH_BYTES; i++)
             f->salt[t][i] = (uint8_t)(0x5a ^ (t * 31 + i));
