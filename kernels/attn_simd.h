@@ -164,8 +164,9 @@ static void tile_load_q(const kvk_call *c, const kvk_task *t, size_t row0, tile_
     const kvk_geom *g = c->g;
     uint32_t G = g->q_heads / g->kv_heads, D = g->head_dim, m = 0;
     for (uint32_t r = t->r0; r < t->r1; r++) {
-        const float *src = c->q + ((row0 + r) * g->q_heads + (size_t)t->kv_head * G) * D;
-        const float *cs = c->rope_cs ? c->rope_cs + (row0 + r) * D : NULL;
+        size_t row = kvk__task_row(c, t, row0, r).row;
+        const float *src = c->q + (row * g->q_heads + (size_t)t->kv_head * G) * D;
+        const float *cs = c->rope_cs ? c->rope_cs + row * D : NULL;
         for (uint32_t k = 0; k < G; k++, m++) {
             float *dst = b->qs + (size_t)m * D;
             memcpy(dst, src + (size_t)k * D, D * sizeof(float));
@@ -296,13 +297,13 @@ static __attribute__((noinline)) void fix_scalar(const kvk_call *c, const kvk_ta
                                                  const logit_layout *ly, uint32_t kb,
                                                  uint32_t n, uint32_t n_pad)
 {
-    const kvk_item *it = &c->items[t->item];
     const kvk_attn_opts *o = &c->opts;
-    uint32_t G = c->g->q_heads / c->g->kv_heads, n_keys = it->n_kv + it->n_new, lo, hi;
+    uint32_t G = c->g->q_heads / c->g->kv_heads, lo, hi;
     for (uint32_t m = m0; m < m1; m++) {
-        uint32_t pos = it->n_kv + t->r0 + m / G, qh = t->kv_head * G + m % G;
+        kvk_trow tr = kvk__task_row(c, t, 0, t->r0 + m / G);
+        uint32_t pos = tr.pos, qh = t->kv_head * G + m % G;
         float slope = o->alibi ? o->alibi[qh] : 0.0f;
-        kvk__visible(o, pos, n_keys, &lo, &hi);
+        kvk__visible(o, pos, tr.n_keys, &lo, &hi);
         for (uint32_t j = 0; j < n_pad; j++) {
             float *x = &s[(m - m0) * ly->sm + j / ly->nk * ly->sk + j % ly->nk];
             if (j >= n || kb + j < lo || kb + j >= hi)
@@ -318,14 +319,15 @@ static __attribute__((noinline)) void fix_scalar(const kvk_call *c, const kvk_ta
 static void tile_qattr(const kvk_call *c, const kvk_task *t, tile_buf *b, uint32_t M,
                        uint32_t mp)
 {
-    const kvk_item *it = &c->items[t->item];
-    uint32_t G = c->g->q_heads / c->g->kv_heads, n_keys = it->n_kv + it->n_new, lo, hi;
-    b->vec_fix = n_keys < (1u << 23);
+    uint32_t G = c->g->q_heads / c->g->kv_heads, lo, hi;
+    b->vec_fix = 1;
     b->lo_max = 0;
     b->hi_min = UINT32_MAX;
     for (uint32_t m = 0; m < mp; m++) {
-        uint32_t pos = it->n_kv + t->r0 + (m < M ? m / G : 0);
-        kvk__visible(&c->opts, pos, n_keys, &lo, &hi);
+        kvk_trow tr = kvk__task_row(c, t, 0, t->r0 + (m < M ? m / G : 0));
+        uint32_t pos = tr.pos;
+        b->vec_fix &= tr.n_keys < (1u << 23);
+        kvk__visible(&c->opts, pos, tr.n_keys, &lo, &hi);
         if (m < M) {
             b->lo_max = lo > b->lo_max ? lo : b->lo_max;
             b->hi_min = hi < b->hi_min ? hi : b->hi_min;

@@ -122,12 +122,21 @@ void kvk__pool_scratch_done(kvk_pool *pool, void *scratch);
 
 /* ---- tiled attention (kvk_plan.c drives, attn_<isa>.c computes) ----
  *
- * A task is the attention of the q heads of one KV-head group, for a tile of an item's rows,
- * over a range of keys. The planner cuts the call into tasks (splitting long key ranges so
+ * A task is the attention of the q heads of one KV-head group, for a tile of an item's rows
+ * (or the rows of a group of items, over the prefix of pages they share), over a range of keys. The planner cuts the call into tasks (splitting long key ranges so
  * every thread gets work), threads pull tasks in a fixed order, and each task's result
  * (m, l, acc) is either final (written to o/lse) or one part of a split merged afterwards. */
+/* A query row of a task that gathers rows of several items (a shared-prefix group, see
+ * kvk_plan.c): its global row in the call, position and item's key count; item and r (the
+ * row within the item) tell the planner where its result goes. */
+typedef struct kvk_trow {
+    uint32_t row, pos, n_keys;
+    uint32_t item, r;
+} kvk_trow;
+
 typedef struct kvk_task {
-    uint32_t item;        /* index into the call's items */
+    uint32_t item;        /* index into the call's items (of a group: the one whose page
+                           * table the task reads; every member's names the same pages) */
     uint32_t kv_head;     /* KV head; its group is q heads kv_head*G .. kv_head*G+G-1 */
     uint32_t r0, r1;      /* rows of the item: query vector m is row r0 + m/G, head m%G */
     uint32_t k0, k1;      /* keys [k0, k1): never a block invisible to every row */
@@ -136,8 +145,21 @@ typedef struct kvk_task {
                            * KVK_NO_SLOT when parts == 1: the task writes o/lse itself */
     uint32_t order;       /* generation index: a fixed tie-break for scheduling */
     uint64_t cost;        /* query vectors x keys, for scheduling big tasks first */
+    const kvk_trow *trows; /* NULL: rows r0 .. r1 of item `item`; else a group's task, whose
+                            * query rows are trows[r0 .. r1) (keys of the shared prefix) */
 } kvk_task;
 #define KVK_NO_SLOT UINT32_MAX
+
+/* Query row r of task t (row0: the global row of row 0 of t's item, for a task without
+ * trows). */
+static inline kvk_trow kvk__task_row(const kvk_call *c, const kvk_task *t, size_t row0,
+                                     uint32_t r)
+{
+    if (t->trows)
+        return t->trows[r];
+    const kvk_item *it = &c->items[t->item];
+    return (kvk_trow){ (uint32_t)(row0 + r), it->n_kv + r, it->n_kv + it->n_new, t->item, r };
+}
 
 /* A task's result, for query vectors m < M of capacity mcap: m[mcap], l[mcap], acc[mcap][D]:
  * running max, sum of exp(logit - max), and sum of exp(logit - max) * v. */

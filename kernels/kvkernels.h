@@ -105,7 +105,11 @@ typedef struct kvk_pool kvk_pool;
  * KV_ERR_NOMEM (scratch memory could not be allocated); on error o and lse are untouched.
  * q: fp32 [sum n_new][q_heads][head_dim]; o: same shape, written; lse: [sum n_new][q_heads]
  * natural-log sum-exp of the scaled logits, or NULL. Keys are positions 0 .. n_kv+n_new-1
- * (the new rows must already be written). A row that sees no key gets o = 0, lse = -inf. */
+ * (the new rows must already be written). A row that sees no key gets o = 0, lse = -inf.
+ * Items of a few new rows whose page tables begin with the same pages (a prefix cache hit,
+ * forks: at least 64 tokens of whole pages before their new rows) are found by the SIMD
+ * paths, and those pages are read once for all of them (a cascade: shared part, own part,
+ * merged); put such decode rows in one call. */
 int kvk_attn(const kvk_geom *g, const kvk_pages *pg, uint32_t layer,
              const kvk_item *items, uint32_t n_items, const float *q, float *o,
              float *lse, const kvk_attn_opts *opts, kvk_pool *pool);

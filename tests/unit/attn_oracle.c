@@ -64,6 +64,14 @@ static uint32_t first_visible(const ao_case *tc, uint32_t i)
     return w >= 0 && tc->n_kv[i] > (uint32_t)w ? tc->n_kv[i] - (uint32_t)w : 0;
 }
 
+/* The first page of item i that is its own: after those its window skips and those it
+ * shares. */
+static uint32_t own_from(const ao_case *tc, uint32_t i)
+{
+    uint32_t skip = first_visible(tc, i) / tc->page_tokens, sh = tc->share_pages[i];
+    return sh > skip ? sh : skip;
+}
+
 /* Pages of all items come from one shuffled pool, so no item's pages are contiguous; the
  * other layer of each page holds random bytes the kernels must never read, and so does the
  * one page every table entry before first_visible points to (a context of millions of
@@ -77,7 +85,7 @@ static void arena_build(ao_arena *a, const ao_case *tc)
     assert_int_equal(kvk_geom_check(&a->g), 0);
     uint32_t total = 3, pt = tc->page_tokens;
     for (uint32_t i = 0; i < tc->n_items; i++)
-        total += ceil_div(tc->n_kv[i] + tc->n_new[i], pt) - first_visible(tc, i) / pt;
+        total += ceil_div(tc->n_kv[i] + tc->n_new[i], pt) - own_from(tc, i);
     size_t pb = kvk_page_bytes(&a->g);
     a->pg.n_pages = total;
     a->pg.base = xmalloc(pb * total);
@@ -93,12 +101,13 @@ static void arena_build(ao_arena *a, const ao_case *tc)
     }
     uint32_t next = 1; /* perm[0]: the never-read page */
     for (uint32_t i = 0; i < tc->n_items; i++) {
-        uint32_t np = ceil_div(tc->n_kv[i] + tc->n_new[i], pt), skip = first_visible(tc, i) / pt;
+        uint32_t np = ceil_div(tc->n_kv[i] + tc->n_new[i], pt);
+        uint32_t own = own_from(tc, i);
         a->tables[i] = xmalloc(np * sizeof(uint32_t));
-        for (uint32_t p = 0; p < skip; p++)
-            a->tables[i][p] = perm[0];
-        memcpy(a->tables[i] + skip, perm + next, (np - skip) * sizeof(uint32_t));
-        next += np - skip;
+        for (uint32_t p = 0; p < own; p++)
+            a->tables[i][p] = p < tc->share_pages[i] ? a->tables[tc->share_of[i]][p] : perm[0];
+        memcpy(a->tables[i] + own, perm + next, (np - own) * sizeof(uint32_t));
+        next += np - own;
         a->items[i] = (kvk_item){ a->tables[i], tc->n_kv[i], tc->n_new[i] };
         a->rows += tc->n_new[i];
     }
@@ -113,7 +122,8 @@ static void arena_fill(ao_arena *a, const ao_case *tc)
 {
     uint32_t H = tc->kv_heads, D = tc->head_dim;
     for (uint32_t i = 0; i < tc->n_items; i++) {
-        uint32_t j0 = first_visible(tc, i);
+        uint32_t j0 = first_visible(tc, i), sh = tc->share_pages[i] * tc->page_tokens;
+        j0 = j0 > sh ? j0 : sh; /* a shared prefix is its owner's to write */
         kvk_item old = { a->tables[i], j0, tc->n_kv[i] - j0 };
         float *k = rand_tensor((size_t)old.n_new * H * D, 1.0f);
         float *v = rand_tensor((size_t)old.n_new * H * D, 1.0f);
@@ -328,4 +338,16 @@ void ao_case_add_item(ao_case *tc, uint32_t n_kv, uint32_t n_new)
     tc->n_kv[tc->n_items] = n_kv;
     tc->n_new[tc->n_items] = n_new;
     tc->n_items++;
+}
+
+void ao_case_add_sharing(ao_case *tc, uint32_t n_kv, uint32_t n_new, uint32_t src,
+                         uint32_t pages)
+{
+    uint32_t i = tc->n_items, pt = tc->page_tokens;
+    assert_true(src < i);
+    assert_true(pages * pt <= n_kv && pages * pt <= tc->n_kv[src]);
+    ao_case_add_item(tc, n_kv, n_new);
+    tc->share_of[i] = src;
+    tc->share_pages[i] = pages;
+    assert_true(first_visible(tc, src) / pt <= first_visible(tc, i) / pt);
 }

@@ -30,6 +30,9 @@ typedef struct ao_case {
     kvk_dtype dtype;
     uint32_t n_items;
     uint32_t n_kv[AO_MAX_ITEMS], n_new[AO_MAX_ITEMS];
+    /* item i's first share_pages[i] table entries are those of item share_of[i] (< i): a
+     * shared prefix, as a prefix cache or a fork leaves it (0: none) */
+    uint32_t share_of[AO_MAX_ITEMS], share_pages[AO_MAX_ITEMS];
     kvk_attn_opts opts;     /* alibi: filled in by ao_run_case when use_alibi */
     int use_alibi;
     float qk_gain;          /* scales Q so logits span a useful range (softcap, ALiBi); 0 = 1 */
@@ -90,5 +93,11 @@ ao_case ao_case_base(uint32_t q_heads, uint32_t kv_heads, uint32_t head_dim,
 
 /* Appends an item with n_kv cached and n_new new tokens; at most AO_MAX_ITEMS. */
 void ao_case_add_item(ao_case *tc, uint32_t n_kv, uint32_t n_new);
+
+/* Appends an item as ao_case_add_item does whose first `pages` pages are item src's (both
+ * items must hold them whole before their new rows, and src's window must reach back at
+ * least as far as the new item's). */
+void ao_case_add_sharing(ao_case *tc, uint32_t n_kv, uint32_t n_new, uint32_t src,
+                         uint32_t pages);
 
 #endif

@@ -536,6 +536,62 @@ static void test_attn_long_decode(void **state)
     ao_run_case(&tc);
 }
 
+/* Items sharing the pages of a prefix (a prefix-cache hit, forks) run as groups: the shared
+ * keys once for every member's rows, then each member's own keys, merged. */
+static void test_attn_shared_prefix(void **state)
+{
+    (void)state;
+    /* eight decode rows on one prefix of 18 pages, own tails of 0 .. 100 keys */
+    ao_case one = ao_case_base(8, 2, 64, 16, KVK_F16);
+    ao_case_add_item(&one, 300, 1);
+    for (uint32_t i = 1; i < 8; i++)
+        ao_case_add_sharing(&one, 288 + 15 * i, 1, 0, 18);
+    ao_run_case(&one);
+    /* nested: 0-3 share 20 pages; 4 shares 10 of them, 5-7 share 25 of 4's; rows of 1..3
+     * (speculative decode), a prefill and an item sharing nothing in the same call */
+    ao_case nest = ao_case_base(8, 2, 64, 16, KVK_BF16);
+    ao_case_add_item(&nest, 330, 2);
+    ao_case_add_sharing(&nest, 320, 1, 0, 20);
+    ao_case_add_sharing(&nest, 341, 3, 0, 20);
+    ao_case_add_sharing(&nest, 400, 1, 0, 10);
+    ao_case_add_sharing(&nest, 401, 1, 3, 25);
+    ao_case_add_sharing(&nest, 420, 2, 3, 25);
+    ao_case_add_item(&nest, 0, 40);
+    ao_case_add_item(&nest, 77, 1);
+    ao_run_case(&nest);
+    /* every option at once: window (members see different parts of the prefix), ALiBi,
+     * soft-cap, RoPE, lse; then the same without causal masking */
+    for (int causal = 1; causal >= 0; causal--) {
+        ao_case opt = ao_case_base(8, 2, 64, 16, KVK_F16);
+        opt.opts.causal = causal;
+        opt.opts.window_left = causal ? 150 : -1;
+        opt.opts.softcap = 20.0f;
+        opt.opts.rope = KVK_ROPE_HALF;
+        opt.use_alibi = 1;
+        opt.qk_gain = 3.0f;
+        ao_case_add_item(&opt, 256, 1);
+        ao_case_add_sharing(&opt, 300, 1, 0, 16);
+        ao_case_add_sharing(&opt, 350, 2, 0, 16);
+        ao_case_add_sharing(&opt, 260, 1, 0, 16);
+        ao_run_case(&opt);
+    }
+    /* a long prefix (split into parts across threads), MHA (one q head per KV head: a
+     * group of many rows) and MQA (16: few rows per group), fp32 and head_dim 128 */
+    ao_case lng = ao_case_base(8, 2, 128, 32, KVK_F32);
+    ao_case_add_item(&lng, 4000, 1);
+    ao_case_add_sharing(&lng, 4100, 1, 0, 125);
+    ao_case_add_sharing(&lng, 4001, 1, 0, 125);
+    ao_run_case(&lng);
+    static const uint32_t heads[][2] = { { 4, 4 }, { 16, 1 }, { 12, 3 } };
+    for (size_t h = 0; h < sizeof(heads) / sizeof(*heads); h++) {
+        ao_case g = ao_case_base(heads[h][0], heads[h][1], 64, 8, KVK_F16);
+        ao_case_add_item(&g, 200, 1);
+        for (uint32_t i = 1; i < 6; i++)
+            ao_case_add_sharing(&g, 200 + i, 1, 0, 25);
+        ao_run_case(&g);
+    }
+}
+
 static void test_attn_prefill_tiles(void **state)
 {
     (void)state;
@@ -737,6 +793,7 @@ int main(void)
         cmocka_unit_test(test_attn_all_options),
         cmocka_unit_test(test_attn_long_decode),
         cmocka_unit_test(test_attn_prefill_tiles),
+        cmocka_unit_test(test_attn_shared_prefix),
         cmocka_unit_test(test_merge_states_split),
         cmocka_unit_test(test_merge_states_empty),
         cmocka_unit_test(test_attn_invalid),
