@@ -3,8 +3,9 @@
  * One sequence: prefill a prompt, then decode steps over every layer; every output row is
  * compared with the synthetic model's reference attention (client/examples/synth.h) on
  * contiguous KV. Then: a second sequence with the same prompt must hit the prefix cache; a
- * fork must diverge correctly (copy-on-write of the shared partial tail); the stats must
- * add up at every stage and come back to nothing in use after closing.
+ * fork must diverge correctly (copy-on-write of the shared partial tail); the three then
+ * decode in one batch (sharing the prompt's pages); the stats must add up at every stage
+ * and come back to nothing in use after closing.
  * Usage: e2e_client ENDPOINT TENANT PROMPT_LEN DECODE_STEPS [ATTEMPT_MS]. Exit 0 only if
  * all passed. Fault tests run it while they kill workers or the server; with E2E_FORKS=N
  * it also forks the second sequence N times, each child appending one token (a copy of the
@@ -75,6 +76,37 @@ static uint32_t step(kvc_client *c, seq_state *s, uint32_t n)
     return cached;
 }
 
+/* One decode step of n sequences in one Attend per layer, as a serving engine batches them:
+ * those sharing a prompt's pages are read as a group by the kernels. Every row checked. */
+static void step_batch(kvc_client *c, seq_state **s, uint32_t n)
+{
+    const kvc_model *m = kvc_model_info(c);
+    size_t qrow = (size_t)m->q_heads * m->head_dim, kvrow = (size_t)m->kv_heads * m->head_dim;
+    float *q = malloc(sizeof(float) * qrow * n), *k = malloc(sizeof(float) * kvrow * n);
+    float *v = malloc(sizeof(float) * kvrow * n), *o = malloc(sizeof(float) * qrow * n);
+    kvc_item *it = malloc(sizeof(kvc_item) * n);
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t cached = 0;
+        CALL(kvc_seq_extend(c, s[i]->id, s[i]->tokens + s[i]->n, 1, &cached));
+        CHECK(cached == 0, "a decode step found its one token cached");
+        it[i] = (kvc_item){ s[i]->id, 1 };
+    }
+    for (uint32_t layer = 0; layer < m->layers; layer++) {
+        for (uint32_t i = 0; i < n; i++)
+            kvs_fill_qkv(m, layer, s[i]->tokens + s[i]->n, s[i]->n, 1, q + i * qrow,
+                         k + i * kvrow, v + i * kvrow);
+        int rc, tries = 0;
+        while ((rc = kvc_attend(c, layer, it, n, q, k, v, 0, o, NULL)) == KVC_ERR_WORKER && ++tries < 10)
+            worker_retries++;
+        CALL(rc);
+        for (uint32_t i = 0; i < n; i++)
+            check_rows(m, layer, s[i], s[i]->n, 1, o + i * qrow);
+    }
+    for (uint32_t i = 0; i < n; i++)
+        s[i]->n++;
+    free(q); free(k); free(v); free(o); free(it);
+}
+
 static void check_stats(kvc_client *c, const char *when, uint32_t seqs, int none_in_use)
 {
     kvc_stats st;
@@ -113,14 +145,15 @@ int main(int argc, char **argv)
     }
     const kvc_model *m = kvc_model_info(c);
     const uint32_t P = m->page_tokens, total = prompt + steps;
+    const uint32_t spare = 4 * P + 64; /* tokens past `total`: the fork and batch steps */
     printf("model: %u layers, %u/%u heads x %u, page %u, dtype %u\n", m->layers, m->q_heads,
            m->kv_heads, m->head_dim, P, m->dtype);
-    uint32_t *tokens = malloc(sizeof(uint32_t) * (total + 64));
+    uint32_t *tokens = malloc(sizeof(uint32_t) * (total + spare));
     /* tokens of this run only: a server that served other runs has nothing of them cached */
     uint64_t stream = getenv("E2E_STREAM") ? strtoull(getenv("E2E_STREAM"), NULL, 0)
                                            : (uint64_t)getpid() << 16 ^ (uint64_t)time(NULL);
     int warm = getenv("E2E_WARM") && atoi(getenv("E2E_WARM"));
-    for (uint32_t i = 0; i < total + 64; i++)
+    for (uint32_t i = 0; i < total + spare; i++)
         tokens[i] = kvs_token(stream, i);
     check_stats(c, "start", 0, 1);
 
@@ -144,9 +177,9 @@ int main(int argc, char **argv)
     CHECK(looked == (total - 1) / P * P, "lookup: %u cached, expected %u", looked, (total - 1) / P * P);
 
     /* 3. fork b (partial tail shared), then both continue with different tokens */
-    seq_state f = { 0, malloc(sizeof(uint32_t) * (total + 64)), b.n };
+    seq_state f = { 0, malloc(sizeof(uint32_t) * (total + spare)), b.n };
     memcpy(f.tokens, tokens, sizeof(uint32_t) * b.n);
-    for (uint32_t i = b.n; i < total + 64; i++)
+    for (uint32_t i = b.n; i < total + spare; i++)
         f.tokens[i] = kvs_token(stream + 1, i);
     CALL(kvc_seq_fork(c, b.id, &f.id));
     for (uint32_t i = 0; i < 2 * P + 3; i++) {
@@ -154,6 +187,11 @@ int main(int argc, char **argv)
         step(c, &b, 1);
     }
     check_stats(c, "after fork", 3, 0);
+    /* 3b. the three decode together (they share the prompt's pages) */
+    seq_state *batch[3] = { &a, &b, &f };
+    for (uint32_t i = 0; i < 2 * P + 3; i++)
+        step_batch(c, batch, 3);
+    check_stats(c, "after batch", 3, 0);
     const char *forks_env = getenv("E2E_FORKS");
     uint32_t forks = forks_env ? (uint32_t)atoi(forks_env) : 0;
     seq_state g = { 0, malloc(sizeof(uint32_t) * (b.n + 1)), b.n };
