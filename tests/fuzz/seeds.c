@@ -9,6 +9,7 @@
 
 #include "kernels/kvkernels.h"
 #include "proto/arena.h"
+#include "tests/fuzz/fuzz_attn_input.h"
 #include "tests/fuzz/fuzz_input.h"
 
 static const char *dir;
@@ -192,6 +193,48 @@ static void snapshot_seeds(void)
     write_file("fuzz_snapshot", "raw_body", raw, sizeof(raw), NULL, 0);
 }
 
+/* fuzz_attn: [header][items][value seed], as tests/fuzz/fuzz_attn_input.h reads them. */
+static void attn_seed(const char *name, const uint8_t hdr[FA_HEADER], const uint32_t (*it)[4],
+                      uint32_t n)
+{
+    uint8_t b[FA_HEADER + FA_MAX_ITEMS * FA_ITEM + 8];
+    memcpy(b, hdr, FA_HEADER);
+    for (uint32_t i = 0; i < n; i++) {
+        uint8_t *p = b + FA_HEADER + i * FA_ITEM;
+        p[0] = (uint8_t)it[i][0], p[1] = (uint8_t)(it[i][0] >> 8);
+        p[2] = (uint8_t)it[i][1], p[3] = (uint8_t)it[i][2], p[4] = (uint8_t)it[i][3];
+    }
+    memcpy(b + FA_HEADER + n * FA_ITEM, "kvarena!", 8);
+    fa_case fc;
+    if (!fa_parse(b, FA_HEADER + n * FA_ITEM + 8, &fc)) {
+        fprintf(stderr, "seed %s: not a valid fuzz_attn input\n", name);
+        exit(1);
+    }
+    write_file("fuzz_attn", name, b, FA_HEADER + n * FA_ITEM + 8, NULL, 0);
+}
+
+/* {n_kv, n_new byte, share_of, share_pages} per item. */
+static void attn_seeds(void)
+{
+    /* 8 decode rows on one prefix of 18 pages (8 q heads / 2, d 128, page 16, fp16) */
+    static const uint32_t one[8][4] = { { 300, 1, 0, 0 },  { 310, 1, 0, 18 }, { 320, 1, 0, 18 },
+                                        { 330, 1, 0, 18 }, { 340, 1, 0, 18 }, { 350, 1, 0, 18 },
+                                        { 360, 1, 0, 18 }, { 370, 1, 0, 18 } };
+    attn_seed("shared8", (const uint8_t[]){ 2, 4, 15, 1 | 4, 0, 7 }, one, 8);
+    /* nested prefixes under a window of 160 with ALiBi, bf16, page 8, rows of 1..3 */
+    static const uint32_t nest[6][4] = { { 330, 2, 0, 0 },  { 320, 1, 0, 40 }, { 341, 3, 0, 40 },
+                                         { 400, 1, 0, 20 }, { 401, 1, 3, 50 }, { 420, 2, 3, 50 } };
+    attn_seed("nested_window_alibi", (const uint8_t[]){ 2, 1, 7, 2 | 4 | 8 | 32, 40, 5 }, nest, 6);
+    /* a long prefix split across threads, MHA, fp32, page 32, RoPE (rotate-half) */
+    static const uint32_t lng[3][4] = { { 1100, 1, 0, 0 }, { 1150, 1, 0, 34 }, { 1199, 1, 0, 34 } };
+    attn_seed("long_split", (const uint8_t[]){ 0, 4, 31, 0 | 4 | 64, 0, 2 }, lng, 3);
+    /* a prefill beside decode rows sharing with it, non-causal, soft-cap, interleaved RoPE */
+    static const uint32_t mix[4][4] = { { 200, 0x80 | 30, 0, 0 }, { 260, 1, 0, 12 },
+                                        { 250, 2, 0, 12 }, { 90, 4, 1, 5 } };
+    attn_seed("prefill_noncausal_softcap", (const uint8_t[]){ 4, 1, 15, 1 | 16 | 128, 10, 3 },
+              mix, 4);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -201,6 +244,7 @@ int main(int argc, char **argv)
     dir = argv[1];
     envelope_seeds();
     snapshot_seeds();
+    attn_seeds();
     job_seed("job_default", 0, 20, 5, 0);
     job_seed("job_tiny", 1, 0, 7, 0);
     job_seed("job_one_page", 2, 0, 1, 0);
