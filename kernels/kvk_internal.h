@@ -180,6 +180,10 @@ typedef struct kvk_tile_ops {
 /* Runs a call through tile kernels. Returns 0 or KV_ERR_NOMEM. */
 int kvk__attn_tiled(const kvk_call *c, kvk_pool *pool, const kvk_tile_ops *ops);
 
+/* The shared-prefix groups kvk__attn_tiled forms for call c (tests): returns their number
+ * (-1: out of memory) and puts each item's group in grp[n_items] (UINT32_MAX: none). */
+int kvk__plan_groups(const kvk_call *c, uint32_t *grp);
+
 /* Stores n fp32 values as a K/V row of dtype dt, rounded as kvk_f32_to_f16 / kvk_f32_to_bf16
  * round, bit for bit: one per ISA, kvk__store_fn() is the chosen ISA's (kvk_attn.c). */
 typedef void (*kvk_store_fn)(uint8_t *dst, const float *src, uint32_t n, kvk_dtype dt);

@@ -22,8 +22,8 @@
  * from the page tables). Each member's own tile then covers only its keys past the prefix;
  * the group tile's result for a member's rows is copied into that tile's first parts and
  * merged with the rest as split parts are. Items are sorted by page table, so those sharing
- * the longest prefixes sit side by side, and taken greedily while the keys the group saves
- * do not shrink.
+ * the longest prefixes sit side by side, and taken greedily while each member's window sees
+ * KVK_SHARE_MIN keys or more of the prefix and the keys the group saves do not shrink.
  *
  * Scheduling: tasks sorted by cost (largest first, generation order on ties) and handed out
  * by an atomic counter; which thread runs a task does not change its result. */
@@ -199,6 +199,7 @@ static uint32_t plan_chunk(plan *p, int nth)
 typedef struct cand {
     const uint32_t *pages;
     uint32_t full, item;
+    uint32_t lo;            /* the first key its first row can see (its window's start) */
 } cand;
 
 static uint32_t common_pages(const cand *a, const cand *b)
@@ -229,50 +230,84 @@ static void plan_groups(plan *p, cand *cands)
     uint32_t max_rows = KVK_TILE_M / G; /* a group is one tile per KV head */
     for (uint32_t i = 0; i < c->n_items; i++) {
         const kvk_item *it = &c->items[i];
+        uint32_t lo, hi;
         p->grp[i] = KVK_NO_GROUP;
+        kvk__visible(&c->opts, it->n_kv, it->n_kv + it->n_new, &lo, &hi);
         if (it->n_new && 2 * it->n_new <= max_rows && it->n_kv / pt * pt >= KVK_SHARE_MIN)
-            cands[nc++] = (cand){ it->pages, it->n_kv / pt, i };
+            cands[nc++] = (cand){ it->pages, it->n_kv / pt, i, lo };
     }
     qsort(cands, nc, sizeof(cand), cand_cmp);
     for (uint32_t a = 0, b; a < nc; a = b) {
-        /* take the next items while the keys the group saves (members - 1 reads of its
-         * prefix) do not shrink */
-        uint32_t common = cands[a].full, rows = c->items[cands[a].item].n_new, members = 1;
+        /* take the next items while each sees KVK_SHARE_MIN keys or more of the prefix and
+         * the keys the group saves (members - 1 reads of the part of the prefix its rows
+         * see) do not shrink */
+        uint32_t common = cands[a].full, lo = cands[a].lo, lo_max = lo, members = 1;
+        uint32_t rows = c->items[cands[a].item].n_new;
+        uint64_t seen = common * pt > lo ? common * pt - lo : 0;
         for (b = a + 1; b < nc; b++, members++) {
             uint32_t cp = common_pages(&cands[b - 1], &cands[b]);
             cp = cp < common ? cp : common;
+            uint32_t nlo = cands[b].lo < lo ? cands[b].lo : lo;
+            uint32_t nlo_max = cands[b].lo > lo_max ? cands[b].lo : lo_max;
             uint32_t nr = rows + c->items[cands[b].item].n_new;
-            if (nr > max_rows || cp * pt < KVK_SHARE_MIN
-                || (uint64_t)members * cp < (uint64_t)(members - 1) * common)
+            uint64_t nseen = cp * pt > nlo ? cp * pt - nlo : 0;
+            if (nr > max_rows || (uint64_t)nlo_max + KVK_SHARE_MIN > cp * pt
+                || members * nseen < (members - 1) * seen)
                 break;
             common = cp;
+            lo = nlo;
+            lo_max = nlo_max;
+            seen = nseen;
             rows = nr;
         }
         if (members < 2)
             continue;
         group *gr = &p->groups[p->n_groups];
-        *gr = (group){ .t0 = nt, .n = rows, .item = cands[a].item, .lo = UINT32_MAX,
+        *gr = (group){ .t0 = nt, .n = rows, .item = cands[a].item, .lo = lo,
                        .keys = common * pt };
         for (uint32_t m = a; m < b; m++) {
             const kvk_item *it = &c->items[cands[m].item];
-            for (uint32_t r = 0; r < it->n_new; r++) {
-                uint32_t lo, hi;
-                kvk__visible(&c->opts, it->n_kv + r, it->n_kv + it->n_new, &lo, &hi);
-                gr->lo = lo < gr->lo ? lo : gr->lo;
+            for (uint32_t r = 0; r < it->n_new; r++)
                 p->trows[nt + r] = (kvk_trow){ (uint32_t)p->row0[cands[m].item] + r,
                                                it->n_kv + r, it->n_kv + it->n_new,
                                                cands[m].item, r };
-            }
             nt += it->n_new;
-        }
-        if (gr->lo + KVK_SHARE_MIN > gr->keys) { /* windows that see little of the prefix */
-            nt = gr->t0;
-            continue;
-        }
-        for (uint32_t m = a; m < b; m++)
             p->grp[cands[m].item] = p->n_groups;
+        }
         p->n_groups++;
     }
+}
+
+/* Allocates the plan's per-item arrays and forms the groups of p->c. Returns 0 or -1 (out
+ * of memory; plan_groups_free releases what was allocated either way). */
+static int plan_groups_init(plan *p)
+{
+    const kvk_call *c = p->c;
+    size_t n = (size_t)c->n_items + 1;
+    p->row0 = malloc(n * sizeof(size_t));
+    p->grp = malloc(3 * n * sizeof(uint32_t));
+    p->groups = malloc(n * sizeof(group));
+    p->trows = malloc(((size_t)c->rows + 1) * sizeof(kvk_trow));
+    cand *cands = malloc(n * sizeof(cand));
+    if (!p->row0 || !p->grp || !p->groups || !p->trows || !cands) {
+        free(cands);
+        return -1;
+    }
+    p->slot0 = p->grp + n;
+    p->parts = p->slot0 + n;
+    for (uint32_t i = 0, r = 0; i < c->n_items; r += c->items[i].n_new, i++)
+        p->row0[i] = r;
+    plan_groups(p, cands);
+    free(cands);
+    return 0;
+}
+
+static void plan_groups_free(plan *p)
+{
+    free(p->row0);
+    free(p->grp);
+    free(p->groups);
+    free(p->trows);
 }
 
 /* A group task's result for each member row, copied into that member's tile slot of the
@@ -402,7 +437,7 @@ int kvk__attn_tiled(const kvk_call *call, kvk_pool *pool, const kvk_tile_ops *op
         kvk__pool_run(pool, rope_worker, c);
     }
     int nth = kvk_pool_threads(pool), rc = KV_ERR_NOMEM;
-    uint32_t G = c->g->q_heads / c->g->kv_heads, D = c->g->head_dim, n = c->n_items + 1;
+    uint32_t G = c->g->q_heads / c->g->kv_heads, D = c->g->head_dim;
     plan p = { .c = c, .ops = ops };
     uint32_t rows_max = 1;
     for (uint32_t i = 0; i < c->n_items; i++) {
@@ -410,19 +445,9 @@ int kvk__attn_tiled(const kvk_call *call, kvk_pool *pool, const kvk_tile_ops *op
         rows_max = R > rows_max ? R : rows_max;
     }
     p.mcap = (rows_max * G + 3) & ~3u; /* tile kernels work on query vectors 4 at a time */
-    p.row0 = malloc(n * sizeof(size_t));
-    p.grp = malloc(3 * (size_t)n * sizeof(uint32_t));
-    p.groups = malloc(n * sizeof(group));
-    p.trows = malloc(((size_t)c->rows + 1) * sizeof(kvk_trow));
-    cand *cands = malloc(n * sizeof(cand));
     float *buf = NULL;
-    if (!p.row0 || !p.grp || !p.groups || !p.trows || !cands)
+    if (plan_groups_init(&p) != 0)
         goto out;
-    p.slot0 = p.grp + n;
-    p.parts = p.slot0 + n;
-    for (uint32_t i = 0, r = 0; i < c->n_items; r += c->items[i].n_new, i++)
-        p.row0[i] = r;
-    plan_groups(&p, cands);
     p.chunk = plan_chunk(&p, nth);
     for (uint32_t g = 0, len; g < p.n_groups; g++)
         p.groups[g].parts = plan_cut(&p, p.groups[g].lo, p.groups[g].keys, &len);
@@ -449,11 +474,17 @@ out:
     if (buf)
         kvk__pool_scratch_done(pool, buf);
     free(p.tasks);
-    free(p.row0);
-    free(p.grp);
-    free(p.groups);
-    free(p.trows);
-    free(cands);
+    plan_groups_free(&p);
     free(rope);
     return rc;
+}
+
+int kvk__plan_groups(const kvk_call *c, uint32_t *grp)
+{
+    plan p = { .c = c };
+    int n = plan_groups_init(&p) == 0 ? (int)p.n_groups : -1;
+    for (uint32_t i = 0; i < c->n_items && n >= 0; i++)
+        grp[i] = p.grp[i];
+    plan_groups_free(&p);
+    return n;
 }

@@ -128,7 +128,8 @@ int kvk_pool_threads(const kvk_pool *pool);
 /* The instruction set in use: "scalar", "avx2", "avx512" or "amx". Chosen once from cpuid
  * (never "amx"), or forced by KVARENA_ISA=scalar|avx2|avx512|amx in the environment.
  * "amx" (AMX-BF16 CPUs) computes tiles of 16 query vectors or more per KV head (prefill;
- * decode of GQA groups of 16+ heads) with Q, K, V and probabilities rounded to bf16: outputs
+ * decode of GQA groups of 16+ heads; decode rows over a prefix of pages they share, 16 query
+ * vectors or more together) with Q, K, V and probabilities rounded to bf16: outputs
  * within 2e-2 of fp64 attention for logits of moderate size (the error grows with |logit|:
  * 2-4% with logits of +-40), against 1e-4 on the others; it loads and releases the AMX tile
  * state of every thread it runs on, the caller's included. */

@@ -724,8 +724,9 @@ int main(int argc, char **argv)
         }
         qsort(gain, ROUNDS, sizeof(double), dbl_cmp);
         printf("# decode_shared_b8_kv4096 isa=%s: 8 items sharing %u of their %u tokens' pages; "
-               "%.2fx the same batch on private pages (median of %d rounds, min %.2f max %.2f)\n",
-               isa_names[i], prefix, len, gain[ROUNDS / 2], ROUNDS, gain[0], gain[ROUNDS - 1]);
+               "%.2fx the same batch on private pages (median of %d rounds, min %.2f max %.2f)%s\n",
+               isa_names[i], prefix, len, gain[ROUNDS / 2], ROUNDS, gain[0], gain[ROUNDS - 1],
+               i == ISA_AMX ? "; the shared part in bf16 tiles" : "");
         bench_median("decode_shared_b8_kv4096", isa_names[i], "GB/s", pr, ROUNDS);
     }
     static const uint32_t plens[] = { 512, 2048 };

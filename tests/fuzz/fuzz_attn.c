@@ -7,14 +7,20 @@
  * bookkeeping shows as a mismatch (abort), any overrun as a sanitizer report. amx is left
  * out (bf16 rounding needs a looser, logit-dependent tolerance).
  *
- * Input (tests/fuzz/fuzz_attn_input.h builds it for the seeds):
+ * Input (tests/fuzz/fuzz_attn_input.h reads it):
  *   byte 0  heads: index into fa_heads          byte 1  head_dim: index into fa_dims
  *   byte 2  page_tokens - 1 (mod 40)            byte 3  bits 0-1 dtype, 2 causal, 3 window,
  *                                                       4 softcap, 5 ALiBi, 6-7 RoPE mode
- *   byte 4  window_left / 4, softcap - 4        byte 5  items - 1 (mod FA_MAX_ITEMS)
+ *   byte 4  window_left / 4, softcap - 4        byte 5  bits 0-2 items - 1, 3 far (positions
+ *                                                       past 2^23, a window, page >= 32),
+ *                                                       4 dup (any pages may be shared),
+ *                                                       5 the SIMD runs without a pool
  *   per item 5 bytes: n_kv (little-endian uint16, mod FA_MAX_KV), n_new (bit 7: mod 70,
  *           else mod 5), share_of (mod item index: an earlier item), share_pages
- *   the rest seeds the values of Q, K and V. */
+ *   the rest seeds the values of Q, K and V.
+ * Table entries before the first page an item's rows can see point to page 0, never
+ * written by the item (a window's placeholders, as the unit tests' arena has them); pages
+ * are zeroed, so whatever a call reads is finite and the same for every ISA. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -80,10 +86,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     const kvk_geom *g = &fc.g;
     uint32_t pt = g->page_tokens, n = fc.n_items, total = 0, rows = 0;
-    uint32_t np[FA_MAX_ITEMS];
+    uint32_t np[FA_MAX_ITEMS], own[FA_MAX_ITEMS];
     for (uint32_t i = 0; i < n; i++) {
         np[i] = (fc.items[i].n_kv + fc.items[i].n_new + pt - 1) / pt;
-        total += np[i] - fc.share_pages[i];
+        own[i] = fc.first[i] / pt > fc.share_pages[i] ? fc.first[i] / pt : fc.share_pages[i];
+        own[i] = own[i] < np[i] ? own[i] : np[i];
+        total += np[i] - own[i];
         rows += fc.items[i].n_new;
     }
     size_t pb = kvk_page_bytes(g);
@@ -94,10 +102,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (uint32_t i = 0; i < n; i++) {
         tables[i] = xcalloc(np[i] + 1, sizeof(uint32_t));
         for (uint32_t p = 0; p < np[i]; p++)
-            tables[i][p] = p < fc.share_pages[i] ? tables[fc.share_of[i]][p] : next++;
+            tables[i][p] = p < fc.share_pages[i] ? tables[fc.share_of[i]][p]
+                           : p < own[i] ? 0 : next++;
         items[i] = (kvk_item){ tables[i], fc.items[i].n_kv, fc.items[i].n_new };
-        /* the old K/V of its own pages; a shared prefix is its owner's to write */
-        uint32_t j0 = fc.share_pages[i] * pt;
+        /* the old K/V its rows see on its own pages; shared pages are their owner's */
+        uint32_t j0 = own[i] * pt > fc.first[i] ? own[i] * pt : fc.first[i];
+        j0 = j0 < fc.items[i].n_kv ? j0 : fc.items[i].n_kv;
         kvk_item old = { tables[i], j0, fc.items[i].n_kv - j0 };
         size_t nkv = ((size_t)old.n_new + 1) * g->kv_heads * g->head_dim;
         float *k = xcalloc(nkv, sizeof(float)), *v = xcalloc(nkv, sizeof(float));
@@ -128,7 +138,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (kvk_isa_set(simd[s]) != 0)
             continue;
         memset(o, 0xff, nq * sizeof(float)); /* NaN: an output never written fails */
-        if (kvk_attn(g, &pg, 0, items, n, q, o, lse, &fc.opts, pool) != 0)
+        memset(lse, 0xff, (nl + 1) * sizeof(float));
+        if (kvk_attn(g, &pg, 0, items, n, q, o, lse, &fc.opts, fc.no_pool ? NULL : pool) != 0)
             abort();
         check(simd[s], o, ref, (size_t)rows * g->q_heads * g->head_dim, lse, lse_ref, nl);
     }

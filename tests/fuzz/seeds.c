@@ -233,6 +233,18 @@ static void attn_seeds(void)
                                         { 250, 2, 0, 12 }, { 90, 4, 1, 5 } };
     attn_seed("prefill_noncausal_softcap", (const uint8_t[]){ 4, 1, 15, 1 | 16 | 128, 10, 3 },
               mix, 4);
+    /* far: positions past 2^23 under a window of 208 (page 48): two share pages they see,
+     * one only the window's placeholder pages before them */
+    static const uint32_t far[4][4] = { { 1000, 1, 0, 0 }, { 1000, 1, 0, 3 },
+                                        { 1100, 2, 0, 3 }, { 990, 1, 0, 0 } };
+    attn_seed("far_placeholders", (const uint8_t[]){ 2, 1, 15, 1 | 4, 50, 3 | 8 }, far, 4);
+    /* dup: identical tables, and pages holding another item's new rows */
+    static const uint32_t dup[4][4] = { { 300, 1, 0, 0 }, { 300, 1, 0, 255 },
+                                        { 280, 3, 0, 255 }, { 100, 2, 1, 255 } };
+    attn_seed("dup_tables", (const uint8_t[]){ 2, 1, 15, 1 | 4, 0, 3 | 16 }, dup, 4);
+    /* no pool: long keys unsplit */
+    static const uint32_t np[2][4] = { { 1200, 1, 0, 0 }, { 1150, 1, 0, 60 } };
+    attn_seed("no_pool", (const uint8_t[]){ 2, 4, 15, 1 | 4, 0, 1 | 32 }, np, 2);
 }
 
 int main(int argc, char **argv)

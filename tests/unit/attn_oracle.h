@@ -95,8 +95,8 @@ ao_case ao_case_base(uint32_t q_heads, uint32_t kv_heads, uint32_t head_dim,
 void ao_case_add_item(ao_case *tc, uint32_t n_kv, uint32_t n_new);
 
 /* Appends an item as ao_case_add_item does whose first `pages` pages are item src's (both
- * items must hold them whole before their new rows, and src's window must reach back at
- * least as far as the new item's). */
+ * items must hold them whole before their new rows, and src's window must start no later
+ * than the new item's: src writes the keys both see). */
 void ao_case_add_sharing(ao_case *tc, uint32_t n_kv, uint32_t n_new, uint32_t src,
                          uint32_t pages);
 

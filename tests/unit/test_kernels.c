@@ -536,28 +536,39 @@ static void test_attn_long_decode(void **state)
     ao_run_case(&tc);
 }
 
+/* Eight decode rows on one prefix of 18 pages, own tails of 0 .. 100 keys. */
+static ao_case case_one_prefix(void)
+{
+    ao_case tc = ao_case_base(8, 2, 64, 16, KVK_F16);
+    ao_case_add_item(&tc, 300, 1);
+    for (uint32_t i = 1; i < 8; i++)
+        ao_case_add_sharing(&tc, 288 + 15 * i, 1, 0, 18);
+    return tc;
+}
+
+/* Nested prefixes: 0-2 share 20 pages; 3 shares 10 of them, 4-5 share 25 of 3's; rows of
+ * 1..3 (speculative decode), a prefill and an item sharing nothing in the same call. */
+static ao_case case_nested(void)
+{
+    ao_case tc = ao_case_base(8, 2, 64, 16, KVK_BF16);
+    ao_case_add_item(&tc, 330, 2);
+    ao_case_add_sharing(&tc, 320, 1, 0, 20);
+    ao_case_add_sharing(&tc, 341, 3, 0, 20);
+    ao_case_add_sharing(&tc, 400, 1, 0, 10);
+    ao_case_add_sharing(&tc, 401, 1, 3, 25);
+    ao_case_add_sharing(&tc, 420, 2, 3, 25);
+    ao_case_add_item(&tc, 0, 40);
+    ao_case_add_item(&tc, 77, 1);
+    return tc;
+}
+
 /* Items sharing the pages of a prefix (a prefix-cache hit, forks) run as groups: the shared
  * keys once for every member's rows, then each member's own keys, merged. */
 static void test_attn_shared_prefix(void **state)
 {
     (void)state;
-    /* eight decode rows on one prefix of 18 pages, own tails of 0 .. 100 keys */
-    ao_case one = ao_case_base(8, 2, 64, 16, KVK_F16);
-    ao_case_add_item(&one, 300, 1);
-    for (uint32_t i = 1; i < 8; i++)
-        ao_case_add_sharing(&one, 288 + 15 * i, 1, 0, 18);
+    ao_case one = case_one_prefix(), nest = case_nested();
     ao_run_case(&one);
-    /* nested: 0-3 share 20 pages; 4 shares 10 of them, 5-7 share 25 of 4's; rows of 1..3
-     * (speculative decode), a prefill and an item sharing nothing in the same call */
-    ao_case nest = ao_case_base(8, 2, 64, 16, KVK_BF16);
-    ao_case_add_item(&nest, 330, 2);
-    ao_case_add_sharing(&nest, 320, 1, 0, 20);
-    ao_case_add_sharing(&nest, 341, 3, 0, 20);
-    ao_case_add_sharing(&nest, 400, 1, 0, 10);
-    ao_case_add_sharing(&nest, 401, 1, 3, 25);
-    ao_case_add_sharing(&nest, 420, 2, 3, 25);
-    ao_case_add_item(&nest, 0, 40);
-    ao_case_add_item(&nest, 77, 1);
     ao_run_case(&nest);
     /* every option at once: window (members see different parts of the prefix), ALiBi,
      * soft-cap, RoPE, lse; then the same without causal masking */
@@ -590,6 +601,81 @@ static void test_attn_shared_prefix(void **state)
             ao_case_add_sharing(&g, 200 + i, 1, 0, 25);
         ao_run_case(&g);
     }
+}
+
+/* kvk__plan_groups on tc's arena: the number of groups, each item's in grp. */
+static int groups_of(const ao_case *tc, uint32_t *grp)
+{
+    ao_arena a;
+    kvk_call c;
+    ao_arena_init(&a, tc);
+    assert_int_equal(kvk__call_init(&c, &a.g, &a.pg, 1, a.items, tc->n_items, &tc->opts), 0);
+    int n = kvk__plan_groups(&c, grp);
+    ao_arena_free(&a);
+    return n;
+}
+
+/* The planner groups tc's items as want numbers them (the same group where want has the same
+ * number, whatever the planner calls it; none where -1). */
+static void expect_groups(const ao_case *tc, const int *want, const char *what)
+{
+    uint32_t grp[AO_MAX_ITEMS];
+    int n = groups_of(tc, grp), most = -1;
+    for (uint32_t i = 0; i < tc->n_items; i++) {
+        most = want[i] > most ? want[i] : most;
+        if ((want[i] < 0) != (grp[i] == UINT32_MAX))
+            fail_msg("%s: item %u %s a group", what, i, want[i] < 0 ? "in" : "not in");
+        for (uint32_t j = 0; j < i; j++)
+            if ((want[i] == want[j]) != (grp[i] == grp[j]))
+                fail_msg("%s: items %u and %u %s", what, j, i,
+                         want[i] == want[j] ? "apart" : "together");
+    }
+    assert_int_equal(n, most + 1);
+}
+
+/* Item 0 of n_kv0 keys and items 1, 2 sharing its first s1, s2 pages, under a window. */
+static ao_case case_window(int32_t window, uint32_t n_kv0, uint32_t n_kv1, uint32_t s1,
+                           uint32_t n_kv2, uint32_t s2)
+{
+    ao_case tc = ao_case_base(8, 2, 64, 16, KVK_F16);
+    tc.opts.window_left = window;
+    ao_case_add_item(&tc, n_kv0, 1);
+    ao_case_add_sharing(&tc, n_kv1, 1, 0, s1);
+    ao_case_add_sharing(&tc, n_kv2, 1, 0, s2);
+    return tc;
+}
+
+static void test_plan_groups(void **state)
+{
+    (void)state;
+    ao_case one = case_one_prefix(), nest = case_nested();
+    expect_groups(&one, (const int[]){ 0, 0, 0, 0, 0, 0, 0, 0 }, "one prefix");
+    /* two groups; the prefill and the item of its own stay out */
+    expect_groups(&nest, (const int[]){ 0, 0, 0, 1, 1, 1, -1, -1 }, "nested");
+    /* 48 shared keys: too few */
+    ao_case shrt = ao_case_base(8, 2, 64, 16, KVK_F16);
+    ao_case_add_item(&shrt, 100, 1);
+    ao_case_add_sharing(&shrt, 120, 1, 0, 3);
+    expect_groups(&shrt, (const int[]){ -1, -1 }, "short prefix");
+    /* 8 q heads per KV head: 8 rows a group at most, so 6 items of 2 rows make a group of 4
+     * and one of 2 (which items go together follows the sorted page tables) */
+    ao_case big = ao_case_base(16, 2, 64, 16, KVK_F16);
+    ao_case_add_item(&big, 200, 2);
+    for (uint32_t i = 1; i < 6; i++)
+        ao_case_add_sharing(&big, 200 + i, 2, 0, 12);
+    uint32_t grp[AO_MAX_ITEMS], size[2] = { 0, 0 };
+    assert_int_equal(groups_of(&big, grp), 2);
+    for (uint32_t i = 0; i < 6; i++) {
+        assert_true(grp[i] < 2);
+        size[grp[i]]++;
+    }
+    assert_true(size[0] * size[1] == 8);
+    /* windows: an item whose window starts past the shared pages stays out, and so does one
+     * sharing only pages before the others' windows (placeholders, as a window leaves them) */
+    ao_case win = case_window(100, 330, 340, 20, 600, 20);
+    expect_groups(&win, (const int[]){ 0, 0, -1 }, "window past the prefix");
+    ao_case ph = case_window(200, 1700, 1700, 106, 1700, 93);
+    expect_groups(&ph, (const int[]){ 0, 0, -1 }, "placeholder pages");
 }
 
 static void test_attn_prefill_tiles(void **state)
@@ -794,6 +880,7 @@ int main(void)
         cmocka_unit_test(test_attn_long_decode),
         cmocka_unit_test(test_attn_prefill_tiles),
         cmocka_unit_test(test_attn_shared_prefix),
+        cmocka_unit_test(test_plan_groups),
         cmocka_unit_test(test_merge_states_split),
         cmocka_unit_test(test_merge_states_empty),
         cmocka_unit_test(test_attn_invalid),
