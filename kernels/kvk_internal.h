@@ -123,9 +123,10 @@ void kvk__pool_scratch_done(kvk_pool *pool, void *scratch);
 /* ---- tiled attention (kvk_plan.c drives, attn_<isa>.c computes) ----
  *
  * A task is the attention of the q heads of one KV-head group, for a tile of an item's rows
- * (or the rows of a group of items, over the prefix of pages they share), over a range of keys. The planner cuts the call into tasks (splitting long key ranges so
- * every thread gets work), threads pull tasks in a fixed order, and each task's result
- * (m, l, acc) is either final (written to o/lse) or one part of a split merged afterwards. */
+ * (or the rows of a group of items, over the prefix of pages they share), over a range of
+ * keys. The planner cuts the call into tasks (splitting long key ranges so every thread gets
+ * work), threads pull tasks in a fixed order, and each task's result (m, l, acc) is either
+ * final (written to o/lse) or one part of a split merged afterwards. */
 /* A query row of a task that gathers rows of several items (a shared-prefix group, see
  * kvk_plan.c): its global row in the call, position and item's key count; item and r (the
  * row within the item) tell the planner where its result goes. */

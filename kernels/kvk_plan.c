@@ -101,9 +101,9 @@ static uint32_t plan_cut(const plan *p, uint32_t lo, uint32_t hi, uint32_t *len)
     return parts;
 }
 
-/* Appends the tasks of one tile (a copy of proto with its keys, parts and slots): keys
- * [lo, hi) cut into parts numbered from part0, of parts0 + parts in all, in slots from
- * slot (KVK_NO_SLOT: none). Returns its number of parts. */
+/* Appends the tasks of one tile, copies of proto (whose parts counts them all) with their
+ * keys: [lo, hi) cut into parts numbered from part0, part k in slot `slot + k`
+ * (KVK_NO_SLOT: none). Returns the number of parts it cut. */
 static uint32_t plan_tile(plan *p, uint32_t *n, kvk_task proto, uint32_t lo, uint32_t hi,
                           uint32_t part0, uint32_t slot)
 {

@@ -18,9 +18,9 @@
  *   per item 5 bytes: n_kv (little-endian uint16, mod FA_MAX_KV), n_new (bit 7: mod 70,
  *           else mod 5), share_of (mod item index: an earlier item), share_pages
  *   the rest seeds the values of Q, K and V.
- * Table entries before the first page an item's rows can see point to page 0, never
- * written by the item (a window's placeholders, as the unit tests' arena has them); pages
- * are zeroed, so whatever a call reads is finite and the same for every ISA. */
+ * Table entries before the first page an item's rows can see point to page 0 (a window's
+ * placeholders, as the unit tests' arena has them); pages start zeroed, so whatever a call
+ * reads is finite and the same for every ISA. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
