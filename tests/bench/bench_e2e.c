@@ -2,7 +2,11 @@
  * ipc, next to the machine's own floor measured in the same run: a raw ZeroMQ ipc round
  * trip between two processes (DEALER <-> ROUTER echo), and twice that (our path has two
  * hops each way). Prints `BENCH name=<case> key=value ...` lines.
- * Usage: bench_e2e CLIENT_ENDPOINT TENANT [ITERATIONS] */
+ * Usage: bench_e2e CLIENT_ENDPOINT TENANT [ITERATIONS]
+ *        bench_e2e CLIENT_ENDPOINT TENANT shared N PROMPT STEPS: a decode step of N
+ *        sequences batched in one Attend (layer 0 of 1), the N on one PROMPT-token prompt's
+ *        pages (one prefill, N - 1 forks) against N on prompts of their own; STEPS steps each,
+ *        alternated, p50 per step and the ratio. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,18 +85,102 @@ static void raw_rtt(int iters, size_t bytes, double *p50, double *p99)
 #define CALL(expr) do { int rc_ = (expr); if (rc_) { fprintf(stderr, "bench_e2e: %s: %s (%s)\n", #expr, \
     kvc_strerror(rc_), kvc_last_error(c)); exit(1); } } while (0)
 
+/* n sequences of a model of one layer, each holding `prompt` tokens: one prefilled and
+ * n - 1 forks of it (shared), or each prefilled on a prompt of its own (stream base + i). */
+static void open_batch(kvc_client *c, uint64_t *seqs, int n, uint32_t prompt, int shared,
+                       uint64_t base)
+{
+    const kvc_model *m = kvc_model_info(c);
+    size_t qrow = (size_t)m->q_heads * m->head_dim, kvrow = (size_t)m->kv_heads * m->head_dim;
+    float *q = malloc(sizeof(float) * qrow * prompt), *k = malloc(sizeof(float) * kvrow * prompt);
+    float *v = malloc(sizeof(float) * kvrow * prompt), *o = malloc(sizeof(float) * qrow * prompt);
+    uint32_t *tokens = malloc(sizeof(uint32_t) * prompt);
+    for (int i = 0; i < n; i++) {
+        if (shared && i) {
+            CALL(kvc_seq_fork(c, seqs[0], &seqs[i]));
+            continue;
+        }
+        for (uint32_t t = 0; t < prompt; t++)
+            tokens[t] = kvs_token(base + (uint64_t)i, t);
+        uint32_t cached = 0;
+        CALL(kvc_seq_open(c, &seqs[i]));
+        CALL(kvc_seq_extend(c, seqs[i], tokens, prompt, &cached));
+        kvs_fill_qkv(m, 0, tokens + cached, cached, prompt - cached, q, k, v);
+        kvc_item it = { seqs[i], prompt - cached };
+        CALL(kvc_attend(c, 0, &it, 1, q, k, v, 0, o, NULL));
+    }
+    free(q); free(k); free(v); free(o); free(tokens);
+}
+
+/* One decode step of the batch: every sequence one new token, one Attend; its time in us. */
+static double step_batch(kvc_client *c, const uint64_t *seqs, int n, uint32_t pos,
+                         uint64_t base, const float *q, const float *k, const float *v, float *o)
+{
+    kvc_item it[64];
+    for (int i = 0; i < n; i++) {
+        uint32_t tok = kvs_token(base + (uint64_t)i, pos);
+        CALL(kvc_seq_extend(c, seqs[i], &tok, 1, NULL));
+        it[i] = (kvc_item){ seqs[i], 1 };
+    }
+    double t0 = now_us();
+    CALL(kvc_attend(c, 0, it, (uint32_t)n, q, k, v, 0, o, NULL));
+    return now_us() - t0;
+}
+
+static int bench_shared(kvc_client *c, int n, uint32_t prompt, int steps)
+{
+    const kvc_model *m = kvc_model_info(c);
+    if (n < 2 || n > 64 || m->layers != 1 || !prompt || steps < 1) {
+        fprintf(stderr, "bench_e2e shared: 2..64 sequences, a model of 1 layer, a prompt, steps\n");
+        return 2;
+    }
+    uint64_t sh[64], pr[64], base = (uint64_t)getpid() << 20;
+    open_batch(c, sh, n, prompt, 1, base);
+    open_batch(c, pr, n, prompt, 0, base + 1000);
+    size_t qrow = (size_t)m->q_heads * m->head_dim, kvrow = (size_t)m->kv_heads * m->head_dim;
+    float *q = malloc(sizeof(float) * qrow * n), *k = malloc(sizeof(float) * kvrow * n);
+    float *v = malloc(sizeof(float) * kvrow * n), *o = malloc(sizeof(float) * qrow * n);
+    for (size_t i = 0; i < qrow * n; i++)
+        q[i] = (float)(i % 13) * 0.01f;
+    for (size_t i = 0; i < kvrow * n; i++)
+        k[i] = v[i] = (float)(i % 7) * 0.1f;
+    double *ts = malloc(sizeof(double) * steps), *tp = malloc(sizeof(double) * steps);
+    for (int s = 0; s < steps; s++) { /* alternated, so both see the same minutes */
+        ts[s] = step_batch(c, sh, n, prompt + s, base + 2000, q, k, v, o);
+        tp[s] = step_batch(c, pr, n, prompt + s, base + 3000, q, k, v, o);
+    }
+    double s50 = pct(ts, steps, 0.5), p50 = pct(tp, steps, 0.5);
+    printf("BENCH name=attend_decode_shared seqs=%d prompt=%u layers=1 p50_us=%.1f p99_us=%.1f "
+           "steps=%d\n", n, prompt, s50, pct(ts, steps, 0.99), steps);
+    printf("BENCH name=attend_decode_private seqs=%d prompt=%u layers=1 p50_us=%.1f p99_us=%.1f "
+           "steps=%d\n", n, prompt, p50, pct(tp, steps, 0.99), steps);
+    printf("BENCH name=attend_decode_shared_vs_private p50_ratio=%.2f\n", p50 / s50);
+    for (int i = 0; i < n; i++) {
+        CALL(kvc_seq_close(c, sh[i]));
+        CALL(kvc_seq_close(c, pr[i]));
+    }
+    free(q); free(k); free(v); free(o); free(ts); free(tp);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
-        fprintf(stderr, "usage: bench_e2e CLIENT_ENDPOINT TENANT [ITERATIONS]\n");
+        fprintf(stderr, "usage: bench_e2e CLIENT_ENDPOINT TENANT [ITERATIONS | shared N PROMPT "
+                        "STEPS]\n");
         return 2;
     }
     int iters = argc > 3 ? atoi(argv[3]) : 2000;
-    kvc_opts opts = { .tenant = argv[2], .name = "bench_e2e", .timeout_ms = 10000 };
+    kvc_opts opts = { .tenant = argv[2], .name = "bench_e2e", .timeout_ms = 60000 };
     kvc_client *c = NULL;
     if (kvc_connect(argv[1], &opts, &c)) {
         fprintf(stderr, "bench_e2e: connect: %s\n", kvc_last_error(NULL));
         return 1;
+    }
+    if (argc == 7 && !strcmp(argv[3], "shared")) {
+        int rc = bench_shared(c, atoi(argv[4]), (uint32_t)atoi(argv[5]), atoi(argv[6]));
+        kvc_close(&c);
+        return rc;
     }
     const kvc_model *m = kvc_model_info(c);
     const uint32_t ctx_len = 16;
