@@ -3,7 +3,7 @@
  *   kvctl [--endpoint ADMIN_EP] [--timeout MS] stats [--json]
  *   kvctl [--endpoint ADMIN_EP] [--timeout MS] seqs [--json]
  *   kvctl [--endpoint ADMIN_EP] [--timeout MS] close SEQ
- *   kvctl [--endpoint ADMIN_EP] [--timeout MS] ping | check
+ *   kvctl [--endpoint ADMIN_EP] [--timeout MS] ping | check | snapshot
  *   kvctl keygen
  *
  * Exit status: 0 success, 1 the request failed (no server, timeout, error reply),
@@ -30,6 +30,8 @@ static const char usage_text[] =
     "                   client's later calls on it fail, saying an operator closed it\n"
     "  ping             round-trip time to the server\n"
     "  check            the server checks its invariants (page counts, LRU, index, refs)\n"
+    "  snapshot         writes the prefix cache to server.snapshot now, while serving; waits\n"
+    "                   until the file is in place (MS defaults to 600000 for it)\n"
     "  keygen           a new CURVE key pair (Z85): a tenant's public_key for the server's\n"
     "                   config and the pair for its clients, or the server's own key\n"
     "ADMIN_EP defaults to $KVARENA_ADMIN or " DEFAULT_ADMIN "; MS to 5000.\n";
@@ -257,6 +259,24 @@ static int cmd_check(const char *ep, int timeout_ms)
     return 0;
 }
 
+/* Has the server write its snapshot now; prints what was written. */
+static int cmd_snapshot(const char *ep, int timeout_ms)
+{
+    Kvarena__Snapshot body = KVARENA__SNAPSHOT__INIT;
+    Kvarena__Envelope req = KVARENA__ENVELOPE__INIT;
+    req.body_case = KVARENA__ENVELOPE__BODY_SNAPSHOT;
+    req.snapshot = &body;
+    kvr_reply rep;
+    if (admin_call(ep, timeout_ms, &req, &rep, KVARENA__ENVELOPE__BODY_SNAPSHOT_REPLY, "snapshot"))
+        return 1;
+    const Kvarena__SnapshotReply *r = rep.env->snapshot_reply;
+    printf("snapshot %s: %u committed pages (%.1f MB of K/V, %.1f MB file) in %" PRIu64
+           " ms; %u left out (evicted and reused while it was written)\n", r->path, r->pages,
+           r->data_bytes / 1e6, r->file_bytes / 1e6, r->ms, r->skipped);
+    kvr_reply_clear(&rep);
+    return 0;
+}
+
 static int cmd_ping(const char *ep, int timeout_ms)
 {
     Kvarena__Ping body = KVARENA__PING__INIT;
@@ -297,7 +317,7 @@ int main(int argc, char **argv)
     const char *ep = getenv("KVARENA_ADMIN");
     if (!ep || !*ep)
         ep = DEFAULT_ADMIN;
-    int timeout_ms = DEFAULT_TIMEOUT_MS, json = 0;
+    int timeout_ms = DEFAULT_TIMEOUT_MS, timeout_set = 0, json = 0;
     const char *cmd = NULL, *arg = NULL;
     for (int i = 1; i < argc; i++) {
         int missing = 0;
@@ -310,6 +330,7 @@ int main(int argc, char **argv)
             if (*end || t <= 0 || t > 3600000)
                 return usage("--timeout takes milliseconds, 1 to 3600000");
             timeout_ms = (int)t;
+            timeout_set = 1;
         } else if (missing) {
             fprintf(stderr, "kvctl: %s needs a value\n", argv[i]);
             return usage(NULL);
@@ -340,6 +361,8 @@ int main(int argc, char **argv)
         return arg ? cmd_close(ep, timeout_ms, arg) : usage("close takes a sequence id");
     if (!strcmp(cmd, "check"))
         return cmd_check(ep, timeout_ms);
+    if (!strcmp(cmd, "snapshot"))
+        return cmd_snapshot(ep, timeout_set ? timeout_ms : 600000);
     if (!strcmp(cmd, "keygen")) {
         char pub[41], sec[41];
         if (zmq_curve_keypair(pub, sec) != 0) {

@@ -635,12 +635,14 @@ void kvs_handle_admin(kvs_server *s, kvp_msg *m)
         on_seq_list(s, m, e->req_id);
     else if (e->body_case == KVARENA__ENVELOPE__BODY_SEQ_CLOSE)
         on_admin_close(s, m, e);
+    else if (e->body_case == KVARENA__ENVELOPE__BODY_SNAPSHOT)
+        kvs_snapshot_request(s, m, e->req_id);
     else if (e->body_case == KVARENA__ENVELOPE__BODY_CHECK) {
         char why[256] = "";
         int rc = kvs_server_check(s, why, sizeof(why));
         kvp_send_status(s->admin, &m->route, e->req_id, rc, why);
     }
     else
-        kvp_send_status(s->admin, &m->route, e->req_id, KV_ERR_PROTO, "admin takes Stats, Ping, Check, SeqList or SeqClose");
+        kvp_send_status(s->admin, &m->route, e->req_id, KV_ERR_PROTO, "admin takes Stats, Ping, Check, SeqList, SeqClose or Snapshot");
     kvarena__envelope__free_unpacked(e, NULL);
 }

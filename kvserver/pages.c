@@ -204,7 +204,7 @@ uint32_t kvs_page_alloc(kvs_pages *pg, uint32_t t, uint32_t parent, int *err)
     d->children = 0;
     d->parent = NONE;
     d->tick = ++pg->h->tick;
-    d->gen++;
+    __atomic_store_n(&d->gen, d->gen + 1, __ATOMIC_RELEASE); /* before anyone writes the page: kvs_snapshot_write */
     memset(d->hash, 0, sizeof(d->hash));
     tp->pages++;
     if (parent != NONE)

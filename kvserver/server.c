@@ -6,12 +6,14 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -267,6 +269,104 @@ static void snapshot_write(kvs_server *s)
              (unsigned long long)(kvs_now_ms() - t0));
 }
 
+/* ---- snapshots beside serving (kvctl snapshot) ---- */
+
+typedef struct kvs_snap_job {
+    pthread_t thread;
+    kvs_snap_plan *plan;
+    char path[KVS_PATH_MAX];
+    int fd;                     /* the server's snap_fd */
+    kvs_snap_stats st;
+    int rc;
+    char why[512];
+    zmq_msg_t route;            /* the admin request to answer */
+    uint64_t req_id, t0;
+} kvs_snap_job;
+
+static void *snap_thread(void *arg)
+{
+    kvs_snap_job *j = arg;
+    j->rc = kvs_snapshot_write(j->plan, j->path, &j->st, j->why, sizeof(j->why));
+    uint64_t one = 1;
+    if (write(j->fd, &one, sizeof(one)) != sizeof(one))
+        abort(); /* an eventfd counter cannot overflow here: the server would wait forever */
+    return NULL;
+}
+
+void kvs_snapshot_request(kvs_server *s, kvp_msg *m, uint64_t req_id)
+{
+    const char *why = NULL;
+    int rc = KV_ERR_INVAL;
+    kvs_snap_job *j = NULL;
+    if (!s->cfg.snapshot[0])
+        why = "no snapshot file: set server.snapshot";
+    else if (s->snap)
+        why = "a snapshot is being written already";
+    else if (!(j = calloc(1, sizeof(*j))) || !(j->plan = kvs_snapshot_plan(&s->pages)))
+        rc = KV_ERR_NOMEM, why = "server out of memory for a snapshot's plan";
+    if (why) {
+        if (j)
+            free(j);
+        kvp_send_status(s->admin, &m->route, req_id, rc, why);
+        return;
+    }
+    snprintf(j->path, sizeof(j->path), "%s", s->cfg.snapshot);
+    j->fd = s->snap_fd;
+    j->req_id = req_id;
+    j->t0 = kvs_now_ms();
+    zmq_msg_init(&j->route);
+    zmq_msg_copy(&j->route, &m->route);
+    if (pthread_create(&j->thread, NULL, snap_thread, j) != 0) {
+        kvp_send_status(s->admin, &m->route, req_id, KV_ERR_INTERNAL, "cannot start a thread");
+        zmq_msg_close(&j->route);
+        kvs_snapshot_plan_free(j->plan);
+        free(j);
+        return;
+    }
+    s->snap = j;
+    KVS_INFO("snapshot %s: being written beside serving (asked by an operator)", j->path);
+}
+
+/* The snapshot thread is done (or is waited for: stopping): answer and log. */
+static void snapshot_finish(kvs_server *s)
+{
+    kvs_snap_job *j = s->snap;
+    uint64_t n;
+    pthread_join(j->thread, NULL);
+    if (read(s->snap_fd, &n, sizeof(n)) < 0 && errno != EAGAIN)
+        KVS_WARN("snapshot eventfd: %s", strerror(errno));
+    uint64_t ms = kvs_now_ms() - j->t0;
+    Kvarena__Envelope env = KVARENA__ENVELOPE__INIT;
+    Kvarena__SnapshotReply r = KVARENA__SNAPSHOT_REPLY__INIT;
+    env.req_id = j->req_id;
+    env.status = j->rc;
+    env.error = j->rc ? j->why : "";
+    if (j->rc == 0) {
+        KVS_INFO("snapshot %s: %u committed pages written (%.1f MB of K/V, %.1f MB file), %u "
+                 "left out (reused meanwhile), in %llu ms beside serving", j->path, j->st.pages,
+                 j->st.data_bytes / 1e6, j->st.file_bytes / 1e6, j->st.skipped,
+                 (unsigned long long)ms);
+        kvs_event(s, "snapshot", "written pages=%u skipped=%u ms=%llu", j->st.pages,
+                  j->st.skipped, (unsigned long long)ms);
+        r.pages = j->st.pages;
+        r.skipped = j->st.skipped;
+        r.data_bytes = j->st.data_bytes;
+        r.file_bytes = j->st.file_bytes;
+        r.ms = ms;
+        r.path = j->path;
+        env.body_case = KVARENA__ENVELOPE__BODY_SNAPSHOT_REPLY;
+        env.snapshot_reply = &r;
+    } else {
+        KVS_ERROR("snapshot not written: %s", j->why);
+    }
+    if (kvp_send(s->admin, &j->route, &env, NULL, 0) != 0)
+        KVS_DEBUG("snapshot reply to an operator who went away: dropped");
+    zmq_msg_close(&j->route);
+    kvs_snapshot_plan_free(j->plan);
+    free(j);
+    s->snap = NULL;
+}
+
 int kvs_server_start(kvs_server *s)
 {
     kvs_config *c = &s->cfg;
@@ -293,6 +393,11 @@ int kvs_server_start(kvs_server *s)
     s->sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
     if (s->sigfd < 0) {
         KVS_ERROR("signalfd failed: %s", strerror(errno));
+        return KV_ERR_IO;
+    }
+    s->snap_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (s->snap_fd < 0) {
+        KVS_ERROR("eventfd failed: %s", strerror(errno));
         return KV_ERR_IO;
     }
     uint8_t salts[KVS_MAX_TENANTS][KVA_HASH_BYTES], thash[KVA_HASH_BYTES];
@@ -454,9 +559,10 @@ int kvs_server_run(kvs_server *s)
         { s->client, 0, ZMQ_POLLIN, 0 },
         { s->admin, 0, ZMQ_POLLIN, 0 },
         { NULL, s->sigfd, ZMQ_POLLIN, 0 },
+        { NULL, s->snap_fd, ZMQ_POLLIN, 0 },
         { s->zap, 0, ZMQ_POLLIN, 0 },
     };
-    int n_items = s->zap ? 5 : 4;
+    int n_items = s->zap ? 6 : 5;
     long tick = s->cfg.heartbeat_ms / 2;
     while (!s->stopping) {
         int n = zmq_poll(items, n_items, tick);
@@ -473,7 +579,9 @@ int kvs_server_run(kvs_server *s)
             drain_socket(s, s->client, kvs_handle_client);
         if (items[2].revents & ZMQ_POLLIN)
             drain_socket(s, s->admin, kvs_handle_admin);
-        if (n_items == 5 && (items[4].revents & ZMQ_POLLIN))
+        if (items[4].revents & ZMQ_POLLIN)
+            snapshot_finish(s);
+        if (n_items == 6 && (items[5].revents & ZMQ_POLLIN))
             zap_handle(s);
         kvs_workers_tick(s);
         seqs_expire(s);
@@ -492,6 +600,8 @@ static void unlink_ipc(const char *ep)
 void kvs_server_stop(kvs_server *s)
 {
     kvs_event(s, "server", "stopping");
+    if (s->snap) /* the operator who asked for it gets the answer */
+        snapshot_finish(s);
     if (s->workers)
         kvs_workers_stop(s);
     /* answer what is still queued so no client waits for its timeout */
@@ -528,6 +638,8 @@ void kvs_server_stop(kvs_server *s)
     free(s->stamp);
     if (s->sigfd > 0)
         close(s->sigfd);
+    if (s->snap_fd > 0)
+        close(s->snap_fd);
     if (s->lock_fd > 0) { /* removed while still held (runtime_lock checks for that) */
         char path[KVS_PATH_MAX + 16];
         lock_path(s, path);

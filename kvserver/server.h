@@ -98,6 +98,8 @@ typedef struct kvs_server {
     void *client, *worker_sock, *admin, *events; /* ROUTER, ROUTER, ROUTER, PUB */
     void *zap;                  /* ZAP handler (REP), authenticated mode only */
     int sigfd;                  /* signalfd: SIGCHLD, SIGINT, SIGTERM */
+    struct kvs_snap_job *snap;  /* a snapshot being written beside serving (server.c), or NULL */
+    int snap_fd;                /* eventfd its thread signals when the file is in place */
     int lock_fd;                /* runtime_dir/kvserver.lock, flock'ed while we run; 0 none */
     int stopping;
     kvs_conn *conns;            /* hash table of conn_slots entries (handlers.c) */
@@ -133,6 +135,10 @@ int kvs_server_run(kvs_server *s);
 void kvs_server_stop(kvs_server *s);
 void kvs_event(kvs_server *s, const char *topic, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Admin Snapshot: plans a snapshot of the prefix cache and writes it in a thread beside the
+ * serving loop; the request in m is answered when the file is in place (or at once with
+ * why not: no server.snapshot, one already being written, out of memory). */
+void kvs_snapshot_request(kvs_server *s, kvp_msg *m, uint64_t req_id);
 
 /* check.c: every invariant of pages, sequences and jobs; 0 or KV_ERR_INTERNAL + why. */
 int kvs_server_check(kvs_server *s, char *why, size_t why_len);

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <lz4frame.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,25 +145,126 @@ static uint32_t parents_first(const kvs_pages *pg, uint32_t *depth, uint32_t *or
     return n;
 }
 
-int kvs_snapshot_save(const kvs_pages *pg, const char *path, kvs_snap_stats *st, char *why,
-                      size_t why_len)
+struct kvs_snap_plan {
+    snap_header sh;            /* n_records: the planned pages */
+    const uint8_t *data;       /* the arena's page data */
+    size_t pb, es;
+    uint32_t P, n;
+    const kva_page **desc;     /* [n] the planned pages' descriptors, parents first */
+    uint32_t *page;            /* [n] their indexes */
+    uint64_t *gen;             /* [n] their generations when planned */
+    snap_record *rec;          /* [n] their records; parent a plan index, data_len unset */
+    uint32_t *tokens;          /* [n][P] their token ids */
+};
+
+void kvs_snapshot_plan_free(kvs_snap_plan *pl)
+{
+    if (!pl)
+        return;
+    free(pl->desc);
+    free(pl->page);
+    free(pl->gen);
+    free(pl->rec);
+    free(pl->tokens);
+    free(pl);
+}
+
+kvs_snap_plan *kvs_snapshot_plan(const kvs_pages *pg)
 {
     const kva_header *h = pg->h;
-    const size_t pb = h->page_bytes, es = elem_size(h);
-    const uint32_t P = h->page_tokens;
+    kvs_snap_plan *pl = calloc(1, sizeof(*pl));
+    uint32_t *depth = calloc(pg->n, sizeof(uint32_t)), *order = malloc(sizeof(uint32_t) * pg->n);
+    uint32_t *rec_of = malloc(sizeof(uint32_t) * pg->n), n = UINT32_MAX;
+    kvs_tick_ref *by_use = malloc(sizeof(kvs_tick_ref) * (pg->n ? pg->n : 1));
+    if (pl && depth && order && rec_of && by_use)
+        n = parents_first(pg, depth, order, rec_of);
+    if (n != UINT32_MAX) {
+        pl->P = h->page_tokens;
+        pl->desc = malloc(sizeof(*pl->desc) * (n + 1));
+        pl->page = malloc(sizeof(uint32_t) * (n + 1));
+        pl->gen = malloc(sizeof(uint64_t) * (n + 1));
+        pl->rec = calloc(n + 1, sizeof(snap_record));
+        pl->tokens = malloc(sizeof(uint32_t) * ((size_t)n * pl->P + 1));
+    }
+    if (n == UINT32_MAX || !pl->desc || !pl->page || !pl->gen || !pl->rec || !pl->tokens) {
+        kvs_snapshot_plan_free(pl);
+        pl = NULL;
+        goto out;
+    }
+    pl->sh = header_of(h, n);
+    pl->data = kva_data(h);
+    pl->pb = h->page_bytes;
+    pl->es = elem_size(h);
+    pl->n = n;
+    for (uint32_t i = 0; i < n; i++) { /* ages: the records by their pages' last use */
+        by_use[i].tick = kvs_page(pg, order[i])->tick;
+        by_use[i].idx = i;
+    }
+    qsort(by_use, n, sizeof(*by_use), kvs_tick_cmp);
+    for (uint32_t i = 0; i < n; i++)
+        pl->rec[by_use[i].idx].age = i;
+    for (uint32_t i = 0; i < n; i++) {
+        const kva_page *d = kvs_page(pg, order[i]);
+        snap_record *r = &pl->rec[i];
+        pl->desc[i] = d;
+        pl->page[i] = order[i];
+        pl->gen[i] = d->gen;
+        r->tenant = d->tenant;
+        r->parent = d->parent == NONE ? NONE : rec_of[d->parent];
+        memcpy(r->hash, d->hash, KVA_HASH_BYTES);
+        memcpy(pl->tokens + (size_t)i * pl->P, d->tokens, sizeof(uint32_t) * pl->P);
+    }
+out:
+    free(depth);
+    free(order);
+    free(rec_of);
+    free(by_use);
+    return pl;
+}
+
+/* The generation of a planned page now (the server's thread may be changing it). */
+static uint64_t gen_now(const kva_page *d)
+{
+    return __atomic_load_n(&d->gen, __ATOMIC_ACQUIRE);
+}
+
+/* Ages of the n records written (out[i]: plan index of written record i) renumbered
+ * 0 .. n-1 in their planned order, and the header's count, put into the file. */
+static int patch_ages(int fd, const kvs_snap_plan *pl, const uint32_t *out, const off_t *at,
+                      uint32_t n)
+{
+    kvs_tick_ref *by_age = malloc(sizeof(kvs_tick_ref) * (n ? n : 1));
+    if (!by_age)
+        return -1;
+    for (uint32_t i = 0; i < n; i++)
+        by_age[i] = (kvs_tick_ref){ .tick = pl->rec[out[i]].age, .idx = i };
+    qsort(by_age, n, sizeof(*by_age), kvs_tick_cmp);
+    int rc = 0;
+    for (uint32_t k = 0; k < n && rc == 0; k++)
+        if (pwrite(fd, &k, sizeof(k), at[by_age[k].idx] + offsetof(snap_record, age)) != sizeof(k))
+            rc = -1;
+    free(by_age);
+    if (rc == 0 && pwrite(fd, &n, sizeof(n), offsetof(snap_header, n_records)) != sizeof(n))
+        rc = -1;
+    return rc;
+}
+
+int kvs_snapshot_write(const kvs_snap_plan *pl, const char *path, kvs_snap_stats *st,
+                       char *why, size_t why_len)
+{
+    const size_t pb = pl->pb;
     memset(st, 0, sizeof(*st));
     char tmp[4200];
     snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid()); /* never another's */
     int rc = 0, made = 0;
     FILE *f = NULL;
-    uint32_t *depth = calloc(pg->n, sizeof(uint32_t)), *order = malloc(sizeof(uint32_t) * pg->n);
-    uint32_t *rec_of = malloc(sizeof(uint32_t) * pg->n), n = 0;
-    kvs_tick_ref *by_use = malloc(sizeof(kvs_tick_ref) * (pg->n ? pg->n : 1));
     LZ4F_preferences_t prefs = frame_prefs(pb);
     size_t cap = LZ4F_compressFrameBound(pb, &prefs);
     uint8_t *planes = malloc(pb), *comp = malloc(cap);
-    if (!depth || !order || !rec_of || !by_use || !planes || !comp ||
-        (n = parents_first(pg, depth, order, rec_of)) == UINT32_MAX)
+    uint32_t *written = malloc(sizeof(uint32_t) * (pl->n + 1)); /* plan index -> record */
+    uint32_t *out = malloc(sizeof(uint32_t) * (pl->n + 1)), n = 0; /* record -> plan index */
+    off_t *at = malloc(sizeof(off_t) * (pl->n + 1));
+    if (!planes || !comp || !written || !out || !at)
         FAIL(KV_ERR_NOMEM, "out of memory for a snapshot of %zu-byte pages", pb);
     /* the owner's alone, as the arena is (every tenant's K/V is in it); a link is refused */
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
@@ -173,40 +275,44 @@ int kvs_snapshot_save(const kvs_pages *pg, const char *path, kvs_snap_stats *st,
         close(fd);
         FAIL(KV_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
     }
-    snap_header sh = header_of(h, n);
-    if (fwrite(&sh, sizeof(sh), 1, f) != 1)
+    if (fwrite(&pl->sh, sizeof(pl->sh), 1, f) != 1)
         FAIL(KV_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
-    const uint8_t *data = kva_data(h);
-    for (uint32_t i = 0; i < n; i++) { /* ages: the records by their pages' last use */
-        by_use[i].tick = kvs_page(pg, order[i])->tick;
-        by_use[i].idx = i;
-    }
-    qsort(by_use, n, sizeof(*by_use), kvs_tick_cmp);
-    for (uint32_t i = 0; i < n; i++)
-        depth[by_use[i].idx] = i; /* depth[] is free again: the age of record i */
-    for (uint32_t i = 0; i < n; i++) {
-        const kva_page *d = kvs_page(pg, order[i]);
-        const uint8_t *page = data + (size_t)order[i] * pb;
-        snap_record r;
-        memset(&r, 0, sizeof(r));
-        r.tenant = d->tenant;
-        r.age = depth[i];
-        r.parent = d->parent == NONE ? NONE : rec_of[d->parent];
-        memcpy(r.hash, d->hash, KVA_HASH_BYTES);
-        plane(planes, page, pb, es);
+    for (uint32_t i = 0; i < pl->n; i++) {
+        snap_record r = pl->rec[i];
+        written[i] = NONE;
+        /* a page evicted and reused since the plan (its generation moved) is left out, and
+         * so are its descendants; its data is copied between two reads of the generation
+         * (reuse bumps it before anything is written to the page), so what is written is
+         * the committed page's */
+        if ((r.parent != NONE && written[r.parent] == NONE) || gen_now(pl->desc[i]) != pl->gen[i]) {
+            st->skipped++;
+            continue;
+        }
+        plane(planes, pl->data + (size_t)pl->page[i] * pb, pb, pl->es);
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (gen_now(pl->desc[i]) != pl->gen[i]) {
+            st->skipped++;
+            continue;
+        }
         size_t c = LZ4F_compressFrame(comp, cap, planes, pb, &prefs);
         if (LZ4F_isError(c) || c > UINT32_MAX)
             FAIL(KV_ERR_INTERNAL, "LZ4 frame: %s", LZ4F_getErrorName(c));
         r.data_len = (uint32_t)c;
-        if (fwrite(&r, sizeof(r), 1, f) != 1 || fwrite(d->tokens, sizeof(uint32_t), P, f) != P ||
+        r.parent = r.parent == NONE ? NONE : written[r.parent];
+        at[n] = ftello(f);
+        if (fwrite(&r, sizeof(r), 1, f) != 1 ||
+            fwrite(pl->tokens + (size_t)i * pl->P, sizeof(uint32_t), pl->P, f) != pl->P ||
             fwrite(comp, 1, c, f) != c)
             FAIL(KV_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
+        written[i] = n;
+        out[n++] = i;
         st->pages++;
         st->data_bytes += pb;
     }
-    if (fflush(f) != 0 || fsync(fileno(f)) != 0)
+    if (fflush(f) != 0 || (n < pl->n && patch_ages(fileno(f), pl, out, at, n) != 0) ||
+        fsync(fileno(f)) != 0)
         FAIL(KV_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
-    st->file_bytes = (uint64_t)ftell(f);
+    st->file_bytes = (uint64_t)ftello(f);
     int closed = fclose(f);
     f = NULL;
     if (closed != 0)
@@ -220,12 +326,25 @@ out:
         fclose(f);
     if (made)
         unlink(tmp);
-    free(depth);
-    free(order);
-    free(rec_of);
-    free(by_use);
     free(planes);
     free(comp);
+    free(written);
+    free(out);
+    free(at);
+    return rc;
+}
+
+int kvs_snapshot_save(const kvs_pages *pg, const char *path, kvs_snap_stats *st, char *why,
+                      size_t why_len)
+{
+    kvs_snap_plan *pl = kvs_snapshot_plan(pg);
+    if (!pl) {
+        memset(st, 0, sizeof(*st));
+        snprintf(why, why_len, "out of memory for a snapshot of %u pages", pg->n);
+        return KV_ERR_NOMEM;
+    }
+    int rc = kvs_snapshot_write(pl, path, st, why, why_len);
+    kvs_snapshot_plan_free(pl);
     return rc;
 }
 

@@ -2,6 +2,8 @@
  * written at a clean shutdown and read back into a fresh arena at start (server.snapshot),
  * so a reboot, which empties /dev/shm, does not empty the cache.
  *
+ * Also written on demand while serving (kvctl snapshot; see kvs_snapshot_plan).
+ *
  * File: a header (magic, format version, the arena's page layout and the model options
  * that shape stored K/V, the tenant list's hash), then one record per page, parents before
  * children: tenant, parent record, block hash, token ids, and the page data split into byte
@@ -53,11 +55,27 @@ typedef struct snap_record {
 
 typedef struct kvs_snap_stats {
     uint32_t pages;        /* pages written or restored */
+    uint32_t skipped;      /* planned pages left out: evicted and reused meanwhile (writing) */
     uint64_t data_bytes;   /* their K/V bytes */
     uint64_t file_bytes;   /* the file's size */
 } kvs_snap_stats;
 
-/* Writes every COMMITTED page of pg to path. 0 or KV_ERR_IO / KV_ERR_NOMEM with why. */
+/* A snapshot in two steps, so the second can run beside a serving server (kvctl snapshot):
+ * kvs_snapshot_plan, in the server's thread, takes what describes every COMMITTED page
+ * (index, generation, tenant, parent, order of last use, hash, token ids; parents first);
+ * kvs_snapshot_write, in any thread, reads their K/V and writes the file. Committed pages
+ * are never written, but one may be evicted and reused meanwhile: reuse bumps its
+ * generation before anything writes the page, and its data is copied between two reads of
+ * the generation, so a page that changed is left out (and its descendants, whose parent the
+ * file would lack), never written half old, half new. NULL: out of memory. */
+typedef struct kvs_snap_plan kvs_snap_plan;
+kvs_snap_plan *kvs_snapshot_plan(const kvs_pages *pg);
+int kvs_snapshot_write(const kvs_snap_plan *plan, const char *path, kvs_snap_stats *st,
+                       char *why, size_t why_len);
+void kvs_snapshot_plan_free(kvs_snap_plan *plan);
+
+/* Both at once (nothing runs beside it: a clean shutdown). 0 or KV_ERR_IO / KV_ERR_NOMEM
+ * with why. */
 int kvs_snapshot_save(const kvs_pages *pg, const char *path, kvs_snap_stats *st, char *why,
                       size_t why_len);
 

@@ -5,7 +5,9 @@
  * the one saved, never breaks the allocator, and keeps the pages of the records before the
  * damage; a record repeated is refused; a full arena or a tenant at its quota restores what
  * fits; another tenant list, or a file others may write, restores nothing; restored pages
- * are evicted in the order of their last use before the snapshot. */
+ * are evicted in the order of their last use before the snapshot; pages reused between a
+ * snapshot's plan and its write (one written while serving) are left out, with their
+ * descendants. */
 #include "arena_fixture.h"
 
 #include <lz4frame.h>
@@ -163,6 +165,71 @@ static void test_round_trip(void **state)
     fx_del(f);
 }
 
+/* A page of f's planned snapshot evicted and reused before its data is written: as the
+ * allocator does, its generation moves, then new data lands in it. */
+static void reuse_page(fx *f, uint32_t p)
+{
+    kva_page *d = kvs_page(&f->pg, p);
+    __atomic_store_n(&d->gen, d->gen + 1, __ATOMIC_RELEASE);
+    memset(fx_page_data(f, p), 0x5a, f->h->page_bytes);
+}
+
+/* Written beside a serving server (kvctl snapshot): pages reused between the plan and the
+ * write are left out with their descendants; what is written restores whole, unchanged. */
+static void test_reused_meanwhile(void **state)
+{
+    (void)state;
+    fx *f = fx_new(&cfg16);
+    uint32_t n = build(f), root = KVA_NO_PAGE, deep = KVA_NO_PAGE, a[13];
+    for (uint32_t p = 0; p < f->pg.n; p++) {
+        const kva_page *d = kvs_page(&f->pg, p);
+        if (d->state != KVA_PAGE_COMMITTED || d->tenant != 0)
+            continue;
+        if (d->parent == KVA_NO_PAGE)
+            root = p;
+        else if (kvs_page(&f->pg, d->parent)->parent != KVA_NO_PAGE)
+            deep = p; /* a's third page: a leaf */
+    }
+    assert_int_not_equal(root, KVA_NO_PAGE);
+    assert_int_not_equal(deep, KVA_NO_PAGE);
+    fx_tokens(a, 13, 100);
+    char path[128], why[256];
+    tmp_path(path, sizeof(path));
+    kvs_snap_stats st;
+    /* a leaf: it alone is left out; the others' ages are renumbered to fit the count */
+    kvs_snap_plan *pl = kvs_snapshot_plan(&f->pg);
+    assert_non_null(pl);
+    reuse_page(f, deep);
+    assert_int_equal(kvs_snapshot_write(pl, path, &st, why, sizeof(why)), 0);
+    kvs_snapshot_plan_free(pl);
+    assert_int_equal(st.pages, n - 1);
+    assert_int_equal(st.skipped, 1);
+    fx *g = fx_new(&cfg16);
+    assert_int_equal(load(g, path, &st), 0);
+    assert_int_equal(st.pages, n - 1);
+    fx_check(g);
+    assert_int_equal(same_pages(f, g), n - 1);
+    assert_int_equal(kvs_prefix_match(&g->ss, 0, a, 13, NULL), 8);
+    fx_del(g);
+    /* the root of tenant 0's tree: all of tenant 0 goes, tenant 1's page stays */
+    pl = kvs_snapshot_plan(&f->pg);
+    assert_non_null(pl);
+    reuse_page(f, root);
+    assert_int_equal(kvs_snapshot_write(pl, path, &st, why, sizeof(why)), 0);
+    kvs_snapshot_plan_free(pl);
+    assert_int_equal(st.pages, 1);
+    assert_int_equal(st.skipped, n - 1); /* the root and every page under it */
+    g = fx_new(&cfg16);
+    assert_int_equal(load(g, path, &st), 0);
+    assert_int_equal(st.pages, 1);
+    fx_check(g);
+    assert_int_equal(same_pages(f, g), 1);
+    assert_int_equal(kvs_page(&g->pg, g->pg.lru_tail)->tenant, 1);
+    fx_del(g);
+    unlink(path);
+    fx_del(f);
+}
+
 static void test_damage(void **state)
 {
     (void)state;
@@ -285,6 +352,7 @@ int main(void)
         return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_reused_meanwhile),
         cmocka_unit_test(test_damage),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
