@@ -145,6 +145,7 @@ static int apply(kvs_config *c, const char *section, const char *name, const cha
     U64("server", "max_msg_bytes", max_msg_bytes);
     U32("server", "max_conns", max_conns);
     U32("server", "seq_idle_timeout_s", seq_idle_timeout_s);
+    U32("server", "snapshot_every_s", snapshot_every_s);
     if (!strcmp(section, "server") && !strcmp(name, "keep_shm"))
         return parse_bool(value, &c->keep_shm);
     if (!strcmp(section, "server") && !strcmp(name, "fresh"))
@@ -320,6 +321,10 @@ int kvs_config_finish(kvs_config *c, char *err, size_t err_len)
         snprintf(err, err_len, "pages, max_seqs, workers (1..256), threads (1..256), "
                                "heartbeat_ms (>= %d), token limits and max_conns (1..2^24) must be set",
                  KVS_HEARTBEAT_MIN_MS);
+        return KV_ERR_INVAL;
+    }
+    if (c->snapshot_every_s && !c->snapshot[0]) {
+        snprintf(err, err_len, "server.snapshot_every_s needs server.snapshot (the file)");
         return KV_ERR_INVAL;
     }
     if (c->n_tenants == 0)

@@ -279,7 +279,9 @@ typedef struct kvs_snap_job {
     kvs_snap_stats st;
     int rc;
     char why[512];
-    zmq_msg_t route;            /* the admin request to answer */
+    zmq_msg_t route;            /* the admin request to answer (has_route), or none:
+                                 * a periodic one */
+    int has_route;
     uint64_t req_id, t0;
 } kvs_snap_job;
 
@@ -293,38 +295,60 @@ static void *snap_thread(void *arg)
     return NULL;
 }
 
-void kvs_snapshot_request(kvs_server *s, kvp_msg *m, uint64_t req_id)
+/* Starts a snapshot beside serving for the request m (NULL: a periodic one). Returns 0, or
+ * an error code with *why. */
+static int snapshot_begin(kvs_server *s, kvp_msg *m, uint64_t req_id, const char **why)
 {
-    const char *why = NULL;
-    int rc = KV_ERR_INVAL;
     kvs_snap_job *j = NULL;
-    if (!s->cfg.snapshot[0])
-        why = "no snapshot file: set server.snapshot";
-    else if (s->snap)
-        why = "a snapshot is being written already";
-    else if (!(j = calloc(1, sizeof(*j))) || !(j->plan = kvs_snapshot_plan(&s->pages)))
-        rc = KV_ERR_NOMEM, why = "server out of memory for a snapshot's plan";
-    if (why) {
-        if (j)
-            free(j);
-        kvp_send_status(s->admin, &m->route, req_id, rc, why);
-        return;
+    *why = !s->cfg.snapshot[0] ? "no snapshot file: set server.snapshot"
+           : s->snap           ? "a snapshot is being written already"
+                               : NULL;
+    if (*why)
+        return KV_ERR_INVAL;
+    if (!(j = calloc(1, sizeof(*j))) || !(j->plan = kvs_snapshot_plan(&s->pages))) {
+        free(j);
+        *why = "server out of memory for a snapshot's plan";
+        return KV_ERR_NOMEM;
     }
     snprintf(j->path, sizeof(j->path), "%s", s->cfg.snapshot);
     j->fd = s->snap_fd;
     j->req_id = req_id;
     j->t0 = kvs_now_ms();
     zmq_msg_init(&j->route);
-    zmq_msg_copy(&j->route, &m->route);
+    if (m)
+        j->has_route = zmq_msg_copy(&j->route, &m->route) == 0;
     if (pthread_create(&j->thread, NULL, snap_thread, j) != 0) {
-        kvp_send_status(s->admin, &m->route, req_id, KV_ERR_INTERNAL, "cannot start a thread");
         zmq_msg_close(&j->route);
         kvs_snapshot_plan_free(j->plan);
         free(j);
-        return;
+        *why = "cannot start a thread";
+        return KV_ERR_INTERNAL;
     }
     s->snap = j;
-    KVS_INFO("snapshot %s: being written beside serving (asked by an operator)", j->path);
+    KVS_INFO("snapshot %s: being written beside serving (%s)", j->path,
+             m ? "asked by an operator" : "every server.snapshot_every_s");
+    return 0;
+}
+
+void kvs_snapshot_request(kvs_server *s, kvp_msg *m, uint64_t req_id)
+{
+    const char *why = NULL;
+    int rc = snapshot_begin(s, m, req_id, &why);
+    if (rc)
+        kvp_send_status(s->admin, &m->route, req_id, rc, why);
+}
+
+/* Every server.snapshot_every_s, from the loop (one already being written: the next one
+ * waits for it). */
+static void snapshot_tick(kvs_server *s)
+{
+    uint64_t every = (uint64_t)s->cfg.snapshot_every_s * 1000;
+    if (!every || s->clock_ms < s->snap_next_ms || s->snap)
+        return;
+    const char *why = NULL;
+    if (s->snap_next_ms && snapshot_begin(s, NULL, 0, &why) != 0)
+        KVS_ERROR("periodic snapshot not started: %s", why);
+    s->snap_next_ms = s->clock_ms + every;
 }
 
 /* The snapshot thread is done (or is waited for: stopping): answer and log. */
@@ -359,7 +383,7 @@ static void snapshot_finish(kvs_server *s)
     } else {
         KVS_ERROR("snapshot not written: %s", j->why);
     }
-    if (kvp_send(s->admin, &j->route, &env, NULL, 0) != 0)
+    if (j->has_route && kvp_send(s->admin, &j->route, &env, NULL, 0) != 0)
         KVS_DEBUG("snapshot reply to an operator who went away: dropped");
     zmq_msg_close(&j->route);
     kvs_snapshot_plan_free(j->plan);
@@ -585,6 +609,7 @@ int kvs_server_run(kvs_server *s)
             zap_handle(s);
         kvs_workers_tick(s);
         seqs_expire(s);
+        snapshot_tick(s);
         kvs_jobs_dispatch(s);
     }
     return 0;

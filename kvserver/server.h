@@ -100,6 +100,7 @@ typedef struct kvs_server {
     int sigfd;                  /* signalfd: SIGCHLD, SIGINT, SIGTERM */
     struct kvs_snap_job *snap;  /* a snapshot being written beside serving (server.c), or NULL */
     int snap_fd;                /* eventfd its thread signals when the file is in place */
+    uint64_t snap_next_ms;      /* clock_ms of the next periodic one (snapshot_every_s) */
     int lock_fd;                /* runtime_dir/kvserver.lock, flock'ed while we run; 0 none */
     int stopping;
     kvs_conn *conns;            /* hash table of conn_slots entries (handlers.c) */
@@ -137,7 +138,8 @@ void kvs_event(kvs_server *s, const char *topic, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Admin Snapshot: plans a snapshot of the prefix cache and writes it in a thread beside the
  * serving loop; the request in m is answered when the file is in place (or at once with
- * why not: no server.snapshot, one already being written, out of memory). */
+ * why not: no server.snapshot, one already being written, out of memory). Also started by
+ * the loop every server.snapshot_every_s, with no one to answer. */
 void kvs_snapshot_request(kvs_server *s, kvp_msg *m, uint64_t req_id);
 
 /* check.c: every invariant of pages, sequences and jobs; 0 or KV_ERR_INTERNAL + why. */

@@ -89,6 +89,29 @@ E2E_STREAM=$STREAM E2E_WARM=1 client "after a crash and a reboot"
 kv_check_pages idle
 kv_stop
 
+# 5b. the same every server.snapshot_every_s, with no operator: a crash after one, and the
+#     reboot restores it
+rm -f "$SNAP"
+STREAM=0x5eef$$
+kv_start --set "server.snapshot=$SNAP" --set server.snapshot_every_s=1
+E2E_STREAM=$STREAM client "before a periodic snapshot"
+written() { grep -c "committed pages written .* beside serving" "$KV_DIR.log" || true; }
+n0=$(written) # the second one from now was planned after the client's last page
+for _ in $(seq 100); do
+    [ "$(written)" -ge $((n0 + 2)) ] && break
+    sleep 0.05
+done
+log_has "being written beside serving (every server.snapshot_every_s)"
+log_has "snapshot $SNAP: [1-9][0-9]* committed pages written .* beside serving"
+kill -KILL "$KV_PID"
+wait "$KV_PID" 2>/dev/null || true
+pkill -KILL -f "kvworker --shm /kvarena-$KV_NAME" || true
+rm -f "/dev/shm/kvarena-$KV_NAME"
+kv_start --set "server.snapshot=$SNAP"
+log_has "snapshot $SNAP: restored [1-9][0-9]* committed pages"
+E2E_STREAM=$STREAM E2E_WARM=1 client "after a periodic snapshot, a crash and a reboot"
+kv_stop
+
 # 6. kvctl snapshot again and again while a small arena evicts under load, then a crash in
 #    the middle of the load and a reboot; the same prompts are sent again, every output
 #    checked against the reference: whatever was restored is the K/V of its tokens (a page
