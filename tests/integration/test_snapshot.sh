@@ -22,6 +22,14 @@ kv_term() {
 log_has() { grep -q "$1" "$KV_DIR.log" || { cat "$KV_DIR.log" >&2; die "log lacks: $1"; }; }
 client() { "$B/tests/e2e_client" "$KV_EP" alice 300 20 >"$KV_DIR.client" 2>&1 ||
            { cat "$KV_DIR.client" >&2; die "client run failed ($*)"; }; }
+# crash_reboot: the server and its workers SIGKILLed (no snapshot at stop), then what a
+# reboot does to /dev/shm
+crash_reboot() {
+    kill -KILL "$KV_PID"
+    wait "$KV_PID" 2>/dev/null || true
+    pkill -KILL -f "kvworker --shm /kvarena-$KV_NAME" || true
+    rm -f "/dev/shm/kvarena-$KV_NAME"
+}
 
 # 1. a run, then a clean stop writes the snapshot
 kv_start --set "server.snapshot=$SNAP"
@@ -79,10 +87,7 @@ grep -q "snapshot $SNAP: [1-9][0-9]* committed pages" "$KV_DIR.snapout" || die "
 kv_clients_stop
 log_has "snapshot $SNAP: [1-9][0-9]* committed pages written .* beside serving"
 kv_self_check
-kill -KILL "$KV_PID"
-wait "$KV_PID" 2>/dev/null || true
-pkill -KILL -f "kvworker --shm /kvarena-$KV_NAME" || true
-rm -f "/dev/shm/kvarena-$KV_NAME"
+crash_reboot
 kv_start --set "server.snapshot=$SNAP"
 log_has "snapshot $SNAP: restored [1-9][0-9]* committed pages"
 E2E_STREAM=$STREAM E2E_WARM=1 client "after a crash and a reboot"
@@ -103,10 +108,7 @@ for _ in $(seq 100); do
 done
 log_has "being written beside serving (every server.snapshot_every_s)"
 log_has "snapshot $SNAP: [1-9][0-9]* committed pages written .* beside serving"
-kill -KILL "$KV_PID"
-wait "$KV_PID" 2>/dev/null || true
-pkill -KILL -f "kvworker --shm /kvarena-$KV_NAME" || true
-rm -f "/dev/shm/kvarena-$KV_NAME"
+crash_reboot
 kv_start --set "server.snapshot=$SNAP"
 log_has "snapshot $SNAP: restored [1-9][0-9]* committed pages"
 E2E_STREAM=$STREAM E2E_WARM=1 client "after a periodic snapshot, a crash and a reboot"
@@ -127,12 +129,9 @@ while kill -0 "$LOAD" 2>/dev/null && [ "$snaps" -lt 1000 ]; do
     "$B/kvctl" --endpoint "$KV_ADMIN" snapshot >>"$KV_DIR.snapout" || die "kvctl snapshot failed"
     snaps=$((snaps + 1))
 done
-kill -KILL "$KV_PID"
-wait "$KV_PID" 2>/dev/null || true
+crash_reboot
 pkill -KILL -P "$LOAD" 2>/dev/null || true # the run in flight would wait for its timeout
 wait "$LOAD" 2>/dev/null || true
-pkill -KILL -f "kvworker --shm /kvarena-$KV_NAME" || true
-rm -f "/dev/shm/kvarena-$KV_NAME"
 left=$(grep -o "; [0-9]* left out" "$KV_DIR.snapout" | awk '{ s += $2 } END { print s + 0 }')
 echo "$snaps snapshots written under load, then a crash; $left pages left out (reused while written)"
 kv_start --set "server.snapshot=$SNAP" --set arena.pages=128
