@@ -61,8 +61,10 @@ static int admin_call(const char *ep, int timeout_ms, Kvarena__Envelope *req, kv
     int rc = kvr_call(sock, req, NULL, 0, timeout_ms, rep);
     int ret = 0;
     if (rc == KV_ERR_TIMEOUT) {
-        fprintf(stderr, "kvctl: %s: no reply from %s within %d ms (is kvserver running?)\n",
-                what, ep, timeout_ms);
+        fprintf(stderr, "kvctl: %s: no reply from %s within %d ms (%s)\n", what, ep,
+                timeout_ms, req->body_case == KVARENA__ENVELOPE__BODY_SNAPSHOT
+                                ? "the server may still be writing it: see its log"
+                                : "is kvserver running?");
         ret = 1;
     } else if (rc != 0) {
         fprintf(stderr, "kvctl: %s: %s%s%s\n", what, kv_strerror(rc),

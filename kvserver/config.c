@@ -146,6 +146,7 @@ static int apply(kvs_config *c, const char *section, const char *name, const cha
     U32("server", "max_conns", max_conns);
     U32("server", "seq_idle_timeout_s", seq_idle_timeout_s);
     U32("server", "snapshot_every_s", snapshot_every_s);
+    U32("server", "snapshot_mb_s", snapshot_mb_s);
     if (!strcmp(section, "server") && !strcmp(name, "keep_shm"))
         return parse_bool(value, &c->keep_shm);
     if (!strcmp(section, "server") && !strcmp(name, "fresh"))

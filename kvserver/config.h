@@ -44,6 +44,8 @@ typedef struct kvs_config {
     uint32_t max_conns;               /* max_conns: client connections remembered after Hello */
     uint32_t snapshot_every_s;        /* snapshot_every_s: a snapshot written beside serving
                                        * this often (as kvctl snapshot); 0 = at stop only */
+    uint32_t snapshot_mb_s;           /* snapshot_mb_s: K/V MB/s at most of one written beside
+                                       * serving; 0 = unpaced */
     uint32_t seq_idle_timeout_s;      /* seq_idle_timeout_s: a sequence no request names for
                                        * this long is closed (a dead client's); 0 = never */
     int keep_shm;                     /* keep_shm: leave the segment at exit */

@@ -204,7 +204,10 @@ uint32_t kvs_page_alloc(kvs_pages *pg, uint32_t t, uint32_t parent, int *err)
     d->children = 0;
     d->parent = NONE;
     d->tick = ++pg->h->tick;
-    __atomic_store_n(&d->gen, d->gen + 1, __ATOMIC_RELEASE); /* before anyone writes the page: kvs_snapshot_write */
+    /* the new generation before any write to the page can be seen (kvs_snapshot_write
+     * copies a page between two reads of it) */
+    __atomic_store_n(&d->gen, d->gen + 1, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
     memset(d->hash, 0, sizeof(d->hash));
     tp->pages++;
     if (parent != NONE)

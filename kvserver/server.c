@@ -228,6 +228,10 @@ static void tenant_salts(const kvs_config *c, uint8_t (*salt)[KVA_HASH_BYTES])
 static void snapshot_restore(kvs_server *s, const uint8_t (*salts)[KVA_HASH_BYTES])
 {
     const char *path = s->cfg.snapshot;
+    uint32_t stale = kvs_snapshot_clean(path);
+    if (stale)
+        KVS_INFO("snapshot %s: removed %u temporary file(s) of servers killed while writing one",
+                 path, stale);
     if (s->shm_attached) {
         KVS_INFO("snapshot %s: not read, the arena left behind holds the cache", path);
         return;
@@ -275,6 +279,7 @@ typedef struct kvs_snap_job {
     pthread_t thread;
     kvs_snap_plan *plan;
     char path[KVS_PATH_MAX];
+    uint64_t rate;              /* bytes/s at most (server.snapshot_mb_s), 0 unpaced */
     int fd;                     /* the server's snap_fd */
     kvs_snap_stats st;
     int rc;
@@ -288,7 +293,7 @@ typedef struct kvs_snap_job {
 static void *snap_thread(void *arg)
 {
     kvs_snap_job *j = arg;
-    j->rc = kvs_snapshot_write(j->plan, j->path, &j->st, j->why, sizeof(j->why));
+    j->rc = kvs_snapshot_write(j->plan, j->path, j->rate, &j->st, j->why, sizeof(j->why));
     uint64_t one = 1;
     if (write(j->fd, &one, sizeof(one)) != sizeof(one))
         abort(); /* an eventfd counter cannot overflow here: the server would wait forever */
@@ -311,6 +316,7 @@ static int snapshot_begin(kvs_server *s, kvp_msg *m, uint64_t req_id, const char
         return KV_ERR_NOMEM;
     }
     snprintf(j->path, sizeof(j->path), "%s", s->cfg.snapshot);
+    j->rate = (uint64_t)s->cfg.snapshot_mb_s * 1000000;
     j->fd = s->snap_fd;
     j->req_id = req_id;
     j->t0 = kvs_now_ms();
@@ -603,7 +609,7 @@ int kvs_server_run(kvs_server *s)
             drain_socket(s, s->client, kvs_handle_client);
         if (items[2].revents & ZMQ_POLLIN)
             drain_socket(s, s->admin, kvs_handle_admin);
-        if (items[4].revents & ZMQ_POLLIN)
+        if ((items[4].revents & ZMQ_POLLIN) && s->snap)
             snapshot_finish(s);
         if (n_items == 6 && (items[5].revents & ZMQ_POLLIN))
             zap_handle(s);

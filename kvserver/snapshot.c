@@ -4,12 +4,15 @@
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <glob.h>
 #include <lz4frame.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "proto/kverr.h"
@@ -249,9 +252,29 @@ static int patch_ages(int fd, const kvs_snap_plan *pl, const uint32_t *out, cons
     return rc;
 }
 
-int kvs_snapshot_write(const kvs_snap_plan *pl, const char *path, kvs_snap_stats *st,
-                       char *why, size_t why_len)
+static double mono_s(void)
 {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Sleeps until `bytes` took at least bytes / rate seconds since t0 (rate 0: never). */
+static void pace(double t0, uint64_t bytes, uint64_t rate)
+{
+    if (!rate)
+        return;
+    double wait = (double)bytes / (double)rate - (mono_s() - t0);
+    if (wait > 0) {
+        struct timespec ts = { (time_t)wait, (long)((wait - (time_t)wait) * 1e9) };
+        nanosleep(&ts, NULL);
+    }
+}
+
+int kvs_snapshot_write(const kvs_snap_plan *pl, const char *path, uint64_t rate,
+                       kvs_snap_stats *st, char *why, size_t why_len)
+{
+    double t0 = mono_s();
     const size_t pb = pl->pb;
     memset(st, 0, sizeof(*st));
     char tmp[4200];
@@ -308,6 +331,7 @@ int kvs_snapshot_write(const kvs_snap_plan *pl, const char *path, kvs_snap_stats
         out[n++] = i;
         st->pages++;
         st->data_bytes += pb;
+        pace(t0, st->data_bytes, rate);
     }
     if (fflush(f) != 0 || (n < pl->n && patch_ages(fileno(f), pl, out, at, n) != 0) ||
         fsync(fileno(f)) != 0)
@@ -343,9 +367,29 @@ int kvs_snapshot_save(const kvs_pages *pg, const char *path, kvs_snap_stats *st,
         snprintf(why, why_len, "out of memory for a snapshot of %u pages", pg->n);
         return KV_ERR_NOMEM;
     }
-    int rc = kvs_snapshot_write(pl, path, st, why, why_len);
+    int rc = kvs_snapshot_write(pl, path, 0, st, why, why_len);
     kvs_snapshot_plan_free(pl);
     return rc;
+}
+
+uint32_t kvs_snapshot_clean(const char *path)
+{
+    char pattern[4200];
+    snprintf(pattern, sizeof(pattern), "%s.tmp.*", path);
+    glob_t g;
+    uint32_t n = 0;
+    if (glob(pattern, GLOB_NOSORT, NULL, &g) != 0)
+        return 0;
+    for (size_t i = 0; i < g.gl_pathc; i++) {
+        char *end;
+        long pid = strtol(g.gl_pathv[i] + strlen(path) + 5, &end, 10); /* after ".tmp." */
+        if (*end || pid <= 0 || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            continue; /* not a name we make, or its writer may be running */
+        if (unlink(g.gl_pathv[i]) == 0)
+            n++;
+    }
+    globfree(&g);
+    return n;
 }
 
 /* Why a snapshot header does not fit the arena h, or NULL. */

@@ -64,15 +64,23 @@ typedef struct kvs_snap_stats {
  * kvs_snapshot_plan, in the server's thread, takes what describes every COMMITTED page
  * (index, generation, tenant, parent, order of last use, hash, token ids; parents first);
  * kvs_snapshot_write, in any thread, reads their K/V and writes the file. Committed pages
- * are never written, but one may be evicted and reused meanwhile: reuse bumps its
+ * are not written (but for a last layer a client sends again after a server restart on a
+ * kept arena: recovery undid it, and the rows written again are the same K/V over the same
+ * values), but one may be evicted and reused meanwhile: reuse bumps its
  * generation before anything writes the page, and its data is copied between two reads of
  * the generation, so a page that changed is left out (and its descendants, whose parent the
- * file would lack), never written half old, half new. NULL: out of memory. */
+ * file would lack), never written half old, half new. rate: K/V bytes per second at most
+ * (0: as fast as it goes), so a snapshot beside serving leaves the disk and memory to the
+ * serving. kvs_snapshot_plan returns NULL when out of memory. */
 typedef struct kvs_snap_plan kvs_snap_plan;
 kvs_snap_plan *kvs_snapshot_plan(const kvs_pages *pg);
-int kvs_snapshot_write(const kvs_snap_plan *plan, const char *path, kvs_snap_stats *st,
-                       char *why, size_t why_len);
+int kvs_snapshot_write(const kvs_snap_plan *plan, const char *path, uint64_t rate,
+                       kvs_snap_stats *st, char *why, size_t why_len);
 void kvs_snapshot_plan_free(kvs_snap_plan *plan);
+
+/* Removes the temporary files (PATH.tmp.PID) that processes no longer running left, as a
+ * server killed while writing one does; returns how many. */
+uint32_t kvs_snapshot_clean(const char *path);
 
 /* Both at once (nothing runs beside it: a clean shutdown). 0 or KV_ERR_IO / KV_ERR_NOMEM
  * with why. */

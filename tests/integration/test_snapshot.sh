@@ -114,34 +114,53 @@ log_has "snapshot $SNAP: restored [1-9][0-9]* committed pages"
 E2E_STREAM=$STREAM E2E_WARM=1 client "after a periodic snapshot, a crash and a reboot"
 kv_stop
 
-# 6. kvctl snapshot again and again while a small arena evicts under load, then a crash in
-#    the middle of the load and a reboot; the same prompts are sent again, every output
-#    checked against the reference: whatever was restored is the K/V of its tokens (a page
-#    reused while a snapshot was written is left out, never written half old, half new)
-rm -f "$SNAP"
-kv_start --set "server.snapshot=$SNAP" --set arena.pages=128
-( for i in $(seq 8); do
-      E2E_STREAM=$((0x7000 + i)) "$B/tests/e2e_client" "$KV_EP" alice 200 4 >/dev/null 2>&1
+# 6. snapshots paced to 2 MB/s (server.snapshot_mb_s) while a small arena evicts under
+#    load, so pages are reused while one is written; right after one that left pages out, a
+#    crash and a reboot; the same prompts are then sent again, every output checked against
+#    the reference: what was restored is the K/V of its tokens (a page reused meanwhile is
+#    left out, never written half old, half new)
+rm -f "$SNAP" "$KV_DIR.runs"
+kv_start --set "server.snapshot=$SNAP" --set arena.pages=96 --set server.snapshot_mb_s=2
+( for i in $(seq 1000); do
+      s=$((0x7000 + i % 8))
+      if E2E_STREAM=$s "$B/tests/e2e_client" "$KV_EP" alice 200 4 >"$KV_DIR.load" 2>&1; then
+          echo "ok $s" >>"$KV_DIR.runs"
+      else
+          echo "failed $s" >>"$KV_DIR.runs"
+          exit 1
+      fi
   done ) &
 LOAD=$!
-snaps=0
-while kill -0 "$LOAD" 2>/dev/null && [ "$snaps" -lt 1000 ]; do
-    "$B/kvctl" --endpoint "$KV_ADMIN" snapshot >>"$KV_DIR.snapout" || die "kvctl snapshot failed"
+stop_load() {
+    kill -KILL "$LOAD" 2>/dev/null || true
+    pkill -KILL -f "e2e_client $KV_EP" 2>/dev/null || true
+    wait "$LOAD" 2>/dev/null || true
+}
+trap 'stop_load; kv_cleanup' EXIT
+for _ in $(seq 600); do # the arena full of cached pages first: then every run evicts
+    [ "$(cat "$KV_DIR.runs" 2>/dev/null | wc -l)" -ge 3 ] && break
+    sleep 0.05
+done
+left=0 snaps=0
+while [ "$left" -eq 0 ] && [ "$snaps" -lt 20 ]; do
+    "$B/kvctl" --endpoint "$KV_ADMIN" snapshot >"$KV_DIR.snapout" || die "kvctl snapshot failed"
+    left=$(grep -o "; [0-9]* left out" "$KV_DIR.snapout" | awk '{ print $2 }')
     snaps=$((snaps + 1))
 done
 crash_reboot
-pkill -KILL -P "$LOAD" 2>/dev/null || true # the run in flight would wait for its timeout
-wait "$LOAD" 2>/dev/null || true
-left=$(grep -o "; [0-9]* left out" "$KV_DIR.snapout" | awk '{ s += $2 } END { print s + 0 }')
-echo "$snaps snapshots written under load, then a crash; $left pages left out (reused while written)"
-kv_start --set "server.snapshot=$SNAP" --set arena.pages=128
+stop_load
+cat "$KV_DIR.snapout"
+[ "$left" -gt 0 ] || die "no page was reused while $snaps snapshots were written"
+grep -q failed "$KV_DIR.runs" && { cat "$KV_DIR.load" >&2; die "a run before the crash failed"; }
+echo "client runs before the crash: $(wc -l <"$KV_DIR.runs"); snapshots: $snaps"
+kv_start --set "server.snapshot=$SNAP" --set arena.pages=96
 log_has "snapshot $SNAP: restored [1-9][0-9]* committed pages"
 grep "restored" "$KV_DIR.log"
-for i in $(seq 8); do
+for i in $(seq 0 7); do
     E2E_STREAM=$((0x7000 + i)) E2E_WARM=any "$B/tests/e2e_client" "$KV_EP" alice 200 4 \
         >"$KV_DIR.client" 2>&1 || { cat "$KV_DIR.client" >&2; die "replay $i after the restore"; }
 done
 kv_check_pages idle
 kv_stop
-rm -f "$SNAP" "$KV_DIR.client" "$KV_DIR.snapout"
+rm -f "$SNAP" "$KV_DIR.client" "$KV_DIR.snapout" "$KV_DIR.runs" "$KV_DIR.load"
 echo "test_snapshot: PASS"

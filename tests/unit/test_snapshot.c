@@ -13,6 +13,7 @@
 #include <lz4frame.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "kvserver/log.h"
@@ -180,27 +181,45 @@ static void test_reused_meanwhile(void **state)
 {
     (void)state;
     fx *f = fx_new(&cfg16);
-    uint32_t n = build(f), root = KVA_NO_PAGE, deep = KVA_NO_PAGE, a[13];
+    uint32_t n = build(f), root = KVA_NO_PAGE, deep = KVA_NO_PAGE, other = KVA_NO_PAGE, a[13];
     for (uint32_t p = 0; p < f->pg.n; p++) {
         const kva_page *d = kvs_page(&f->pg, p);
-        if (d->state != KVA_PAGE_COMMITTED || d->tenant != 0)
+        if (d->state != KVA_PAGE_COMMITTED)
             continue;
-        if (d->parent == KVA_NO_PAGE)
+        if (d->tenant == 1)
+            other = p;
+        else if (d->parent == KVA_NO_PAGE)
             root = p;
         else if (kvs_page(&f->pg, d->parent)->parent != KVA_NO_PAGE)
             deep = p; /* a's third page: a leaf */
     }
     assert_int_not_equal(root, KVA_NO_PAGE);
     assert_int_not_equal(deep, KVA_NO_PAGE);
+    assert_int_not_equal(other, KVA_NO_PAGE);
     fx_tokens(a, 13, 100);
     char path[128], why[256];
     tmp_path(path, sizeof(path));
     kvs_snap_stats st;
+    /* tenant 1's page: a record before tenant 0's deeper ones (parents first, by depth), so
+     * their parent indexes move down by one in the file */
+    kvs_snap_plan *pl0 = kvs_snapshot_plan(&f->pg);
+    assert_non_null(pl0);
+    reuse_page(f, other);
+    assert_int_equal(kvs_snapshot_write(pl0, path, 0, &st, why, sizeof(why)), 0);
+    kvs_snapshot_plan_free(pl0);
+    assert_int_equal(st.pages, n - 1);
+    fx *g0 = fx_new(&cfg16);
+    assert_int_equal(load(g0, path, &st), 0);
+    assert_int_equal(st.pages, n - 1);
+    fx_check(g0);
+    assert_int_equal(same_pages(f, g0), n - 1);
+    assert_int_equal(kvs_prefix_match(&g0->ss, 0, a, 13, NULL), 12);
+    fx_del(g0);
     /* a leaf: it alone is left out; the others' ages are renumbered to fit the count */
     kvs_snap_plan *pl = kvs_snapshot_plan(&f->pg);
     assert_non_null(pl);
     reuse_page(f, deep);
-    assert_int_equal(kvs_snapshot_write(pl, path, &st, why, sizeof(why)), 0);
+    assert_int_equal(kvs_snapshot_write(pl, path, 0, &st, why, sizeof(why)), 0);
     kvs_snapshot_plan_free(pl);
     assert_int_equal(st.pages, n - 1);
     assert_int_equal(st.skipped, 1);
@@ -215,7 +234,7 @@ static void test_reused_meanwhile(void **state)
     pl = kvs_snapshot_plan(&f->pg);
     assert_non_null(pl);
     reuse_page(f, root);
-    assert_int_equal(kvs_snapshot_write(pl, path, &st, why, sizeof(why)), 0);
+    assert_int_equal(kvs_snapshot_write(pl, path, 0, &st, why, sizeof(why)), 0);
     kvs_snapshot_plan_free(pl);
     assert_int_equal(st.pages, 1);
     assert_int_equal(st.skipped, n - 1); /* the root and every page under it */
@@ -228,6 +247,35 @@ static void test_reused_meanwhile(void **state)
     fx_del(g);
     unlink(path);
     fx_del(f);
+}
+
+/* A temporary file of a process that is gone (a server killed while writing) is removed at
+ * start; a live process's, and names we do not make, stay. */
+static void test_clean_tmp(void **state)
+{
+    (void)state;
+    char path[128], dead[160], live[160], other[160];
+    tmp_path(path, sizeof(path));
+    pid_t child = fork();
+    if (child == 0)
+        _exit(0);
+    assert_true(child > 0);
+    assert_int_equal(waitpid(child, NULL, 0), child);
+    snprintf(dead, sizeof(dead), "%s.tmp.%d", path, (int)child);
+    snprintf(live, sizeof(live), "%s.tmp.%d", path, (int)getpid());
+    snprintf(other, sizeof(other), "%s.tmp.notapid", path);
+    const char *files[] = { dead, live, other };
+    for (int i = 0; i < 3; i++) {
+        FILE *f = fopen(files[i], "w");
+        assert_non_null(f);
+        fclose(f);
+    }
+    assert_int_equal(kvs_snapshot_clean(path), 1);
+    assert_int_not_equal(access(dead, F_OK), 0);
+    assert_int_equal(access(live, F_OK), 0);
+    assert_int_equal(access(other, F_OK), 0);
+    unlink(live);
+    unlink(other);
 }
 
 static void test_damage(void **state)
@@ -353,6 +401,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_reused_meanwhile),
+        cmocka_unit_test(test_clean_tmp),
         cmocka_unit_test(test_damage),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
