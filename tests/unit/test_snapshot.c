@@ -93,6 +93,18 @@ static int load(fx *g, const char *path, kvs_snap_stats *st)
                              why, sizeof(why));
 }
 
+/* A new arena restored from path: `pages` pages, each f's committed page unchanged. */
+static fx *restored(const fx *f, const char *path, uint32_t pages)
+{
+    kvs_snap_stats st;
+    fx *g = fx_new(&cfg16);
+    assert_int_equal(load(g, path, &st), 0);
+    assert_int_equal(st.pages, pages);
+    fx_check(g);
+    assert_int_equal(same_pages(f, g), pages);
+    return g;
+}
+
 static void tmp_path(char *path, size_t len)
 {
     snprintf(path, len, "/tmp/kvarena-test-snapshot-%d", (int)getpid());
@@ -108,11 +120,7 @@ static void test_round_trip(void **state)
     kvs_snap_stats st;
     assert_int_equal(kvs_snapshot_save(&f->pg, path, &st, why, sizeof(why)), 0);
     assert_int_equal(st.pages, n);
-    fx *g = fx_new(&cfg16);
-    assert_int_equal(load(g, path, &st), 0);
-    assert_int_equal(st.pages, n);
-    fx_check(g);
-    assert_int_equal(same_pages(f, g), n);
+    fx *g = restored(f, path, n);
     /* the evictable ones in the order of their last use in f, oldest at the tail */
     uint32_t leaves = 0;
     uint64_t last = 0;
@@ -175,6 +183,23 @@ static void reuse_page(fx *f, uint32_t p)
     memset(fx_page_data(f, p), 0x5a, f->h->page_bytes);
 }
 
+/* Plans a snapshot of f, reuses page p, writes the snapshot to path: `pages` written and
+ * `skipped` left out; then restores it into a new arena, returned, holding exactly those
+ * pages unchanged. */
+static fx *save_reusing(fx *f, uint32_t p, const char *path, uint32_t pages, uint32_t skipped)
+{
+    char why[256];
+    kvs_snap_stats st;
+    kvs_snap_plan *pl = kvs_snapshot_plan(&f->pg);
+    assert_non_null(pl);
+    reuse_page(f, p);
+    assert_int_equal(kvs_snapshot_write(pl, path, 0, &st, why, sizeof(why)), 0);
+    kvs_snapshot_plan_free(pl);
+    assert_int_equal(st.pages, pages);
+    assert_int_equal(st.skipped, skipped);
+    return restored(f, path, pages);
+}
+
 /* Written beside a serving server (kvctl snapshot): pages reused between the plan and the
  * write are left out with their descendants; what is written restores whole, unchanged. */
 static void test_reused_meanwhile(void **state)
@@ -197,52 +222,19 @@ static void test_reused_meanwhile(void **state)
     assert_int_not_equal(deep, KVA_NO_PAGE);
     assert_int_not_equal(other, KVA_NO_PAGE);
     fx_tokens(a, 13, 100);
-    char path[128], why[256];
+    char path[128];
     tmp_path(path, sizeof(path));
-    kvs_snap_stats st;
     /* tenant 1's page: a record before tenant 0's deeper ones (parents first, by depth), so
      * their parent indexes move down by one in the file */
-    kvs_snap_plan *pl0 = kvs_snapshot_plan(&f->pg);
-    assert_non_null(pl0);
-    reuse_page(f, other);
-    assert_int_equal(kvs_snapshot_write(pl0, path, 0, &st, why, sizeof(why)), 0);
-    kvs_snapshot_plan_free(pl0);
-    assert_int_equal(st.pages, n - 1);
-    fx *g0 = fx_new(&cfg16);
-    assert_int_equal(load(g0, path, &st), 0);
-    assert_int_equal(st.pages, n - 1);
-    fx_check(g0);
-    assert_int_equal(same_pages(f, g0), n - 1);
-    assert_int_equal(kvs_prefix_match(&g0->ss, 0, a, 13, NULL), 12);
-    fx_del(g0);
+    fx *g = save_reusing(f, other, path, n - 1, 1);
+    assert_int_equal(kvs_prefix_match(&g->ss, 0, a, 13, NULL), 12);
+    fx_del(g);
     /* a leaf: it alone is left out; the others' ages are renumbered to fit the count */
-    kvs_snap_plan *pl = kvs_snapshot_plan(&f->pg);
-    assert_non_null(pl);
-    reuse_page(f, deep);
-    assert_int_equal(kvs_snapshot_write(pl, path, 0, &st, why, sizeof(why)), 0);
-    kvs_snapshot_plan_free(pl);
-    assert_int_equal(st.pages, n - 1);
-    assert_int_equal(st.skipped, 1);
-    fx *g = fx_new(&cfg16);
-    assert_int_equal(load(g, path, &st), 0);
-    assert_int_equal(st.pages, n - 1);
-    fx_check(g);
-    assert_int_equal(same_pages(f, g), n - 1);
+    g = save_reusing(f, deep, path, n - 1, 1);
     assert_int_equal(kvs_prefix_match(&g->ss, 0, a, 13, NULL), 8);
     fx_del(g);
     /* the root of tenant 0's tree: all of tenant 0 goes, tenant 1's page stays */
-    pl = kvs_snapshot_plan(&f->pg);
-    assert_non_null(pl);
-    reuse_page(f, root);
-    assert_int_equal(kvs_snapshot_write(pl, path, 0, &st, why, sizeof(why)), 0);
-    kvs_snapshot_plan_free(pl);
-    assert_int_equal(st.pages, 1);
-    assert_int_equal(st.skipped, n - 1); /* the root and every page under it */
-    g = fx_new(&cfg16);
-    assert_int_equal(load(g, path, &st), 0);
-    assert_int_equal(st.pages, 1);
-    fx_check(g);
-    assert_int_equal(same_pages(f, g), 1);
+    g = save_reusing(f, root, path, 1, n - 1);
     assert_int_equal(kvs_page(&g->pg, g->pg.lru_tail)->tenant, 1);
     fx_del(g);
     unlink(path);
