@@ -12,8 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/eventfd.h>
+#include <sys/file.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -386,6 +386,10 @@ static void snapshot_finish(kvs_server *s)
         r.path = j->path;
         env.body_case = KVARENA__ENVELOPE__BODY_SNAPSHOT_REPLY;
         env.snapshot_reply = &r;
+    } else if (j->rc == KV_ERR_SHUTDOWN) {
+        snprintf(j->why, sizeof(j->why), "the server is stopping: the snapshot written at its "
+                 "stop replaces this one");
+        KVS_INFO("snapshot beside serving: %s", j->why);
     } else {
         KVS_ERROR("snapshot not written: %s", j->why);
     }
@@ -631,8 +635,10 @@ static void unlink_ipc(const char *ep)
 void kvs_server_stop(kvs_server *s)
 {
     kvs_event(s, "server", "stopping");
-    if (s->snap) /* the operator who asked for it gets the answer */
+    if (s->snap) { /* the snapshot at stop below replaces it; its operator is told */
+        kvs_snapshot_cancel(s->snap->plan);
         snapshot_finish(s);
+    }
     if (s->workers)
         kvs_workers_stop(s);
     /* answer what is still queued so no client waits for its timeout */

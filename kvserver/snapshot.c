@@ -158,7 +158,13 @@ struct kvs_snap_plan {
     uint64_t *gen;             /* [n] their generations when planned */
     snap_record *rec;          /* [n] their records; parent a plan index, data_len unset */
     uint32_t *tokens;          /* [n][P] their token ids */
+    int cancel;                /* set by kvs_snapshot_cancel: the writer gives up */
 };
+
+void kvs_snapshot_cancel(kvs_snap_plan *pl)
+{
+    __atomic_store_n(&pl->cancel, 1, __ATOMIC_RELAXED);
+}
 
 void kvs_snapshot_plan_free(kvs_snap_plan *pl)
 {
@@ -303,6 +309,8 @@ int kvs_snapshot_write(const kvs_snap_plan *pl, const char *path, uint64_t rate,
     for (uint32_t i = 0; i < pl->n; i++) {
         snap_record r = pl->rec[i];
         written[i] = NONE;
+        if (__atomic_load_n(&pl->cancel, __ATOMIC_RELAXED))
+            FAIL(KV_ERR_SHUTDOWN, "cancelled after %u of %u pages", i, pl->n);
         /* a page evicted and reused since the plan (its generation moved) is left out, and
          * so are its descendants; its data is copied between two reads of the generation
          * (reuse bumps it before anything is written to the page), so what is written is

@@ -77,6 +77,9 @@ kvs_snap_plan *kvs_snapshot_plan(const kvs_pages *pg);
 int kvs_snapshot_write(const kvs_snap_plan *plan, const char *path, uint64_t rate,
                        kvs_snap_stats *st, char *why, size_t why_len);
 void kvs_snapshot_plan_free(kvs_snap_plan *plan);
+/* Makes a kvs_snapshot_write of plan running in another thread give up at its next page
+ * (KV_ERR_SHUTDOWN; the file is left as it was). */
+void kvs_snapshot_cancel(kvs_snap_plan *plan);
 
 /* Removes the temporary files (PATH.tmp.PID) that processes no longer running left, as a
  * server killed while writing one does; returns how many. */

@@ -114,6 +114,21 @@ log_has "snapshot $SNAP: restored [1-9][0-9]* committed pages"
 E2E_STREAM=$STREAM E2E_WARM=1 client "after a periodic snapshot, a crash and a reboot"
 kv_stop
 
+# 5c. a clean stop while a paced snapshot is written: it is given up (its operator told),
+#     the stop does not wait for it, and the snapshot at stop is written
+rm -f "$SNAP"
+kv_start --set "server.snapshot=$SNAP" --set server.snapshot_mb_s=1
+client "before a stop during a snapshot"
+"$B/kvctl" --endpoint "$KV_ADMIN" snapshot 2>"$KV_DIR.snapout" &
+ASKED=$!
+for _ in $(seq 100); do grep -q "being written beside serving" "$KV_DIR.log" && break; sleep 0.02; done
+kv_term
+wait "$ASKED" && die "kvctl snapshot succeeded though the server stopped during it"
+grep -q "the server is stopping" "$KV_DIR.snapout" || { cat "$KV_DIR.snapout" >&2; die "kvctl not told"; }
+log_has "snapshot $SNAP: [1-9][0-9]* committed pages written (.*ratio"
+[ -s "$SNAP" ] || die "no snapshot at stop"
+ls "$SNAP".tmp.* 2>/dev/null && die "a temporary file was left"
+
 # 6. snapshots paced to 2 MB/s (server.snapshot_mb_s) while a small arena evicts under
 #    load, so pages are reused while one is written; right after one that left pages out, a
 #    crash and a reboot; the same prompts are then sent again, every output checked against

@@ -7,7 +7,7 @@
  * fits; another tenant list, or a file others may write, restores nothing; restored pages
  * are evicted in the order of their last use before the snapshot; pages reused between a
  * snapshot's plan and its write (one written while serving) are left out, with their
- * descendants. */
+ * descendants; a cancelled one leaves the last file as it was. */
 #include "arena_fixture.h"
 
 #include <lz4frame.h>
@@ -237,6 +237,20 @@ static void test_reused_meanwhile(void **state)
     g = save_reusing(f, root, path, 1, n - 1);
     assert_int_equal(kvs_page(&g->pg, g->pg.lru_tail)->tenant, 1);
     fx_del(g);
+    /* cancelled (the server stopping): an error, the last file as it was, no temporary */
+    struct stat before, after;
+    char why[256], tmp[200];
+    kvs_snap_stats st;
+    assert_int_equal(stat(path, &before), 0);
+    kvs_snap_plan *pl = kvs_snapshot_plan(&f->pg);
+    assert_non_null(pl);
+    kvs_snapshot_cancel(pl);
+    assert_int_equal(kvs_snapshot_write(pl, path, 0, &st, why, sizeof(why)), KV_ERR_SHUTDOWN);
+    kvs_snapshot_plan_free(pl);
+    assert_int_equal(stat(path, &after), 0);
+    assert_int_equal(before.st_ino, after.st_ino);
+    snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid());
+    assert_int_not_equal(access(tmp, F_OK), 0);
     unlink(path);
     fx_del(f);
 }
