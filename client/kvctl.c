@@ -118,6 +118,10 @@ static void print_json(const Kvarena__StatsReply *s)
            s->jobs_done, s->jobs_failed, s->jobs_queued);
     printf("\"epoch\":%" PRIu64 ",\"arena_bytes\":%" PRIu64 ",\"uptime_ms\":%" PRIu64 ",",
            s->epoch, s->arena_bytes, s->uptime_ms);
+    printf("\"snapshot\":{\"path\":");
+    json_str(s->snapshot_path);
+    printf(",\"age_ms\":%" PRIu64 ",\"pages\":%u,\"running\":%s},", s->snapshot_age_ms,
+           s->snapshot_pages, s->snapshot_running ? "true" : "false");
     printf("\"workers\":[");
     for (size_t i = 0; i < s->n_workers; i++) {
         const Kvarena__WorkerStats *w = s->workers[i];
@@ -153,6 +157,15 @@ static void print_table(const char *ep, const Kvarena__StatsReply *s)
     printf("sequences   %u  expired %" PRIu64 "\n", s->sequences, s->seqs_expired);
     printf("jobs        done %" PRIu64 "  failed %" PRIu64 "  queued %" PRIu64 "\n",
            s->jobs_done, s->jobs_failed, s->jobs_queued);
+    if (*s->snapshot_path) {
+        printf("snapshot    %s  ", s->snapshot_path);
+        if (s->snapshot_age_ms)
+            printf("last written beside serving %.1f s ago, %u pages", s->snapshot_age_ms / 1e3,
+                   s->snapshot_pages);
+        else
+            printf("none written beside serving yet (one is at a clean stop)");
+        printf("%s\n", s->snapshot_running ? "; one being written now" : "");
+    }
     printf("\nworkers (%zu)\n  %-6s %-8s %-9s %-12s %-9s %-8s %s\n", s->n_workers, "index",
            "pid", "state", "jobs", "restarts", "isa", "threads");
     for (size_t i = 0; i < s->n_workers; i++) {

@@ -484,6 +484,10 @@ static void on_stats(kvs_server *s, void *sock, kvp_msg *m, uint64_t req_id)
     st.epoch = s->shm.h->epoch;
     st.arena_bytes = s->shm.bytes;
     st.uptime_ms = kvs_now_ms() - s->start_ms;
+    st.snapshot_path = s->cfg.snapshot;
+    st.snapshot_age_ms = s->snap_done_ms ? kvs_now_ms() - s->snap_done_ms + 1 : 0;
+    st.snapshot_pages = s->snap_done_pages;
+    st.snapshot_running = s->snap != NULL;
     Kvarena__WorkerStats ws[256], *wp[256];
     for (uint32_t i = 0; i < s->cfg.workers; i++) {
         kvarena__worker_stats__init(&ws[i]);

@@ -378,6 +378,8 @@ static void snapshot_finish(kvs_server *s)
                  (unsigned long long)ms);
         kvs_event(s, "snapshot", "written pages=%u skipped=%u ms=%llu", j->st.pages,
                   j->st.skipped, (unsigned long long)ms);
+        s->snap_done_ms = kvs_now_ms();
+        s->snap_done_pages = j->st.pages;
         r.pages = j->st.pages;
         r.skipped = j->st.skipped;
         r.data_bytes = j->st.data_bytes;

@@ -101,6 +101,8 @@ typedef struct kvs_server {
     struct kvs_snap_job *snap;  /* a snapshot being written beside serving (server.c), or NULL */
     int snap_fd;                /* eventfd its thread signals when the file is in place */
     uint64_t snap_next_ms;      /* clock_ms of the next periodic one (snapshot_every_s) */
+    uint64_t snap_done_ms;      /* kvs_now_ms when the last one was in place, 0 none yet */
+    uint32_t snap_done_pages;   /* pages it holds */
     int lock_fd;                /* runtime_dir/kvserver.lock, flock'ed while we run; 0 none */
     int stopping;
     kvs_conn *conns;            /* hash table of conn_slots entries (handlers.c) */

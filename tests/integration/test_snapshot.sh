@@ -84,6 +84,10 @@ kv_clients_start 200 10
 "$B/kvctl" --endpoint "$KV_ADMIN" snapshot >"$KV_DIR.snapout" || die "kvctl snapshot failed"
 cat "$KV_DIR.snapout"
 grep -q "snapshot $SNAP: [1-9][0-9]* committed pages" "$KV_DIR.snapout" || die "kvctl snapshot output"
+"$B/kvctl" --endpoint "$KV_ADMIN" stats | grep "^snapshot .*last written beside serving .* s ago, [1-9]" ||
+    die "kvctl stats does not show the snapshot"
+"$B/kvctl" --endpoint "$KV_ADMIN" stats --json | grep -q '"snapshot":{"path":"[^"]*","age_ms":[1-9][0-9]*,"pages":[1-9]' ||
+    die "kvctl stats --json does not show the snapshot"
 kv_clients_stop
 log_has "snapshot $SNAP: [1-9][0-9]* committed pages written .* beside serving"
 kv_self_check
