@@ -133,13 +133,13 @@ log_has "snapshot $SNAP: [1-9][0-9]* committed pages written (.*ratio"
 [ -s "$SNAP" ] || die "no snapshot at stop"
 ls "$SNAP".tmp.* 2>/dev/null && die "a temporary file was left"
 
-# 6. snapshots paced to 2 MB/s (server.snapshot_mb_s) while a small arena evicts under
+# 6. snapshots paced to 1 MB/s (server.snapshot_mb_s) while a small arena evicts under
 #    load, so pages are reused while one is written; right after one that left pages out, a
 #    crash and a reboot; the same prompts are then sent again, every output checked against
 #    the reference: what was restored is the K/V of its tokens (a page reused meanwhile is
 #    left out, never written half old, half new)
 rm -f "$SNAP" "$KV_DIR.runs"
-kv_start --set "server.snapshot=$SNAP" --set arena.pages=96 --set server.snapshot_mb_s=2
+kv_start --set "server.snapshot=$SNAP" --set arena.pages=96 --set server.snapshot_mb_s=1
 ( for i in $(seq 1000); do
       s=$((0x7000 + i % 8))
       if E2E_STREAM=$s "$B/tests/e2e_client" "$KV_EP" alice 200 4 >"$KV_DIR.load" 2>&1; then
