@@ -3,7 +3,8 @@
 #   make run      install missing packages, build, launch server + workers, run the demo
 #   make test     the full suite (unit + real-process integration); SANITIZE=1 for ASan+UBSan
 #   make soak     the fault tests at length
-#   make bench    end-to-end latency next to a raw ZeroMQ round trip
+#   make bench    end-to-end latency next to a raw ZeroMQ round trip, shared-prompt decode,
+#                 snapshot speed
 #   make bench-kernels   kernel throughput against the machine's measured limits
 CC ?= gcc
 ifeq ($(origin CC),default)

@@ -126,7 +126,7 @@ typedef struct kvc_item {
  * KVC_ERR_STATE (wrong layer or n_new), KVC_ERR_BUSY, KVC_ERR_WORKER (retry),
  * KVC_ERR_TOOBIG, KVC_ERR_INVAL. Decode steps of sequences sharing a prompt's pages (prefix
  * cache hits, forks) are best sent in one call: the worker reads the shared pages once for
- * all of them. */
+ * each group of up to 64 query vectors of them. */
 int kvc_attend(kvc_client *c, uint32_t layer, const kvc_item *items, uint32_t n_items,
                const float *q, const float *k, const float *v, float scale, float *o,
                float *lse);

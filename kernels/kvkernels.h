@@ -108,8 +108,9 @@ typedef struct kvk_pool kvk_pool;
  * (the new rows must already be written). A row that sees no key gets o = 0, lse = -inf.
  * Items of a few new rows whose page tables begin with the same pages (a prefix cache hit,
  * forks: at least 64 tokens of whole pages before their new rows) are found by the SIMD
- * paths, and those pages are read once for all of them (a cascade: shared part, own part,
- * merged); put such decode rows in one call. */
+ * paths, and those pages are read once for each group of them (a cascade: shared part, own
+ * part, merged; a group holds 64 query vectors at most, and each row's window must see 64
+ * keys or more of the prefix); put such decode rows in one call. */
 int kvk_attn(const kvk_geom *g, const kvk_pages *pg, uint32_t layer,
              const kvk_item *items, uint32_t n_items, const float *q, float *o,
              float *lse, const kvk_attn_opts *opts, kvk_pool *pool);

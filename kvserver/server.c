@@ -376,8 +376,8 @@ static void snapshot_finish(kvs_server *s)
                  "left out (reused meanwhile), in %llu ms beside serving", j->path, j->st.pages,
                  j->st.data_bytes / 1e6, j->st.file_bytes / 1e6, j->st.skipped,
                  (unsigned long long)ms);
-        kvs_event(s, "snapshot", "written pages=%u skipped=%u ms=%llu", j->st.pages,
-                  j->st.skipped, (unsigned long long)ms);
+        kvs_event(s, "snapshot", "{\"event\":\"written\",\"pages\":%u,\"skipped\":%u,"
+                  "\"ms\":%llu}", j->st.pages, j->st.skipped, (unsigned long long)ms);
         s->snap_done_ms = kvs_now_ms();
         s->snap_done_pages = j->st.pages;
         r.pages = j->st.pages;
