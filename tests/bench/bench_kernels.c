@@ -575,61 +575,43 @@ static double naive_time(const bench *b, uint32_t n, uint32_t n_q)
 
 /* ---- cases ---- */
 
-/* Seconds per call of kvk_attn: repeated (fresh pages each time) for about `budget` s. */
-static double time_attn(bench *b, int batch, uint32_t n_kv, uint32_t n_new, double budget,
-                        int min_iters)
+/* Page tables for `batch` items as take_items gives them, with the first `prefix` tokens (a
+ * multiple of PAGE) of items 1.. on item 0's pages when prefix > 0 (a prefix cache hit: the
+ * kernel reads them once for the batch); own: room for batch tables of np entries. */
+static void take_sharing(bench *b, kvk_item *items, int batch, uint32_t n_kv, uint32_t n_new,
+                         uint32_t prefix, uint32_t *own, uint32_t np)
 {
-    kvk_item items[8];
     uint32_t *tables[8];
-    kvk_attn_opts op = kvk_attn_opts_default();
     take_items(b, items, tables, batch, n_kv, n_new);
-    if (min_iters > 1) /* warm-up: pool threads, page faults of the outputs */
-        kvk_attn(&b->g, &b->pg, 1, items, batch, b->q, b->o, NULL, &op, b->pool);
-    double total = 0;
-    int iters = 0;
-    while (total < budget || iters < min_iters) {
-        take_items(b, items, tables, batch, n_kv, n_new);
-        double t0 = now();
-        int rc = kvk_attn(&b->g, &b->pg, 1, items, batch, b->q, b->o, NULL, &op, b->pool);
-        total += now() - t0;
-        iters++;
-        if (rc) {
-            fprintf(stderr, "kvk_attn failed: %d\n", rc);
-            exit(1);
-        }
+    for (int i = 0; prefix && i < batch; i++) {
+        uint32_t *t = own + (size_t)i * np;
+        memcpy(t, tables[i], np * sizeof(uint32_t));
+        if (i)
+            memcpy(t, own, prefix / PAGE * sizeof(uint32_t));
+        items[i].pages = t;
     }
-    return total / iters;
 }
 
-/* Seconds per call of a decode batch of items of n_kv + 1 tokens whose first `prefix` tokens
- * (a multiple of PAGE) are on the same pages when `shared` (a prefix cache hit: the kernel
- * reads them once for the batch), on pages of each item's own otherwise (the baseline):
- * repeated with fresh pages for about `budget` s. */
-static double time_shared(bench *b, int batch, uint32_t n_kv, uint32_t prefix, int shared,
-                          double budget)
+/* Seconds per call of kvk_attn: repeated (fresh pages each time) for about `budget` s; the
+ * items share their first `prefix` tokens' pages (0: none, see take_sharing). */
+static double time_attn(bench *b, int batch, uint32_t n_kv, uint32_t n_new, double budget,
+                        int min_iters, uint32_t prefix)
 {
     kvk_item items[8];
-    uint32_t *tables[8], np = (n_kv + 1 + PAGE - 1) / PAGE;
-    uint32_t *own = malloc((size_t)batch * np * sizeof(uint32_t));
+    uint32_t np = (n_kv + n_new + PAGE - 1) / PAGE;
+    uint32_t *own = prefix ? malloc((size_t)batch * np * sizeof(uint32_t)) : NULL;
     kvk_attn_opts op = kvk_attn_opts_default();
     double total = 0;
     int iters = 0;
-    for (int warm = 1; total < budget || iters < 3; warm = 0) {
-        take_items(b, items, tables, batch, n_kv, 1);
-        for (int i = 0; i < batch; i++) {
-            uint32_t *t = own + (size_t)i * np;
-            memcpy(t, tables[i], np * sizeof(uint32_t));
-            if (shared && i)
-                memcpy(t, own, prefix / PAGE * sizeof(uint32_t));
-            items[i].pages = t;
-        }
+    for (int warm = min_iters > 1; total < budget || iters < min_iters; warm = 0) {
+        take_sharing(b, items, batch, n_kv, n_new, prefix, own, np);
         double t0 = now();
         int rc = kvk_attn(&b->g, &b->pg, 1, items, batch, b->q, b->o, NULL, &op, b->pool);
         if (rc) {
             fprintf(stderr, "kvk_attn failed: %d\n", rc);
             exit(1);
         }
-        if (!warm) { /* the first call warms the pool and the outputs */
+        if (!warm) { /* a first call warms the pool threads and the outputs' pages */
             total += now() - t0;
             iters++;
         }
@@ -695,7 +677,7 @@ int main(int argc, char **argv)
                 int nr = i ? ROUNDS : 1; /* the scalar reference: one call, one round */
                 double lim = measure_bw(buf, i);
                 for (int r = 0; r < nr; r++) {
-                    double t = time_attn(&b, batch, len - 1, 1, i ? 0.5 / nr : 0.0, i ? 3 : 1);
+                    double t = time_attn(&b, batch, len - 1, 1, i ? 0.5 / nr : 0.0, i ? 3 : 1, 0);
                     pr[r] = (paired){ bytes / t / 1e9, limit_around(&lim, measure_bw(buf, i)) };
                 }
                 bench_median(name, isa_names[i], "GB/s", pr, nr);
@@ -717,8 +699,8 @@ int main(int argc, char **argv)
         paired pr[ROUNDS];
         double gain[ROUNDS];
         for (int r = 0; r < ROUNDS; r++) {
-            double ts = time_shared(&b, 8, len - 1, prefix, 1, 0.1);
-            double tp = time_shared(&b, 8, len - 1, prefix, 0, 0.1);
+            double ts = time_attn(&b, 8, len - 1, 1, 0.1, 3, prefix);
+            double tp = time_attn(&b, 8, len - 1, 1, 0.1, 3, 0);
             pr[r] = (paired){ bytes / ts / 1e9, limit_around(&lim, measure_bw(buf, bw_isa)) };
             gain[r] = tp / ts;
         }
@@ -748,8 +730,8 @@ int main(int argc, char **argv)
             int fp32 = i == ISA_AMX ? 2 : i; /* amx too is held to the fp32 FMA peak */
             double lim = measure_fma(fp32);
             for (int r = 0; r < nr; r++) {
-                double t = i ? time_attn(&b, 1, 0, n, 1.0 / nr, 3)
-                             : time_attn(&b, 1, n - TAIL, TAIL, 0, 1);
+                double t = i ? time_attn(&b, 1, 0, n, 1.0 / nr, 3, 0)
+                             : time_attn(&b, 1, n - TAIL, TAIL, 0, 1, 0);
                 pr[r] = (paired){ (i ? flops : tail_flops) / t / 1e9,
                                   limit_around(&lim, measure_fma(fp32)) };
             }
