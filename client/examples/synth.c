@@ -53,6 +53,26 @@ static void fill_rows(enum kvs_kind kind, uint32_t heads, uint32_t head_dim, uin
     }
 }
 
+kvs_rows kvs_rows_alloc(const kvc_model *m, uint32_t rows)
+{
+    kvs_rows r = { .qrow = (size_t)m->q_heads * m->head_dim,
+                   .kvrow = (size_t)m->kv_heads * m->head_dim };
+    r.q = malloc(sizeof(float) * (r.qrow * rows + 1));
+    r.k = malloc(sizeof(float) * (r.kvrow * rows + 1));
+    r.v = malloc(sizeof(float) * (r.kvrow * rows + 1));
+    r.o = malloc(sizeof(float) * (r.qrow * rows + 1));
+    return r;
+}
+
+void kvs_rows_free(kvs_rows *r)
+{
+    free(r->q);
+    free(r->k);
+    free(r->v);
+    free(r->o);
+    *r = (kvs_rows){ 0 };
+}
+
 void kvs_fill_qkv(const kvc_model *m, uint32_t layer, const uint32_t *tokens, uint32_t pos0,
                   uint32_t n, float *q, float *k, float *v)
 {

@@ -37,6 +37,16 @@ uint32_t kvs_token(uint64_t a, uint64_t b);
 void kvs_fill_qkv(const kvc_model *m, uint32_t layer, const uint32_t *tokens, uint32_t pos0,
                   uint32_t n, float *q, float *k, float *v);
 
+/* The buffers of an Attend of `rows` rows, fp32: q and o [rows][q_heads][head_dim], k and v
+ * [rows][kv_heads][head_dim]; qrow and kvrow the floats of one row of each. kvs_rows_free
+ * releases them. */
+typedef struct kvs_rows {
+    float *q, *k, *v, *o;
+    size_t qrow, kvrow;
+} kvs_rows;
+kvs_rows kvs_rows_alloc(const kvc_model *m, uint32_t rows);
+void kvs_rows_free(kvs_rows *r);
+
 /* x rounded to dtype (0 fp32, 1 fp16, 2 bf16, round to nearest even) and back. */
 float kvs_round(uint32_t dtype, float x);
 /* Rounds x[0 .. n) in place with kvs_round(). */

@@ -91,9 +91,7 @@ static void open_batch(kvc_client *c, uint64_t *seqs, int n, uint32_t prompt, in
                        uint64_t base)
 {
     const kvc_model *m = kvc_model_info(c);
-    size_t qrow = (size_t)m->q_heads * m->head_dim, kvrow = (size_t)m->kv_heads * m->head_dim;
-    float *q = malloc(sizeof(float) * qrow * prompt), *k = malloc(sizeof(float) * kvrow * prompt);
-    float *v = malloc(sizeof(float) * kvrow * prompt), *o = malloc(sizeof(float) * qrow * prompt);
+    kvs_rows r = kvs_rows_alloc(m, prompt);
     uint32_t *tokens = malloc(sizeof(uint32_t) * prompt);
     for (int i = 0; i < n; i++) {
         if (shared && i) {
@@ -105,16 +103,17 @@ static void open_batch(kvc_client *c, uint64_t *seqs, int n, uint32_t prompt, in
         uint32_t cached = 0;
         CALL(kvc_seq_open(c, &seqs[i]));
         CALL(kvc_seq_extend(c, seqs[i], tokens, prompt, &cached));
-        kvs_fill_qkv(m, 0, tokens + cached, cached, prompt - cached, q, k, v);
+        kvs_fill_qkv(m, 0, tokens + cached, cached, prompt - cached, r.q, r.k, r.v);
         kvc_item it = { seqs[i], prompt - cached };
-        CALL(kvc_attend(c, 0, &it, 1, q, k, v, 0, o, NULL));
+        CALL(kvc_attend(c, 0, &it, 1, r.q, r.k, r.v, 0, r.o, NULL));
     }
-    free(q); free(k); free(v); free(o); free(tokens);
+    kvs_rows_free(&r);
+    free(tokens);
 }
 
 /* One decode step of the batch: every sequence one new token, one Attend; its time in us. */
 static double step_batch(kvc_client *c, const uint64_t *seqs, int n, uint32_t pos,
-                         uint64_t base, const float *q, const float *k, const float *v, float *o)
+                         uint64_t base, const kvs_rows *r)
 {
     kvc_item it[64];
     for (int i = 0; i < n; i++) {
@@ -123,7 +122,7 @@ static double step_batch(kvc_client *c, const uint64_t *seqs, int n, uint32_t po
         it[i] = (kvc_item){ seqs[i], 1 };
     }
     double t0 = now_us();
-    CALL(kvc_attend(c, 0, it, (uint32_t)n, q, k, v, 0, o, NULL));
+    CALL(kvc_attend(c, 0, it, (uint32_t)n, r->q, r->k, r->v, 0, r->o, NULL));
     return now_us() - t0;
 }
 
@@ -137,17 +136,15 @@ static int bench_shared(kvc_client *c, int n, uint32_t prompt, int steps)
     uint64_t sh[64], pr[64], base = (uint64_t)getpid() << 20;
     open_batch(c, sh, n, prompt, 1, base);
     open_batch(c, pr, n, prompt, 0, base + 1000);
-    size_t qrow = (size_t)m->q_heads * m->head_dim, kvrow = (size_t)m->kv_heads * m->head_dim;
-    float *q = malloc(sizeof(float) * qrow * n), *k = malloc(sizeof(float) * kvrow * n);
-    float *v = malloc(sizeof(float) * kvrow * n), *o = malloc(sizeof(float) * qrow * n);
-    for (size_t i = 0; i < qrow * n; i++)
-        q[i] = (float)(i % 13) * 0.01f;
-    for (size_t i = 0; i < kvrow * n; i++)
-        k[i] = v[i] = (float)(i % 7) * 0.1f;
+    kvs_rows r = kvs_rows_alloc(m, (uint32_t)n);
+    for (size_t i = 0; i < r.qrow * n; i++)
+        r.q[i] = (float)(i % 13) * 0.01f;
+    for (size_t i = 0; i < r.kvrow * n; i++)
+        r.k[i] = r.v[i] = (float)(i % 7) * 0.1f;
     double *ts = malloc(sizeof(double) * steps), *tp = malloc(sizeof(double) * steps);
     for (int s = 0; s < steps; s++) { /* alternated, so both see the same minutes */
-        ts[s] = step_batch(c, sh, n, prompt + s, base + 2000, q, k, v, o);
-        tp[s] = step_batch(c, pr, n, prompt + s, base + 3000, q, k, v, o);
+        ts[s] = step_batch(c, sh, n, prompt + s, base + 2000, &r);
+        tp[s] = step_batch(c, pr, n, prompt + s, base + 3000, &r);
     }
     double s50 = pct(ts, steps, 0.5), p50 = pct(tp, steps, 0.5);
     printf("BENCH name=attend_decode_shared seqs=%d prompt=%u layers=1 p50_us=%.1f p99_us=%.1f "
@@ -159,7 +156,8 @@ static int bench_shared(kvc_client *c, int n, uint32_t prompt, int steps)
         CALL(kvc_seq_close(c, sh[i]));
         CALL(kvc_seq_close(c, pr[i]));
     }
-    free(q); free(k); free(v); free(o); free(ts); free(tp);
+    kvs_rows_free(&r);
+    free(ts); free(tp);
     return 0;
 }
 
@@ -187,9 +185,9 @@ int main(int argc, char **argv)
     uint32_t tokens[64];
     for (uint32_t i = 0; i < 64; i++)
         tokens[i] = kvs_token(3, i);
-    size_t qrow = (size_t)m->q_heads * m->head_dim, kvrow = (size_t)m->kv_heads * m->head_dim;
-    float *q = malloc(sizeof(float) * qrow * ctx_len), *k = malloc(sizeof(float) * kvrow * ctx_len);
-    float *v = malloc(sizeof(float) * kvrow * ctx_len), *o = malloc(sizeof(float) * qrow * ctx_len);
+    kvs_rows r = kvs_rows_alloc(m, ctx_len);
+    float *q = r.q, *k = r.k, *v = r.v, *o = r.o;
+    size_t qrow = r.qrow;
 
     /* a base sequence of 16 written tokens; each iteration forks it, so every timed
      * Attend sees exactly 1 new token over 16 cached, on layer 0 */
@@ -228,6 +226,7 @@ int main(int argc, char **argv)
            a50 / r50, a50 / (2 * r50), a99 / r99);
     CALL(kvc_seq_close(c, base));
     kvc_close(&c);
-    free(q); free(k); free(v); free(o); free(lat);
+    kvs_rows_free(&r);
+    free(lat);
     return 0;
 }

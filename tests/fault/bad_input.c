@@ -70,9 +70,9 @@ static uint32_t good_tokens[4096], good_len;
 /* Extends the good sequence by n tokens and attends every layer; checks each row. */
 static void good_step(uint32_t n)
 {
-    size_t qrow = (size_t)M->q_heads * M->head_dim, kvrow = (size_t)M->kv_heads * M->head_dim;
-    float *q = malloc(sizeof(float) * qrow * n), *k = malloc(sizeof(float) * kvrow * n);
-    float *v = malloc(sizeof(float) * kvrow * n), *o = malloc(sizeof(float) * qrow * n);
+    kvs_rows r = kvs_rows_alloc(M, n);
+    float *q = r.q, *k = r.k, *v = r.v, *o = r.o;
+    size_t qrow = r.qrow;
     double *ref = malloc(sizeof(double) * qrow);
     uint32_t cached = 0;
     CALL(kvc_seq_extend(good, good_seq, good_tokens + good_len, n, &cached));
@@ -91,7 +91,8 @@ static void good_step(uint32_t n)
         }
     }
     good_len += n;
-    free(q); free(k); free(v); free(o); free(ref);
+    kvs_rows_free(&r);
+    free(ref);
 }
 
 static void good_stats(kvc_stats *st)

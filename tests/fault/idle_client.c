@@ -123,9 +123,8 @@ static void slow_layers(uint32_t ms, uint32_t len)
     uint32_t *t = prompt(2000 + ms, len + 1), cached = 0;
     uint64_t s = prefill(t, len, &cached);
     CALL(kvc_seq_extend(c, s, t + len, 1, NULL));
-    size_t qrow = (size_t)m->q_heads * m->head_dim, kvrow = (size_t)m->kv_heads * m->head_dim;
-    float *q = malloc(sizeof(float) * qrow), *k = malloc(sizeof(float) * kvrow);
-    float *v = malloc(sizeof(float) * kvrow), *o = malloc(sizeof(float) * qrow);
+    kvs_rows r = kvs_rows_alloc(m, 1);
+    float *q = r.q, *k = r.k, *v = r.v, *o = r.o;
     for (uint32_t layer = 0; layer < m->layers; layer++) {
         usleep(ms * 1000u);
         kvs_fill_qkv(m, layer, t + len, len, 1, q, k, v);
@@ -133,7 +132,8 @@ static void slow_layers(uint32_t ms, uint32_t len)
         CALL(kvc_attend(c, layer, &it, 1, q, k, v, 0, o, NULL));
     }
     CALL(kvc_seq_close(c, s));
-    free(q); free(k); free(v); free(o); free(t);
+    kvs_rows_free(&r);
+    free(t);
 }
 
 int main(int argc, char **argv)

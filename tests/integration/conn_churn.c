@@ -25,9 +25,8 @@ int main(int argc, char **argv)
         }
     const kvc_model *m = kvc_model_info(c[0]);
     const uint32_t T = 5;
-    size_t qrow = (size_t)m->q_heads * m->head_dim, kvrow = (size_t)m->kv_heads * m->head_dim;
-    float *q = malloc(sizeof(float) * qrow * T), *k = malloc(sizeof(float) * kvrow * T);
-    float *v = malloc(sizeof(float) * kvrow * T), *out = malloc(sizeof(float) * qrow * T);
+    kvs_rows buf = kvs_rows_alloc(m, T);
+    float *q = buf.q, *k = buf.k, *v = buf.v, *out = buf.o;
     for (int r = 0; r < rounds; r++)
         for (int i = 0; i < n; i++) {
             uint32_t tokens[T];
@@ -42,7 +41,7 @@ int main(int argc, char **argv)
                 kvs_fill_qkv(m, layer, tokens, 0, T, q, k, v);
                 kvc_item it = { s, T };
                 rc = kvc_attend(c[i], layer, &it, 1, q, k, v, 0, out, NULL);
-                int bad = rc ? 0 : kvs_check_row(m, layer, tokens, T - 1, out + (T - 1) * qrow,
+                int bad = rc ? 0 : kvs_check_row(m, layer, tokens, T - 1, out + (T - 1) * buf.qrow,
                                                  NULL, NULL);
                 if (bad < 0)
                     rc = bad; /* no memory for the reference: counted as a failure */
@@ -67,6 +66,7 @@ int main(int argc, char **argv)
         kvc_close(&c[i]);
     printf("%d clients x %d rounds over a table of fewer connections: %s\n", n, rounds,
            failures ? "FAILED" : "all calls succeeded, outputs exact");
-    free(c); free(q); free(k); free(v); free(out);
+    free(c);
+    kvs_rows_free(&buf);
     return failures ? 1 : 0;
 }

@@ -51,6 +51,17 @@ static void check_rows(const kvc_model *m, uint32_t layer, const seq_state *s, u
     }
 }
 
+/* kvc_attend, made again after KVC_ERR_WORKER: the worker died under the job (fault tests
+ * kill them); the sequences are unchanged, so the same call may simply be made again. */
+static void attend(kvc_client *c, uint32_t layer, const kvc_item *it, uint32_t n,
+                   const float *q, const float *k, const float *v, float *o)
+{
+    int rc, tries = 0;
+    while ((rc = kvc_attend(c, layer, it, n, q, k, v, 0, o, NULL)) == KVC_ERR_WORKER && ++tries < 10)
+        worker_retries++;
+    CALL(rc);
+}
+
 /* Extends s by tokens[s->n .. s->n+n) and runs every layer; returns the cached count. */
 static uint32_t step(kvc_client *c, seq_state *s, uint32_t n)
 {
@@ -58,21 +69,14 @@ static uint32_t step(kvc_client *c, seq_state *s, uint32_t n)
     uint32_t cached = 0;
     CALL(kvc_seq_extend(c, s->id, s->tokens + s->n, n, &cached));
     uint32_t pos0 = s->n + cached, t = n - cached;
-    size_t qrow = (size_t)m->q_heads * m->head_dim, kvrow = (size_t)m->kv_heads * m->head_dim;
-    float *q = malloc(sizeof(float) * qrow * t), *k = malloc(sizeof(float) * kvrow * t);
-    float *v = malloc(sizeof(float) * kvrow * t), *o = malloc(sizeof(float) * qrow * t);
+    kvs_rows r = kvs_rows_alloc(m, t);
     for (uint32_t layer = 0; layer < m->layers; layer++) {
-        kvs_fill_qkv(m, layer, s->tokens + pos0, pos0, t, q, k, v);
+        kvs_fill_qkv(m, layer, s->tokens + pos0, pos0, t, r.q, r.k, r.v);
         kvc_item it = { s->id, t };
-        int rc, tries = 0;
-        /* KVC_ERR_WORKER: the worker died under the job (fault tests kill them); the
-         * sequence is unchanged, so the same call may simply be made again */
-        while ((rc = kvc_attend(c, layer, &it, 1, q, k, v, 0, o, NULL)) == KVC_ERR_WORKER && ++tries < 10)
-            worker_retries++;
-        CALL(rc);
-        check_rows(m, layer, s, pos0, t, o);
+        attend(c, layer, &it, 1, r.q, r.k, r.v, r.o);
+        check_rows(m, layer, s, pos0, t, r.o);
     }
-    free(q); free(k); free(v); free(o);
+    kvs_rows_free(&r);
     s->n += n;
     return cached;
 }
@@ -82,9 +86,7 @@ static uint32_t step(kvc_client *c, seq_state *s, uint32_t n)
 static void step_batch(kvc_client *c, seq_state **s, uint32_t n)
 {
     const kvc_model *m = kvc_model_info(c);
-    size_t qrow = (size_t)m->q_heads * m->head_dim, kvrow = (size_t)m->kv_heads * m->head_dim;
-    float *q = malloc(sizeof(float) * qrow * n), *k = malloc(sizeof(float) * kvrow * n);
-    float *v = malloc(sizeof(float) * kvrow * n), *o = malloc(sizeof(float) * qrow * n);
+    kvs_rows r = kvs_rows_alloc(m, n);
     kvc_item *it = malloc(sizeof(kvc_item) * n);
     for (uint32_t i = 0; i < n; i++) {
         uint32_t cached = 0;
@@ -94,18 +96,16 @@ static void step_batch(kvc_client *c, seq_state **s, uint32_t n)
     }
     for (uint32_t layer = 0; layer < m->layers; layer++) {
         for (uint32_t i = 0; i < n; i++)
-            kvs_fill_qkv(m, layer, s[i]->tokens + s[i]->n, s[i]->n, 1, q + i * qrow,
-                         k + i * kvrow, v + i * kvrow);
-        int rc, tries = 0;
-        while ((rc = kvc_attend(c, layer, it, n, q, k, v, 0, o, NULL)) == KVC_ERR_WORKER && ++tries < 10)
-            worker_retries++;
-        CALL(rc);
+            kvs_fill_qkv(m, layer, s[i]->tokens + s[i]->n, s[i]->n, 1, r.q + i * r.qrow,
+                         r.k + i * r.kvrow, r.v + i * r.kvrow);
+        attend(c, layer, it, n, r.q, r.k, r.v, r.o);
         for (uint32_t i = 0; i < n; i++)
-            check_rows(m, layer, s[i], s[i]->n, 1, o + i * qrow);
+            check_rows(m, layer, s[i], s[i]->n, 1, r.o + i * r.qrow);
     }
     for (uint32_t i = 0; i < n; i++)
         s[i]->n++;
-    free(q); free(k); free(v); free(o); free(it);
+    kvs_rows_free(&r);
+    free(it);
 }
 
 static void check_stats(kvc_client *c, const char *when, uint32_t seqs, int none_in_use)
