@@ -19,11 +19,11 @@
 
 #define NONE KVA_NO_PAGE
 
-static snap_header header_of(const kva_header *h, uint32_t n_records)
+snap_header kvs_snap_header(const kva_header *h, const char *magic, uint32_t n_records)
 {
     snap_header s;
     memset(&s, 0, sizeof(s));
-    memcpy(s.magic, KVS_SNAP_MAGIC, sizeof(s.magic));
+    memcpy(s.magic, magic, sizeof(s.magic));
     s.version = KVS_SNAP_VERSION;
     s.layout_version = h->layout_version;
     s.layers = h->layers;
@@ -42,7 +42,7 @@ static snap_header header_of(const kva_header *h, uint32_t n_records)
 
 /* Byte planes of a page: byte b of every element, for b < esize, one plane after another;
  * runs of similar bytes (exponents) are what LZ4 finds. unplane is its inverse. */
-static void plane(uint8_t *dst, const uint8_t *src, size_t bytes, size_t esize)
+void kvs_page_planes(uint8_t *dst, const uint8_t *src, size_t bytes, size_t esize)
 {
     size_t n = bytes / esize;
     if (esize == 2) { /* the page's dtype: a loop over whole elements the compiler vectorizes */
@@ -59,7 +59,7 @@ static void plane(uint8_t *dst, const uint8_t *src, size_t bytes, size_t esize)
             dst[b * n + i] = src[i * esize + b];
 }
 
-static void unplane(uint8_t *dst, const uint8_t *src, size_t bytes, size_t esize)
+void kvs_page_unplanes(uint8_t *dst, const uint8_t *src, size_t bytes, size_t esize)
 {
     size_t n = bytes / esize;
     if (esize == 2) {
@@ -90,6 +90,41 @@ static LZ4F_preferences_t frame_prefs(size_t page_bytes)
     p.frameInfo.contentChecksumFlag = LZ4F_contentChecksumEnabled;
     p.frameInfo.contentSize = page_bytes;
     return p;
+}
+
+size_t kvs_frame_bound(size_t page_bytes)
+{
+    LZ4F_preferences_t prefs = frame_prefs(page_bytes);
+    return LZ4F_compressFrameBound(page_bytes, &prefs);
+}
+
+size_t kvs_frame_pack(uint8_t *dst, size_t cap, const uint8_t *planes, size_t page_bytes)
+{
+    LZ4F_preferences_t prefs = frame_prefs(page_bytes);
+    size_t c = LZ4F_compressFrame(dst, cap, planes, page_bytes, &prefs);
+    return LZ4F_isError(c) || c > UINT32_MAX ? 0 : c;
+}
+
+const char *kvs_frame_unpack(LZ4F_dctx *dctx, const uint8_t *frame, size_t len,
+                             uint8_t *planes, size_t page_bytes)
+{
+    /* a frame that declares a page and its checksum (a frame may omit both: then nothing
+     * would check the data), decoded whole to exactly a page, the decoder verifying the
+     * checksum */
+    size_t head = len, out = page_bytes, in, left;
+    LZ4F_frameInfo_t fi;
+    LZ4F_resetDecompressionContext(dctx);
+    left = LZ4F_getFrameInfo(dctx, &fi, frame, &head);
+    if (LZ4F_isError(left) || fi.contentChecksumFlag != LZ4F_contentChecksumEnabled ||
+        fi.contentSize != page_bytes)
+        return "its frame does not declare a checksummed page";
+    in = len - head;
+    left = LZ4F_decompress(dctx, planes, &out, frame + head, &in, NULL);
+    if (LZ4F_isError(left))
+        return LZ4F_getErrorName(left);
+    if (left != 0 || in != len - head || out != page_bytes)
+        return "its data is not a whole page";
+    return NULL;
 }
 
 /* Makes a rename in path's directory durable (best effort: the file itself is synced). */
@@ -200,7 +235,7 @@ kvs_snap_plan *kvs_snapshot_plan(const kvs_pages *pg)
         pl = NULL;
         goto out;
     }
-    pl->sh = header_of(h, n);
+    pl->sh = kvs_snap_header(h, KVS_SNAP_MAGIC, n);
     pl->data = kva_data(h);
     pl->pb = h->page_bytes;
     pl->es = elem_size(h);
@@ -287,8 +322,7 @@ int kvs_snapshot_write(const kvs_snap_plan *pl, const char *path, uint64_t rate,
     snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid()); /* never another's */
     int rc = 0, made = 0;
     FILE *f = NULL;
-    LZ4F_preferences_t prefs = frame_prefs(pb);
-    size_t cap = LZ4F_compressFrameBound(pb, &prefs);
+    size_t cap = kvs_frame_bound(pb);
     uint8_t *planes = malloc(pb), *comp = malloc(cap);
     uint32_t *written = malloc(sizeof(uint32_t) * (pl->n + 1)); /* plan index -> record */
     uint32_t *out = malloc(sizeof(uint32_t) * (pl->n + 1)), n = 0; /* record -> plan index */
@@ -319,15 +353,15 @@ int kvs_snapshot_write(const kvs_snap_plan *pl, const char *path, uint64_t rate,
             st->skipped++;
             continue;
         }
-        plane(planes, pl->data + (size_t)pl->page[i] * pb, pb, pl->es);
+        kvs_page_planes(planes, pl->data + (size_t)pl->page[i] * pb, pb, pl->es);
         __atomic_thread_fence(__ATOMIC_ACQUIRE);
         if (gen_now(pl->desc[i]) != pl->gen[i]) {
             st->skipped++;
             continue;
         }
-        size_t c = LZ4F_compressFrame(comp, cap, planes, pb, &prefs);
-        if (LZ4F_isError(c) || c > UINT32_MAX)
-            FAIL(KV_ERR_INTERNAL, "LZ4 frame: %s", LZ4F_getErrorName(c));
+        size_t c = kvs_frame_pack(comp, cap, planes, pb);
+        if (!c)
+            FAIL(KV_ERR_INTERNAL, "LZ4 frame of a %zu-byte page failed", pb);
         r.data_len = (uint32_t)c;
         r.parent = r.parent == NONE ? NONE : written[r.parent];
         at[n] = ftello(f);
@@ -400,12 +434,12 @@ uint32_t kvs_snapshot_clean(const char *path)
     return n;
 }
 
-/* Why a snapshot header does not fit the arena h, or NULL. */
-static const char *header_mismatch(const snap_header *s, const kva_header *h)
+const char *kvs_snap_header_mismatch(const snap_header *s, const kva_header *h,
+                                     const char *magic)
 {
-    snap_header want = header_of(h, s->n_records);
-    if (memcmp(s->magic, KVS_SNAP_MAGIC, sizeof(s->magic)) != 0)
-        return "not a kvarena snapshot";
+    snap_header want = kvs_snap_header(h, magic, s->n_records);
+    if (memcmp(s->magic, magic, sizeof(s->magic)) != 0)
+        return "not a kvarena file of this kind";
     if (s->version != KVS_SNAP_VERSION)
         return "another snapshot format version";
     if (s->layout_version != want.layout_version || s->page_bytes != want.page_bytes ||
@@ -431,8 +465,7 @@ int kvs_snapshot_load(kvs_pages *pg, const uint8_t (*salt)[KVA_HASH_BYTES], cons
     uint32_t *map = NULL, *tenant_of = NULL, *tokens = malloc(sizeof(uint32_t) * P);
     uint64_t base = 0, tick_end = 0; /* restored pages get ticks base + 1 + age */
     uint8_t (*hashes)[KVA_HASH_BYTES] = NULL;
-    LZ4F_preferences_t prefs = frame_prefs(pb);
-    size_t cap = LZ4F_compressFrameBound(pb, &prefs);
+    size_t cap = kvs_frame_bound(pb);
     uint8_t *planes = malloc(pb), *comp = malloc(cap);
     LZ4F_dctx *dctx = NULL;
     FILE *f = fopen(path, "rb");
@@ -453,7 +486,7 @@ int kvs_snapshot_load(kvs_pages *pg, const uint8_t (*salt)[KVA_HASH_BYTES], cons
     const char *bad;
     if (fread(&sh, sizeof(sh), 1, f) != 1)
         FAIL(KV_ERR_INVAL, "%s: too short for a snapshot header", path);
-    if ((bad = header_mismatch(&sh, h)))
+    if ((bad = kvs_snap_header_mismatch(&sh, h, KVS_SNAP_MAGIC)))
         FAIL(KV_ERR_INVAL, "%s does not fit this arena: %s", path, bad);
     /* each record takes at least its header and token ids */
     if (sh.n_records > (uint64_t)fs.st_size / (sizeof(snap_record) + sizeof(uint32_t) * P))
@@ -485,22 +518,8 @@ int kvs_snapshot_load(kvs_pages *pg, const uint8_t (*salt)[KVA_HASH_BYTES], cons
             FAIL(KV_ERR_INVAL, "%s: record %u: its block hash is not its tokens'", path, i);
         if (fread(comp, 1, r.data_len, f) != r.data_len)
             FAIL(KV_ERR_INVAL, "%s: record %u: its data is cut short", path, i);
-        /* a frame that declares a page and its checksum (a frame may omit both: then
-         * nothing would check the data), decoded whole to exactly a page, the decoder
-         * verifying the checksum */
-        size_t head = r.data_len, out = pb, in, left;
-        LZ4F_frameInfo_t fi;
-        LZ4F_resetDecompressionContext(dctx);
-        left = LZ4F_getFrameInfo(dctx, &fi, comp, &head);
-        if (LZ4F_isError(left) || fi.contentChecksumFlag != LZ4F_contentChecksumEnabled ||
-            fi.contentSize != pb)
-            FAIL(KV_ERR_INVAL, "%s: record %u: its frame does not declare a checksummed page",
-                 path, i);
-        in = r.data_len - head;
-        left = LZ4F_decompress(dctx, planes, &out, comp + head, &in, NULL);
-        if (LZ4F_isError(left) || left != 0 || in != r.data_len - head || out != pb)
-            FAIL(KV_ERR_INVAL, "%s: record %u: its data is not a whole page (%s)", path, i,
-                 LZ4F_isError(left) ? LZ4F_getErrorName(left) : "size");
+        if ((bad = kvs_frame_unpack(dctx, comp, r.data_len, planes, pb)))
+            FAIL(KV_ERR_INVAL, "%s: record %u: %s", path, i, bad);
         uint32_t parent = r.parent == NONE ? NONE : map[r.parent];
         const kvs_tenant_pages *tp = &pg->tenant[r.tenant];
         if ((r.parent != NONE && parent == NONE) || (tp->quota && tp->pages >= tp->quota))
@@ -515,7 +534,7 @@ int kvs_snapshot_load(kvs_pages *pg, const uint8_t (*salt)[KVA_HASH_BYTES], cons
         memcpy(d->tokens, tokens, sizeof(uint32_t) * P);
         d->ntok = d->nvalid = P;
         d->state = KVA_PAGE_OPEN;
-        unplane(kva_data(h) + (size_t)p * pb, planes, pb, es); /* checked: the frame's sum */
+        kvs_page_unplanes(kva_data(h) + (size_t)p * pb, planes, pb, es); /* checked: its sum */
         uint32_t q = kvs_page_commit(pg, p, salt[r.tenant]);
         assert(q == p && !memcmp(d->hash, r.hash, KVA_HASH_BYTES)); /* checked above */
         (void)q;

@@ -22,6 +22,7 @@
 #ifndef KVARENA_SNAPSHOT_H
 #define KVARENA_SNAPSHOT_H
 
+#include <lz4frame.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -43,6 +44,12 @@ typedef struct snap_header {
     uint8_t tenants_hash[KVA_HASH_BYTES];
     uint32_t n_records, reserved;
 } snap_header;
+
+/* The header of a file of this arena's pages (magic: 8 bytes, a snapshot's or another
+ * kind's); why a header does not fit the arena h, or NULL. */
+snap_header kvs_snap_header(const kva_header *h, const char *magic, uint32_t n_records);
+const char *kvs_snap_header_mismatch(const snap_header *s, const kva_header *h,
+                                     const char *magic);
 
 typedef struct snap_record {
     uint32_t tenant;
@@ -97,5 +104,19 @@ int kvs_snapshot_save(const kvs_pages *pg, const char *path, kvs_snap_stats *st,
  * before it are restored, st counts them). */
 int kvs_snapshot_load(kvs_pages *pg, const uint8_t (*salt)[KVA_HASH_BYTES], const char *path,
                       kvs_snap_stats *st, char *why, size_t why_len);
+
+/* ---- a page's K/V as one LZ4 frame (snapshots, and the cold tier: cold.c) ----
+ * The page's bytes go into byte planes (every element's first bytes, then its second...),
+ * then into a frame declaring its size and an xxHash32 content checksum. */
+void kvs_page_planes(uint8_t *planes, const uint8_t *page, size_t page_bytes, size_t esize);
+void kvs_page_unplanes(uint8_t *page, const uint8_t *planes, size_t page_bytes, size_t esize);
+/* The largest frame of a page of page_bytes. */
+size_t kvs_frame_bound(size_t page_bytes);
+/* planes as a frame in dst (cap bytes): its size, 0 if it fails. */
+size_t kvs_frame_pack(uint8_t *dst, size_t cap, const uint8_t *planes, size_t page_bytes);
+/* Decodes the frame (len bytes) into planes (page_bytes): NULL, or why it is not exactly a
+ * page with its checksum verified. */
+const char *kvs_frame_unpack(LZ4F_dctx *dctx, const uint8_t *frame, size_t len,
+                             uint8_t *planes, size_t page_bytes);
 
 #endif
