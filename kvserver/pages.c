@@ -261,6 +261,8 @@ uint32_t kvs_page_commit(kvs_pages *pg, uint32_t p, const uint8_t salt[KVA_HASH_
     memcpy(d->hash, h, sizeof(h));
     d->state = KVA_PAGE_COMMITTED;
     index_insert(pg, p);
+    if (pg->on_commit)
+        pg->on_commit(pg->on_commit_arg, p);
     return p;
 }
 

@@ -41,6 +41,10 @@ typedef struct kvs_pages {
     uint32_t n_tenants;
     kvs_tenant_pages tenant[KVS_MAX_TENANTS];
     uint64_t hits, misses, evictions; /* counters since start */
+    /* called by kvs_page_commit with each page it commits (the cold tier queues it), or
+     * NULL; set after kvs_pages_init */
+    void (*on_commit)(void *arg, uint32_t p);
+    void *on_commit_arg;
 } kvs_pages;
 
 /* Builds the private indexes from the descriptors of arena h: a fresh one (all FREE) or one

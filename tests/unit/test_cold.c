@@ -1,0 +1,406 @@
+/* test_cold — the cold tier (kvserver/cold.c) on arenas in private memory: committed pages
+ * written to a directory are found again by a fresh arena (the index rebuilt from the
+ * segment files) for their tenant only and read back exactly, parents first; a damaged
+ * record is not read back (nor the pages after it in the chain) and leaves the index; a
+ * segment cut short keeps the records before the cut; under a small cap the oldest pages
+ * go with their segments; a record whose token ids are not its hash's ends its segment; a
+ * file of another kind is removed at open; a directory others may
+ * write, or one another server holds, is refused. */
+#include "arena_fixture.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "kvserver/cold.h"
+#include "kvserver/log.h"
+#include "kvserver/snapshot.h"
+
+static const fx_cfg cfg32 = { 32, 8, 2 };
+
+static fx *fx_new(void)
+{
+    void *st = (void *)&cfg32;
+    assert_int_equal(fx_setup(&st), 0);
+    return st;
+}
+
+static void fx_del(fx *f)
+{
+    void *st = f;
+    fx_teardown(&st);
+}
+
+static void tmp_dir(char *dir, size_t len)
+{
+    snprintf(dir, len, "/tmp/kvarena-test-cold-%d", (int)getpid());
+}
+
+static void rm_dir(const char *dir)
+{
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+static kvs_cold *cold_open(fx *f, const char *dir, uint64_t cap)
+{
+    kvs_cold *c = NULL;
+    char why[256];
+    int rc = kvs_cold_open(&c, &f->pg, (const uint8_t (*)[KVA_HASH_BYTES])f->salt, dir, cap, 0,
+                           why, sizeof(why));
+    if (rc)
+        fail_msg("kvs_cold_open: %s", why);
+    return c;
+}
+
+/* A fresh arena in *f and a cold tier of cap_pages pages' bytes on an empty directory. */
+static kvs_cold *fresh(char *dir, size_t len, uint64_t cap_pages, fx **f)
+{
+    tmp_dir(dir, len);
+    rm_dir(dir);
+    *f = fx_new();
+    return cold_open(*f, dir, cap_pages * (*f)->h->page_bytes);
+}
+
+static void finish(fx *f, const char *dir)
+{
+    fx_del(f);
+    rm_dir(dir);
+}
+
+typedef struct done_rec {
+    int calls;
+    uint8_t ok[16];
+    uint32_t n;
+} done_rec;
+
+static void on_done(void *arg, void *tag, const uint8_t *ok, uint32_t n)
+{
+    done_rec *d = arg;
+    assert_ptr_equal(tag, d);
+    assert_true(n <= 16);
+    memcpy(d->ok, ok, n);
+    d->n = n;
+    d->calls++;
+}
+
+/* Applies the thread's reports until stored + skipped reaches n (want_done 0) or a restore
+ * is reported (want_done 1); 10 s at most. */
+static void cold_wait(kvs_cold *c, uint64_t n, done_rec *d, int want_done)
+{
+    for (int i = 0; i < 1000; i++) {
+        struct pollfd p = { kvs_cold_fd(c), POLLIN, 0 };
+        poll(&p, 1, 10);
+        kvs_cold_poll(c, on_done, d);
+        kvs_cold_stats st;
+        kvs_cold_stats_get(c, &st);
+        if (want_done ? d->calls > 0 : st.stored + st.skipped >= n)
+            return;
+    }
+    fail_msg("the cold tier did not report in 10 s");
+}
+
+/* Two chains: tenant 0's prompt of 4 full pages (+1 token) into chain, tenant 1's of 2 into
+ * t1; K/V filled with random bytes; each committed page stored, chain then t1, parents
+ * first. Returns how many. */
+static uint32_t build(fx *f, kvs_cold *c, uint32_t chain[4], uint32_t t1[2])
+{
+    uint32_t a[17], b[9];
+    fx_tokens(a, 17, 100);
+    fx_tokens(b, 9, 500);
+    uint64_t ida = fx_seq_fill(f, 0, a, 17, NULL), idb = fx_seq_fill(f, 1, b, 9, NULL);
+    for (uint32_t p = 0; p < f->pg.n; p++) { /* xorshift: as incompressible as K/V are */
+        uint8_t *d = fx_page_data(f, p);
+        uint32_t x = 0x9e3779b9u ^ (p * 2654435761u);
+        for (size_t i = 0; i < f->h->page_bytes; i++) {
+            x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+            d[i] = (uint8_t)x;
+        }
+    }
+    memcpy(chain, fx_priv(f, ida, 0)->pt, 4 * sizeof(uint32_t));
+    memcpy(t1, fx_priv(f, idb, 1)->pt, 2 * sizeof(uint32_t));
+    for (uint32_t i = 0; i < 4; i++)
+        kvs_cold_store(c, chain[i]);
+    for (uint32_t i = 0; i < 2; i++)
+        kvs_cold_store(c, t1[i]);
+    cold_wait(c, 6, NULL, 0);
+    return 6;
+}
+
+/* In g, reads back f's chain[0 .. n) into new pages and returns what was reported. */
+static done_rec read_back(fx *f, fx *g, kvs_cold *c, const uint32_t *chain, uint32_t n,
+                          uint32_t *pages)
+{
+    uint8_t hash[16][KVA_HASH_BYTES];
+    uint32_t up = KVA_NO_PAGE;
+    for (uint32_t i = 0; i < n; i++) {
+        const kva_page *src = kvs_page(&f->pg, chain[i]);
+        int err = 0;
+        pages[i] = up = kvs_page_alloc(&g->pg, 0, up, &err);
+        assert_int_not_equal(up, KVA_NO_PAGE);
+        kva_page *d = kvs_page(&g->pg, up);
+        memcpy(d->tokens, src->tokens, sizeof(uint32_t) * FX_P);
+        d->ntok = FX_P;
+        memcpy(hash[i], src->hash, KVA_HASH_BYTES);
+    }
+    done_rec d = { 0 };
+    assert_int_equal(kvs_cold_restore(c, pages, (const uint8_t (*)[KVA_HASH_BYTES])hash, n, &d), 0);
+    cold_wait(c, 0, &d, 1);
+    assert_int_equal(d.n, n);
+    return d;
+}
+
+/* Frees the pages read_back allocated, children first. */
+static void let_go(fx *g, const uint32_t *pages, uint32_t n)
+{
+    for (uint32_t i = n; i-- > 0;)
+        kvs_page_unref(&g->pg, pages[i]);
+    fx_check(g);
+}
+
+static void test_round_trip(void **state)
+{
+    (void)state;
+    char dir[128];
+    fx *f;
+    kvs_cold *c = fresh(dir, sizeof(dir), 128, &f);
+    uint32_t chain[4], t1[2], pages[4];
+    uint32_t n = build(f, c, chain, t1);
+    kvs_cold_stats st;
+    kvs_cold_stats_get(c, &st);
+    assert_int_equal(st.stored, n);
+    assert_int_equal(st.pages, n);
+    kvs_cold_close(c);
+    struct stat ds;
+    assert_int_equal(stat(dir, &ds), 0);
+    assert_int_equal(ds.st_mode & 0777, 0700);
+
+    fx *g = fx_new(); /* a fresh arena: the index comes from the files */
+    c = cold_open(g, dir, 1 << 20);
+    kvs_cold_stats_get(c, &st);
+    assert_int_equal(st.pages, n);
+    for (uint32_t i = 0; i < 4; i++) { /* found for their tenant only */
+        assert_true(kvs_cold_has(c, kvs_page(&f->pg, chain[i])->hash, 0));
+        assert_false(kvs_cold_has(c, kvs_page(&f->pg, chain[i])->hash, 1));
+    }
+    done_rec d = read_back(f, g, c, chain, 4, pages);
+    for (uint32_t i = 0; i < 4; i++) {
+        assert_true(d.ok[i]);
+        assert_memory_equal(fx_page_data(f, chain[i]), fx_page_data(g, pages[i]),
+                            f->h->page_bytes);
+        kva_page *pd = kvs_page(&g->pg, pages[i]); /* committed as coldpark.c does */
+        pd->nvalid = FX_P;
+        pd->state = KVA_PAGE_OPEN;
+        assert_int_equal(kvs_page_commit(&g->pg, pages[i], g->salt[0]), pages[i]);
+        assert_memory_equal(pd->hash, kvs_page(&f->pg, chain[i])->hash, KVA_HASH_BYTES);
+    }
+    let_go(g, pages, 4);
+    assert_int_equal(g->pg.n_cached, 4);
+    kvs_cold_stats_get(c, &st);
+    assert_int_equal(st.restored, 4);
+    assert_int_equal(st.failed, 0);
+    kvs_cold_close(c);
+    fx_del(g);
+    finish(f, dir);
+}
+
+static void seg_path(const char *dir, uint32_t id, char *path, size_t len)
+{
+    snprintf(path, len, "%s/cold-%010u.seg", dir, id);
+}
+
+static off_t file_size(const char *path)
+{
+    struct stat s;
+    assert_int_equal(stat(path, &s), 0);
+    return s.st_size;
+}
+
+/* A byte of the last record's frame changed: it is not read back, nor would anything after
+ * it in a chain be; the pages before it are; the record leaves the index. */
+static void test_damaged(void **state)
+{
+    (void)state;
+    char dir[128], path[200];
+    fx *f;
+    kvs_cold *c = fresh(dir, sizeof(dir), 128, &f);
+    uint32_t chain[4], t1[2], pages[4];
+    build(f, c, chain, t1);
+    kvs_cold_close(c);
+    seg_path(dir, 0, path, sizeof(path));
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    uint8_t x; /* the very last byte: the checksum of t1[1]'s frame, stored last */
+    off_t end = file_size(path);
+    assert_int_equal(pread(fd, &x, 1, end - 1), 1);
+    x ^= 0x40;
+    assert_int_equal(pwrite(fd, &x, 1, end - 1), 1);
+    close(fd);
+
+    fx *g = fx_new();
+    c = cold_open(g, dir, 1 << 20);
+    uint8_t hash1[KVA_HASH_BYTES];
+    memcpy(hash1, kvs_page(&f->pg, t1[1])->hash, KVA_HASH_BYTES);
+    assert_true(kvs_cold_has(c, hash1, 1)); /* its header is sound: found at open */
+    done_rec d = read_back(f, g, c, t1, 2, pages);
+    assert_true(d.ok[0]);
+    assert_false(d.ok[1]);
+    assert_memory_equal(fx_page_data(f, t1[0]), fx_page_data(g, pages[0]), f->h->page_bytes);
+    assert_false(kvs_cold_has(c, hash1, 1)); /* never tried again */
+    let_go(g, pages, 2);
+    kvs_cold_stats st;
+    kvs_cold_stats_get(c, &st);
+    assert_int_equal(st.failed, 1);
+    assert_int_equal(st.restored, 1);
+    /* the same damage first in a chain: nothing after it is read back */
+    uint32_t back[2] = { t1[1], t1[0] };
+    kvs_cold_close(c);
+    c = cold_open(g, dir, 1 << 20); /* indexed again from the file */
+    d = read_back(f, g, c, back, 2, pages);
+    assert_false(d.ok[0]);
+    assert_false(d.ok[1]);
+    let_go(g, pages, 2);
+    kvs_cold_close(c);
+    fx_del(g);
+    finish(f, dir);
+}
+
+/* A segment cut inside its last record keeps the records before it; the next server writes
+ * to a segment of its own. */
+static void test_cut(void **state)
+{
+    (void)state;
+    char dir[128], path[200], path1[200];
+    fx *f;
+    kvs_cold *c = fresh(dir, sizeof(dir), 128, &f);
+    uint32_t chain[4], t1[2], pages[4];
+    uint32_t n = build(f, c, chain, t1);
+    kvs_cold_close(c);
+    seg_path(dir, 0, path, sizeof(path));
+    assert_int_equal(truncate(path, file_size(path) - 10), 0);
+    off_t cut = file_size(path);
+    fx *g = fx_new();
+    c = cold_open(g, dir, 1 << 20);
+    kvs_cold_stats st;
+    kvs_cold_stats_get(c, &st);
+    assert_int_equal(st.pages, n - 1);
+    assert_false(kvs_cold_has(c, kvs_page(&f->pg, t1[1])->hash, 1));
+    done_rec d = read_back(f, g, c, chain, 4, pages);
+    for (uint32_t i = 0; i < 4; i++)
+        assert_true(d.ok[i]);
+    let_go(g, pages, 4);
+    uint32_t x[5];
+    fx_tokens(x, 5, 900);
+    fx_seq_fill(g, 0, x, 5, NULL);
+    for (uint32_t p = 0; p < g->pg.n; p++)
+        if (kvs_page(&g->pg, p)->state == KVA_PAGE_COMMITTED && kvs_page(&g->pg, p)->ref)
+            kvs_cold_store(c, p);
+    cold_wait(c, 1, NULL, 0);
+    seg_path(dir, 1, path1, sizeof(path1));
+    assert_true(file_size(path1) > 0);
+    assert_int_equal(file_size(path), cut);
+    kvs_cold_close(c);
+    fx_del(g);
+    finish(f, dir);
+}
+
+/* Under a cap of a few pages the oldest go with their segments; the newest stay. */
+static void test_cap(void **state)
+{
+    (void)state;
+    char dir[128];
+    fx *f;
+    kvs_cold *c = fresh(dir, sizeof(dir), 3, &f);
+    uint32_t chain[4], t1[2];
+    uint32_t n = build(f, c, chain, t1);
+    kvs_cold_poll(c, on_done, NULL);
+    kvs_cold_stats st;
+    kvs_cold_stats_get(c, &st);
+    assert_true(st.dropped > 0);
+    assert_int_equal(st.pages + st.dropped, n);
+    assert_false(kvs_cold_has(c, kvs_page(&f->pg, chain[0])->hash, 0)); /* stored first */
+    kvs_cold_close(c);
+    /* what is left on disk is what the index held */
+    fx *g = fx_new();
+    c = cold_open(g, dir, 3 * f->h->page_bytes);
+    kvs_cold_stats st2;
+    kvs_cold_stats_get(c, &st2);
+    assert_int_equal(st2.pages, st.pages);
+    assert_true(st2.bytes <= 3 * f->h->page_bytes + 2 * f->h->page_bytes);
+    kvs_cold_close(c);
+    fx_del(g);
+    finish(f, dir);
+}
+
+/* A record whose token ids are not the ones its hash was made of ends its segment at open:
+ * neither it nor the records after it are indexed. */
+static void test_forged(void **state)
+{
+    (void)state;
+    char dir[128], path[200];
+    fx *f;
+    kvs_cold *c = fresh(dir, sizeof(dir), 128, &f);
+    uint32_t chain[4], t1[2];
+    build(f, c, chain, t1);
+    kvs_cold_close(c);
+    seg_path(dir, 0, path, sizeof(path));
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    uint32_t tok; /* the first record's first token id */
+    off_t at = sizeof(snap_header) + sizeof(cold_record);
+    assert_int_equal(pread(fd, &tok, sizeof(tok), at), (ssize_t)sizeof(tok));
+    assert_int_equal(tok, 100);
+    tok = 101;
+    assert_int_equal(pwrite(fd, &tok, sizeof(tok), at), (ssize_t)sizeof(tok));
+    close(fd);
+    c = cold_open(f, dir, 1 << 20);
+    kvs_cold_stats st;
+    kvs_cold_stats_get(c, &st);
+    assert_int_equal(st.pages, 0);
+    kvs_cold_close(c);
+    finish(f, dir);
+}
+
+/* A segment of another kind or shape is removed at open; a directory others may write, or
+ * one another server holds, is refused. */
+static void test_refused(void **state)
+{
+    (void)state;
+    char dir[128], path[200], why[256];
+    fx *f;
+    kvs_cold *c = fresh(dir, sizeof(dir), 128, &f);
+    kvs_cold *c2 = NULL;
+    assert_int_equal(kvs_cold_open(&c2, &f->pg, (const uint8_t (*)[KVA_HASH_BYTES])f->salt, dir,
+                                   1 << 20, 0, why, sizeof(why)), KV_ERR_INVAL);
+    assert_non_null(strstr(why, "another server"));
+    kvs_cold_close(c);
+    seg_path(dir, 7, path, sizeof(path));
+    int fd = open(path, O_WRONLY | O_CREAT, 0600);
+    assert_true(fd >= 0);
+    char junk[512];
+    memset(junk, 'x', sizeof(junk));
+    assert_int_equal(write(fd, junk, sizeof(junk)), (ssize_t)sizeof(junk));
+    close(fd);
+    c = cold_open(f, dir, 1 << 20);
+    assert_int_equal(access(path, F_OK), -1); /* removed */
+    kvs_cold_close(c);
+    assert_int_equal(chmod(dir, 0777), 0);
+    assert_int_equal(kvs_cold_open(&c2, &f->pg, (const uint8_t (*)[KVA_HASH_BYTES])f->salt, dir,
+                                   1 << 20, 0, why, sizeof(why)), KV_ERR_INVAL);
+    assert_non_null(strstr(why, "writable by it alone"));
+    finish(f, dir);
+}
+
+int main(void)
+{
+    kvs_log_level = KVS_LOG_ERROR;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_round_trip), cmocka_unit_test(test_damaged),
+        cmocka_unit_test(test_cut),        cmocka_unit_test(test_cap),
+        cmocka_unit_test(test_forged),     cmocka_unit_test(test_refused),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
