@@ -122,6 +122,12 @@ static void print_json(const Kvarena__StatsReply *s)
     json_str(s->snapshot_path);
     printf(",\"age_ms\":%" PRIu64 ",\"pages\":%u,\"running\":%s},", s->snapshot_age_ms,
            s->snapshot_pages, s->snapshot_running ? "true" : "false");
+    printf("\"cold\":{\"dir\":");
+    json_str(s->cold_dir);
+    printf(",\"pages\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"stored\":%" PRIu64
+           ",\"restored\":%" PRIu64 ",\"failed\":%" PRIu64 ",\"skipped\":%" PRIu64
+           ",\"dropped\":%" PRIu64 "},", s->cold_pages, s->cold_bytes, s->cold_stored,
+           s->cold_restored, s->cold_failed, s->cold_skipped, s->cold_dropped);
     printf("\"workers\":[");
     for (size_t i = 0; i < s->n_workers; i++) {
         const Kvarena__WorkerStats *w = s->workers[i];
@@ -166,6 +172,11 @@ static void print_table(const char *ep, const Kvarena__StatsReply *s)
             printf("none written beside serving yet (one is at a clean stop)");
         printf("%s\n", s->snapshot_running ? "; one being written now" : "");
     }
+    if (*s->cold_dir)
+        printf("cold tier   %s  %" PRIu64 " pages on disk (%.1f MB)  stored %" PRIu64
+               "  read back %" PRIu64 "  failed %" PRIu64 "  skipped %" PRIu64 "  dropped %"
+               PRIu64 "\n", s->cold_dir, s->cold_pages, s->cold_bytes / 1e6, s->cold_stored,
+               s->cold_restored, s->cold_failed, s->cold_skipped, s->cold_dropped);
     printf("\nworkers (%zu)\n  %-6s %-8s %-9s %-12s %-9s %-8s %s\n", s->n_workers, "index",
            "pid", "state", "jobs", "restarts", "isa", "threads");
     for (size_t i = 0; i < s->n_workers; i++) {

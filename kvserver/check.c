@@ -1,7 +1,8 @@
 /* check.c — the server's self-check (admin Check, `kvctl check`), run by the fault tests
  * after every fault: the allocator's own invariants (kvs_pages_check), and every page's
  * ref count equal to what holds it: the page tables of live sequences, the shared pages
- * their copies-on-write are made from, and the pins of jobs queued or running. A leak or a
+ * their copies-on-write are made from, the pins of jobs queued or running, and the pages
+ * of extends waiting for the cold tier. A leak or a
  * double release shows here at once. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +47,7 @@ int kvs_server_check(kvs_server *s, char *why, size_t why_len)
     for (uint32_t t = 0; t < s->cfg.n_tenants; t++)
         for (const kvs_job *j = s->queue_head[t]; j; j = j->next)
             count_job(refs, j);
+    kvs_cold_count_refs(s, refs);
     int rc = 0;
     if (live != s->seqs.live) {
         snprintf(why, why_len, "%u live sequence records, %u counted", live, s->seqs.live);

@@ -28,6 +28,7 @@ void kvs_config_defaults(kvs_config *c)
     c->max_msg_bytes = 256ull << 20;
     c->max_conns = 4096;
     c->seq_idle_timeout_s = 600;
+    c->cold_mb = 4096;
     c->log_level = KVS_LOG_INFO;
     c->layers = 4;
     c->q_heads = 8;
@@ -135,6 +136,7 @@ static int apply(kvs_config *c, const char *section, const char *name, const cha
     STR("server", "events_endpoint", events_ep);
     STR("server", "worker_path", worker_path);
     STR("server", "snapshot", snapshot);
+    STR("server", "cold_dir", cold_dir);
     STR("server", "secret_key_file", secret_key_file);
     U32("server", "workers", workers);
     U32("server", "threads", threads);
@@ -147,6 +149,8 @@ static int apply(kvs_config *c, const char *section, const char *name, const cha
     U32("server", "seq_idle_timeout_s", seq_idle_timeout_s);
     U32("server", "snapshot_every_s", snapshot_every_s);
     U32("server", "snapshot_mb_s", snapshot_mb_s);
+    U32("server", "cold_mb", cold_mb);
+    U32("server", "cold_mb_s", cold_mb_s);
     if (!strcmp(section, "server") && !strcmp(name, "keep_shm"))
         return parse_bool(value, &c->keep_shm);
     if (!strcmp(section, "server") && !strcmp(name, "fresh"))
@@ -322,6 +326,10 @@ int kvs_config_finish(kvs_config *c, char *err, size_t err_len)
         snprintf(err, err_len, "pages, max_seqs, workers (1..256), threads (1..256), "
                                "heartbeat_ms (>= %d), token limits and max_conns (1..2^24) must be set",
                  KVS_HEARTBEAT_MIN_MS);
+        return KV_ERR_INVAL;
+    }
+    if (c->cold_dir[0] && c->cold_mb == 0) {
+        snprintf(err, err_len, "server.cold_mb must be at least 1 with server.cold_dir");
         return KV_ERR_INVAL;
     }
     if (c->snapshot_every_s && !c->snapshot[0]) {

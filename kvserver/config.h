@@ -31,6 +31,8 @@ typedef struct kvs_config {
     char events_ep[KVS_PATH_MAX];     /* events_endpoint (default ipc://DIR/events.sock) */
     char worker_path[KVS_PATH_MAX];   /* worker_path (default: kvworker beside kvserver) */
     char snapshot[KVS_PATH_MAX];      /* snapshot: file of the prefix cache ("" = none) */
+    char cold_dir[KVS_PATH_MAX];      /* cold_dir: directory of the cold tier, committed pages
+                                       * on disk (cold.h; "" = none) */
     char secret_key_file[KVS_PATH_MAX]; /* secret_key_file: the server's Z85 CURVE secret key;
                                          * set = authenticated mode (tenants by client key) */
     char secret_key[41];              /* read from secret_key_file by kvs_config_finish */
@@ -46,6 +48,8 @@ typedef struct kvs_config {
                                        * this often (as kvctl snapshot); 0 = at stop only */
     uint32_t snapshot_mb_s;           /* snapshot_mb_s: K/V MB/s at most of one written beside
                                        * serving; 0 = unpaced */
+    uint32_t cold_mb;                 /* cold_mb: the cold tier's files at most (MB) */
+    uint32_t cold_mb_s;               /* cold_mb_s: K/V MB/s at most written to it; 0 = unpaced */
     uint32_t seq_idle_timeout_s;      /* seq_idle_timeout_s: a sequence no request names for
                                        * this long is closed (a dead client's); 0 = never */
     int keep_shm;                     /* keep_shm: leave the segment at exit */

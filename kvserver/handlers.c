@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cold.h"
 #include "log.h"
 #include "proto/kverr.h"
 #include "proto/validate.h"
@@ -298,11 +299,18 @@ static void on_extend(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uin
     uint32_t cached = 0;
     int rc = 0;
     const char *why = NULL;
-    if (e->retry && rec && rec->last_req == e->req_id && rec->pending > 0)
+    if (e->retry && rec && rec->last_req == e->req_id && rec->pending > 0) {
         cached = rec->last_cached; /* applied by the first try: answer from the record */
-    else
+    } else if (rec && kvs_cold_park_dup(s, x->seq, t, e->req_id, &m->route)) {
+        return; /* the first try waits for the cold tier: its answer comes */
+    } else if (rec && !s->cold_replay && !kvs_seq_priv(&s->seqs, rec)->busy_job &&
+               rec->pending == 0 &&
+               kvs_cold_park(s, m, e->req_id, rec, t, x->tokens, (uint32_t)x->n_tokens)) {
+        return; /* answered when its pages are read back */
+    } else {
         rc = seq_gone(s, kvs_seq_extend(&s->seqs, x->seq, t, e->req_id, x->tokens,
                                         (uint32_t)x->n_tokens, &cached), x->seq, t, &why);
+    }
     if (rc) {
         reply_status(s, m, e->req_id, rc, "%s", why);
         return;
@@ -488,6 +496,18 @@ static void on_stats(kvs_server *s, void *sock, kvp_msg *m, uint64_t req_id)
     st.snapshot_age_ms = s->snap_done_ms ? kvs_now_ms() - s->snap_done_ms + 1 : 0;
     st.snapshot_pages = s->snap_done_pages;
     st.snapshot_running = s->snap != NULL;
+    st.cold_dir = s->cfg.cold_dir;
+    if (s->cold) {
+        kvs_cold_stats cs;
+        kvs_cold_stats_get(s->cold, &cs);
+        st.cold_pages = cs.pages;
+        st.cold_bytes = cs.bytes;
+        st.cold_stored = cs.stored;
+        st.cold_restored = cs.restored;
+        st.cold_failed = cs.failed;
+        st.cold_skipped = cs.skipped;
+        st.cold_dropped = cs.dropped;
+    }
     Kvarena__WorkerStats ws[256], *wp[256];
     for (uint32_t i = 0; i < s->cfg.workers; i++) {
         kvarena__worker_stats__init(&ws[i]);

@@ -21,6 +21,7 @@
 
 #include <sodium.h>
 
+#include "cold.h"
 #include "log.h"
 #include "proto/kverr.h"
 #include "recover.h"
@@ -403,6 +404,33 @@ static void snapshot_finish(kvs_server *s)
     s->snap = NULL;
 }
 
+/* ---- the cold tier (cold.h, coldpark.c) ---- */
+
+static void cold_on_commit(void *arg, uint32_t p)
+{
+    kvs_cold_store(arg, p);
+}
+
+static int cold_start(kvs_server *s)
+{
+    const kvs_config *c = &s->cfg;
+    char why[512];
+    int rc = kvs_cold_open(&s->cold, &s->pages, (const uint8_t(*)[KVA_HASH_BYTES])s->seqs.salt,
+                           c->cold_dir, (uint64_t)c->cold_mb * 1000000,
+                           (uint64_t)c->cold_mb_s * 1000000, why, sizeof(why));
+    if (rc) {
+        KVS_ERROR("cold tier not opened: %s", why);
+        return rc;
+    }
+    s->pages.on_commit = cold_on_commit;
+    s->pages.on_commit_arg = s->cold;
+    kvs_cold_stats st;
+    kvs_cold_stats_get(s->cold, &st);
+    KVS_INFO("cold tier %s: %llu pages on disk (%.1f MB of files, at most %u MB)", c->cold_dir,
+             (unsigned long long)st.pages, st.bytes / 1e6, c->cold_mb);
+    return 0;
+}
+
 int kvs_server_start(kvs_server *s)
 {
     kvs_config *c = &s->cfg;
@@ -459,6 +487,8 @@ int kvs_server_start(kvs_server *s)
         s->seqs.tenant_max[t] = c->tenant[t].max_seqs;
     if (c->snapshot[0])
         snapshot_restore(s, (const uint8_t(*)[KVA_HASH_BYTES])salts);
+    if (c->cold_dir[0] && (rc = cold_start(s)))
+        return rc;
     for (s->conn_slots = 2; s->conn_slots < 2 * c->max_conns; s->conn_slots *= 2)
         ;
     s->conns = calloc(s->conn_slots, sizeof(kvs_conn));
@@ -590,15 +620,18 @@ static void seqs_expire(kvs_server *s)
 
 int kvs_server_run(kvs_server *s)
 {
-    zmq_pollitem_t items[] = {
+    zmq_pollitem_t items[7] = {
         { s->worker_sock, 0, ZMQ_POLLIN, 0 },
         { s->client, 0, ZMQ_POLLIN, 0 },
         { s->admin, 0, ZMQ_POLLIN, 0 },
         { NULL, s->sigfd, ZMQ_POLLIN, 0 },
         { NULL, s->snap_fd, ZMQ_POLLIN, 0 },
-        { s->zap, 0, ZMQ_POLLIN, 0 },
     };
-    int n_items = s->zap ? 6 : 5;
+    int n_items = 5, zap_at = -1, cold_at = -1;
+    if (s->zap)
+        items[zap_at = n_items++] = (zmq_pollitem_t){ s->zap, 0, ZMQ_POLLIN, 0 };
+    if (s->cold)
+        items[cold_at = n_items++] = (zmq_pollitem_t){ NULL, kvs_cold_fd(s->cold), ZMQ_POLLIN, 0 };
     long tick = s->cfg.heartbeat_ms / 2;
     while (!s->stopping) {
         int n = zmq_poll(items, n_items, tick);
@@ -617,8 +650,10 @@ int kvs_server_run(kvs_server *s)
             drain_socket(s, s->admin, kvs_handle_admin);
         if ((items[4].revents & ZMQ_POLLIN) && s->snap)
             snapshot_finish(s);
-        if (n_items == 6 && (items[5].revents & ZMQ_POLLIN))
+        if (zap_at >= 0 && (items[zap_at].revents & ZMQ_POLLIN))
             zap_handle(s);
+        if (cold_at >= 0 && (items[cold_at].revents & ZMQ_POLLIN))
+            kvs_cold_reports(s);
         kvs_workers_tick(s);
         seqs_expire(s);
         snapshot_tick(s);
@@ -643,6 +678,7 @@ void kvs_server_stop(kvs_server *s)
     }
     if (s->workers)
         kvs_workers_stop(s);
+    kvs_cold_stop(s); /* before the sockets close: parked extends are answered */
     /* answer what is still queued so no client waits for its timeout */
     for (uint32_t t = 0; t < KVS_MAX_TENANTS; t++)
         while (s->queue_head[t]) {

@@ -98,6 +98,9 @@ typedef struct kvs_server {
     void *client, *worker_sock, *admin, *events; /* ROUTER, ROUTER, ROUTER, PUB */
     void *zap;                  /* ZAP handler (REP), authenticated mode only */
     int sigfd;                  /* signalfd: SIGCHLD, SIGINT, SIGTERM */
+    struct kvs_cold *cold;      /* the cold tier (server.cold_dir), or NULL */
+    struct kvs_cold_park *parks; /* extends waiting for pages from it (coldpark.c) */
+    int cold_replay;            /* handling a parked request again: never parked twice */
     struct kvs_snap_job *snap;  /* a snapshot being written beside serving (server.c), or NULL */
     int snap_fd;                /* eventfd its thread signals when the file is in place */
     uint64_t snap_next_ms;      /* clock_ms of the next periodic one (snapshot_every_s) */
@@ -143,6 +146,18 @@ void kvs_event(kvs_server *s, const char *topic, const char *fmt, ...)
  * why not: no server.snapshot, one already being written, out of memory). Also started by
  * the loop every server.snapshot_every_s, with no one to answer. */
 void kvs_snapshot_request(kvs_server *s, kvp_msg *m, uint64_t req_id);
+
+/* coldpark.c: an extend whose prompt goes on, past the arena's cached pages, with pages in
+ * the cold tier is parked (1; 0: handle it now) until they are read back, then handled
+ * again (kvs_cold_reports). kvs_cold_park_dup: 1 if that request is parked (a resend: its
+ * answer goes to route). kvs_cold_stop: the tier closed, parked requests answered
+ * KV_ERR_SHUTDOWN and their pages freed. kvs_cold_count_refs: the pages they hold. */
+int kvs_cold_park(kvs_server *s, kvp_msg *m, uint64_t req_id, kva_seq *rec, uint32_t t,
+                  const uint32_t *tokens, uint32_t n);
+int kvs_cold_park_dup(kvs_server *s, uint64_t seq, uint32_t t, uint64_t req_id, zmq_msg_t *route);
+void kvs_cold_reports(kvs_server *s);
+void kvs_cold_stop(kvs_server *s);
+void kvs_cold_count_refs(const kvs_server *s, uint32_t *refs);
 
 /* check.c: every invariant of pages, sequences and jobs; 0 or KV_ERR_INTERNAL + why. */
 int kvs_server_check(kvs_server *s, char *why, size_t why_len);

@@ -12,7 +12,8 @@
  * shared tail made by the workers, layer by layer) and checked, so faults land mid-copy.
  * E2E_STREAM=X fixes the tokens (else they are new for every run); with E2E_WARM=1 the
  * prompt's full pages must be cached from the start (test_snapshot: a restored cache), with
- * E2E_WARM=any any number of them may be. */
+ * E2E_WARM=any any number of them may be. E2E_SHARED=1: other clients use the server at
+ * the same time, so the server-wide sequence and page counts are not checked. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,6 +109,8 @@ static void step_batch(kvc_client *c, seq_state **s, uint32_t n)
     free(it);
 }
 
+static int shared_server; /* E2E_SHARED */
+
 static void check_stats(kvc_client *c, const char *when, uint32_t seqs, int none_in_use)
 {
     kvc_stats st;
@@ -115,8 +118,9 @@ static void check_stats(kvc_client *c, const char *when, uint32_t seqs, int none
     CHECK(st.pages_free + st.pages_in_use + st.pages_cached == st.pages_total,
           "%s: free %u + in use %u + cached %u != total %u", when, st.pages_free,
           st.pages_in_use, st.pages_cached, st.pages_total);
-    CHECK(st.sequences == seqs, "%s: %u sequences, expected %u", when, st.sequences, seqs);
-    if (none_in_use)
+    CHECK(shared_server || st.sequences == seqs, "%s: %u sequences, expected %u", when,
+          st.sequences, seqs);
+    if (none_in_use && !shared_server)
         CHECK(st.pages_in_use == 0, "%s: %u pages still in use", when, st.pages_in_use);
     printf("stats %-14s free %u in_use %u cached %u hits %llu misses %llu jobs %llu\n", when,
            st.pages_free, st.pages_in_use, st.pages_cached, (unsigned long long)st.prefix_hits,
@@ -154,6 +158,7 @@ int main(int argc, char **argv)
     uint64_t stream = getenv("E2E_STREAM") ? strtoull(getenv("E2E_STREAM"), NULL, 0)
                                            : (uint64_t)getpid() << 16 ^ (uint64_t)time(NULL);
     const char *warm_env = getenv("E2E_WARM");
+    shared_server = getenv("E2E_SHARED") && atoi(getenv("E2E_SHARED"));
     int warm = warm_env ? (!strcmp(warm_env, "any") ? 2 : atoi(warm_env) != 0) : 0;
     for (uint32_t i = 0; i < total + spare; i++)
         tokens[i] = kvs_token(stream, i);

@@ -14,6 +14,8 @@ INTEG_TESTS += tests/integration/test_e2e.sh tests/integration/test_curve.sh tes
 INTEG_TESTS += tests/integration/test_config.sh tests/integration/test_shutdown.sh
 # The prefix cache written at a clean stop and restored into a fresh arena (e2e_client).
 INTEG_TESTS += tests/integration/test_snapshot.sh
+# The cold tier: evicted prompts read back from disk, after a crash too, within a cap.
+INTEG_TESTS += tests/integration/test_cold.sh
 .PHONY: tests
 tests: $(B)/kvserver $(B)/kvworker $(B)/kvctl $(B)/tests/e2e_client $(B)/tests/curve_client
 
