@@ -7,9 +7,13 @@
  * here is a floor). kvs_snapshot_save is timed against writing the same number of bytes
  * to a file with one write + fsync; kvs_snapshot_load into a fresh arena against reading
  * that file back (both from the page cache: what a restart right after a stop sees).
+ * Then the cold tier (kvserver/cold.c) on the same pages, against the same two speeds:
+ * writing every page (as the server queues each page it commits) and reading them all back
+ * into a fresh arena as one prompt's chain (segment files in the page cache too).
  * Usage: bench_snapshot [DIR [PAGES]] (default /tmp, 256 pages = 512 MiB).
  * Output: `BENCH name=... value=... unit=MB/s limit=... pct=...` lines. */
 #include <fcntl.h>
+#include <poll.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "kvserver/cold.h"
 #include "kvserver/log.h"
 #include "kvserver/pages.h"
 #include "kvserver/snapshot.h"
@@ -45,6 +50,96 @@ static kva_header *arena(uint32_t n, kvs_pages *pg)
     if (kvs_pages_init(pg, h, 1) != 0)
         die("kvs_pages_init");
     return h;
+}
+
+static void on_done(void *arg, void *tag, const uint8_t *ok, uint32_t n)
+{
+    (void)tag;
+    for (uint32_t i = 0; i < n; i++)
+        if (!ok[i])
+            die("a page was not read back from the cold tier");
+    *(int *)arg = 1;
+}
+
+/* Waits for the cold tier's reports until *done or every page of pg is stored (done NULL). */
+static void cold_wait(kvs_cold *c, const kvs_pages *pg, int *done)
+{
+    for (;;) {
+        struct pollfd p = { kvs_cold_fd(c), POLLIN, 0 };
+        poll(&p, 1, 100);
+        kvs_cold_poll(c, on_done, done);
+        kvs_cold_stats st;
+        kvs_cold_stats_get(c, &st);
+        if (st.skipped || st.failed)
+            die("the cold tier skipped or failed a page");
+        if (done ? *done : st.stored == pg->n)
+            return;
+    }
+}
+
+/* The cold tier on the same pages: every committed page written (as the server queues each
+ * one it commits), then all of them read back into a fresh arena as one prompt's chain
+ * (what an extend after their eviction asks for; the tier opened again on that arena, its
+ * index read from the files); against the same file speeds. */
+static void cold_bench(kvs_pages *pg, const uint8_t (*salt)[KVA_HASH_BYTES], const char *dir,
+                       double lim_w, double lim_r)
+{
+    char cdir[512], why[256];
+    snprintf(cdir, sizeof(cdir), "%s/kvarena-bench-%d.cold", dir, (int)getpid());
+    const size_t pb = pg->h->page_bytes;
+    const uint32_t n = pg->n;
+    kvs_cold *c = NULL;
+    if (kvs_cold_open(&c, pg, salt, cdir, 4 * (uint64_t)n * pb, 0, why, sizeof(why)) != 0)
+        die(why);
+    double t0 = now();
+    for (uint32_t p = 0; p < n; p++)
+        kvs_cold_store(c, p);
+    cold_wait(c, pg, NULL);
+    double t_store = now() - t0;
+    kvs_cold_stats st;
+    kvs_cold_stats_get(c, &st);
+    kvs_pages pg3;
+    kva_header *h3 = arena(n, &pg3);
+    uint32_t *pages = malloc(sizeof(uint32_t) * n), up = KVA_NO_PAGE;
+    uint8_t (*hash)[KVA_HASH_BYTES] = malloc(KVA_HASH_BYTES * (size_t)n);
+    if (!pages || !hash)
+        die("out of memory");
+    for (uint32_t i = 0; i < n; i++) { /* page i of the first chain of 16 is page i */
+        int err = 0;
+        const kva_page *src = kvs_page(pg, i);
+        pages[i] = up = kvs_page_alloc(&pg3, 0, i % 16 ? up : KVA_NO_PAGE, &err);
+        memcpy(kvs_page(&pg3, up)->tokens, src->tokens, 16 * sizeof(uint32_t));
+        kvs_page(&pg3, up)->ntok = 16;
+        memcpy(hash[i], src->hash, KVA_HASH_BYTES);
+    }
+    kvs_cold_close(c); /* a tier serves one arena: opened again on the fresh one */
+    if (kvs_cold_open(&c, &pg3, salt, cdir, 4 * (uint64_t)n * pb, 0, why, sizeof(why)) != 0)
+        die(why);
+    int done = 0;
+    t0 = now();
+    if (kvs_cold_restore(c, pages, (const uint8_t (*)[KVA_HASH_BYTES])hash, n, &done) != 0)
+        die("kvs_cold_restore");
+    cold_wait(c, pg, &done);
+    double t_restore = now() - t0;
+    for (uint32_t i = 0; i < n; i++)
+        if (memcmp(kva_data(pg->h) + (size_t)i * pb, kva_data(h3) + (size_t)pages[i] * pb, pb))
+            die("a page read back differs");
+    double mb = (double)n * pb / 1e6;
+    printf("# cold tier: %u pages, %.0f MB of K/V in %.0f MB of segment files\n", n, mb,
+           st.bytes / 1e6);
+    printf("BENCH name=cold_store value=%.1f unit=MB/s limit=%.1f pct=%.1f\n", mb / t_store,
+           lim_w, 100.0 * (mb / t_store) / lim_w);
+    printf("BENCH name=cold_restore value=%.1f unit=MB/s limit=%.1f pct=%.1f\n", mb / t_restore,
+           lim_r, 100.0 * (mb / t_restore) / lim_r);
+    kvs_cold_close(c);
+    char cmd[600];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", cdir);
+    if (system(cmd) != 0)
+        die("cannot remove the cold tier's directory");
+    kvs_pages_free(&pg3);
+    free(h3);
+    free(pages);
+    free(hash);
 }
 
 int main(int argc, char **argv)
@@ -129,6 +224,7 @@ int main(int argc, char **argv)
            fmb / t_raw_w, 100.0 * (mb / t_save) / (fmb / t_raw_w));
     printf("BENCH name=snapshot_restore value=%.1f unit=MB/s limit=%.1f pct=%.1f\n", mb / t_load,
            fmb / t_raw_r, 100.0 * (mb / t_load) / (fmb / t_raw_r));
+    cold_bench(&pg, salt, dir, fmb / t_raw_w, fmb / t_raw_r);
     unlink(path);
     unlink(raw);
     kvs_pages_free(&pg);
