@@ -30,6 +30,10 @@ refuse "unknown key model.alibi" --set model.alibi=8
 refuse "heartbeat_ms (>= 100)" --set server.heartbeat_ms=10
 refuse "bad value for server.seq_idle_timeout_s: '1.5'" --set server.seq_idle_timeout_s=1.5
 refuse "server.snapshot_every_s needs server.snapshot" --set server.snapshot_every_s=60
+refuse "server.cold_mb must be at least 1 with server.cold_dir" --set server.cold_dir=/tmp/x \
+    --set server.cold_mb=0
+refuse "cold tier not opened: cannot create /nonexistent/cold" \
+    --set server.cold_dir=/nonexistent/cold
 refuse "bad tenant section [tenant.a\"b]: names are 1..63 of [A-Za-z0-9_.-]" \
     --set 'tenant.a"b.quota_pages=5'
 refuse "worker_path /nonexistent/kvworker cannot be executed: No such file or directory" \
