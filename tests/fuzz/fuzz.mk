@@ -3,6 +3,8 @@
 #   fuzz_job           job envelope + frame sizes -> kvp_check_job (what a kvworker trusts)
 #   fuzz_arena_header  header block + region size -> kva_header_check
 #   fuzz_snapshot      a snapshot file (mostly well-formed, then damaged) -> kvs_snapshot_load
+#   fuzz_cold          a cold tier segment (mostly well-formed, then damaged) -> kvs_cold_open,
+#                      every page it indexed read back (kvs_cold_restore)
 #   fuzz_attn          a ragged batch with shared prefixes -> kvk_attn on each SIMD ISA
 #                      against the scalar reference (differential)
 #
@@ -19,7 +21,7 @@
 FUZZ_B := build-fuzz
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := fuzz_envelope fuzz_job fuzz_arena_header fuzz_snapshot fuzz_attn
+FUZZ_TARGETS := fuzz_envelope fuzz_job fuzz_arena_header fuzz_snapshot fuzz_cold fuzz_attn
 FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 
 .PHONY: fuzz fuzz-smoke fuzz-build fuzz-corpus fuzz-inner

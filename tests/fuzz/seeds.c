@@ -1,6 +1,6 @@
 /* seeds — writes the seed corpus of the fuzz targets: a few valid serialized messages per
  * target in the format of tests/fuzz/fuzz_input.h, and valid arena headers.
- * Usage: seeds DIR (writes DIR/fuzz_envelope/, DIR/fuzz_job/, DIR/fuzz_arena_header/,
+ * Usage: seeds DIR (writes DIR/fuzz_envelope/, DIR/fuzz_job/, DIR/fuzz_arena_header/, ...
  * which must exist). Run by `make fuzz-corpus`; its output is committed under
  * tests/fuzz/corpus/. */
 #include <stdio.h>
@@ -193,6 +193,25 @@ static void snapshot_seeds(void)
     write_file("fuzz_snapshot", "raw_body", raw, sizeof(raw), NULL, 0);
 }
 
+/* fuzz_cold's inputs (see its header): [mode] then, structured, [records] and per record
+ * [tenant][parent][flags][4 tokens] (+ a byte for some damage). */
+static void cold_seeds(void)
+{
+    static const uint8_t chain[] = { 0, 6,
+                                     0, 0xff, 0, 1, 2, 3, 4,       /* a root */
+                                     0, 0, 0x40, 5, 6, 7, 0,       /* its child */
+                                     1, 0xff, 0, 1, 2, 3, 4,       /* tenant 1's root */
+                                     0, 1, 0, 3, 3, 3, 3,          /* a grandchild */
+                                     0, 0, 0x80, 5, 6, 7, 0, 9, 3, /* the child again, damaged */
+                                     0, 0xff, 4, 1, 1, 1, 1 };     /* a frame without checksum */
+    static const uint8_t cut[] = { 4, 3, 0, 0xff, 0, 1, 2, 3, 4, 0, 0, 0, 5, 6, 7, 0,
+                                   0, 1, 0x40, 1, 1, 1, 1, 0x37, 0x01 };
+    static const uint8_t raw[] = { 1, 0, 0, 0, 0, 0x40, 0, 0, 0, 0, 0, 0, 0 };
+    write_file("fuzz_cold", "chain", chain, sizeof(chain), NULL, 0);
+    write_file("fuzz_cold", "cut", cut, sizeof(cut), NULL, 0);
+    write_file("fuzz_cold", "raw_body", raw, sizeof(raw), NULL, 0);
+}
+
 /* fuzz_attn: [header][items][value seed], as tests/fuzz/fuzz_attn_input.h reads them. */
 static void attn_seed(const char *name, const uint8_t hdr[FA_HEADER], const uint32_t (*it)[4],
                       uint32_t n)
@@ -256,6 +275,7 @@ int main(int argc, char **argv)
     dir = argv[1];
     envelope_seeds();
     snapshot_seeds();
+    cold_seeds();
     attn_seeds();
     job_seed("job_default", 0, 20, 5, 0);
     job_seed("job_tiny", 1, 0, 7, 0);
