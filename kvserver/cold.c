@@ -3,7 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <glob.h>
+#include <dirent.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,7 +94,8 @@ struct kvs_cold {
     /* shared, under mu */
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int stop;
+    int stop;                /* atomic: also read unlocked */
+    uint32_t read_delay_ms;  /* KVARENA_COLD_READ_DELAY_MS (tests: a slow disk) */
     store_req *q;            /* ring of QUEUE_MAX */
     uint32_t *q_tokens;      /* [QUEUE_MAX][P] */
     uint32_t q_head, q_len;
@@ -174,15 +175,14 @@ static int index_put(kvs_cold *c, const uint8_t *hash, uint32_t tenant, cold_loc
     return 0;
 }
 
-/* Removes the entries for which drop(entry, arg) says so; returns how many. */
-static uint32_t index_remove_if(kvs_cold *c, int (*drop)(const cold_entry *, const void *),
-                                const void *arg)
+/* Removes the entries of segment seg; returns how many. */
+static uint32_t index_remove_seg(kvs_cold *c, uint32_t seg)
 {
     uint32_t n = 0;
     for (uint32_t b = 0; c->bucket && b <= c->bucket_mask; b++)
         for (uint32_t *link = &c->bucket[b]; *link != NONE;) {
             uint32_t e = *link;
-            if (!drop(&c->ent[e], arg)) {
+            if (c->ent[e].loc.seg != seg) {
                 link = &c->ent[e].next;
                 continue;
             }
@@ -195,16 +195,23 @@ static uint32_t index_remove_if(kvs_cold *c, int (*drop)(const cold_entry *, con
     return n;
 }
 
-static int in_seg(const cold_entry *e, const void *seg)
+/* Removes the entry of hash if it is still the one at loc (not a newer copy). */
+static void index_remove_at(kvs_cold *c, const uint8_t *hash, cold_loc loc)
 {
-    return e->loc.seg == *(const uint32_t *)seg;
-}
-
-static int at_loc(const cold_entry *e, const void *arg)
-{
-    const report *r = arg;
-    return !memcmp(e->hash, r->hash, KVA_HASH_BYTES) && e->loc.seg == r->loc.seg &&
-           e->loc.off == r->loc.off;
+    for (uint32_t *link = &c->bucket[bucket_of(c, hash)]; *link != NONE;
+         link = &c->ent[*link].next) {
+        cold_entry *x = &c->ent[*link];
+        if (memcmp(x->hash, hash, KVA_HASH_BYTES))
+            continue;
+        if (x->loc.seg == loc.seg && x->loc.off == loc.off) {
+            uint32_t e = *link;
+            *link = x->next;
+            x->next = c->free_ent;
+            c->free_ent = e;
+            c->n_ent--;
+        }
+        return;
+    }
 }
 
 /* ---- segments (the thread's, and kvs_cold_open's before it starts) ---- */
@@ -306,11 +313,22 @@ static int store_one(kvs_cold *c, const store_req *q, const uint32_t *tokens, re
     cold_seg *s = c->n_seg ? &c->seg[c->n_seg - 1] : NULL;
     if (!s || s->id != c->cur_seg || s->size + len > c->seg_cap) { /* a new segment */
         char name[64];
-        seg_name(c, c->next_seg, name, sizeof(name));
-        int fd = openat(c->dir_fd, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-        if (fd < 0 || pwrite(fd, &c->sh, sizeof(c->sh), 0) != sizeof(c->sh) ||
-            !(s = seg_add(c, c->next_seg, fd, sizeof(c->sh)))) {
-            KVS_WARN("cold tier: cannot start %s/%s: %s", c->dir, name, strerror(errno));
+        int fd = -1;
+        for (int tries = 0; fd < 0 && tries < 16; tries++) { /* a name taken: the next one */
+            seg_name(c, c->next_seg, name, sizeof(name));
+            fd = openat(c->dir_fd, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+            if (fd < 0 && errno == EEXIST)
+                c->next_seg++;
+            else if (fd < 0)
+                break;
+        }
+        const char *err = fd < 0 ? strerror(errno) : NULL;
+        if (!err && pwrite(fd, &c->sh, sizeof(c->sh), 0) != sizeof(c->sh))
+            err = "cannot write its header";
+        if (!err && !(s = seg_add(c, c->next_seg, fd, sizeof(c->sh))))
+            err = "out of memory";
+        if (err) {
+            KVS_WARN("cold tier: cannot start %s/%s: %s", c->dir, name, err);
             if (fd >= 0) {
                 close(fd);
                 unlinkat(c->dir_fd, name, 0);
@@ -323,8 +341,10 @@ static int store_one(kvs_cold *c, const store_req *q, const uint32_t *tokens, re
     struct iovec iov[3] = { { &rec, sizeof(rec) },
                             { (void *)tokens, sizeof(uint32_t) * c->P },
                             { c->frame, n } };
-    if (pwritev(s->fd, iov, 3, (off_t)s->size) != (ssize_t)len) {
-        KVS_WARN("cold tier: cannot write segment %u: %s", s->id, strerror(errno));
+    ssize_t w = pwritev(s->fd, iov, 3, (off_t)s->size);
+    if (w != (ssize_t)len) { /* a part written is a cut record: past the segment's end */
+        KVS_WARN("cold tier: cannot write segment %u: %s", s->id,
+                 w < 0 ? strerror(errno) : "short write");
         return 0;
     }
     *r = (report){ .kind = REP_STORED, .tenant = rec.tenant, .loc = { s->id, len, s->size } };
@@ -360,27 +380,44 @@ static int restore_one(kvs_cold *c, uint32_t page, const uint8_t *hash, cold_loc
     return 1;
 }
 
+/* Waits on cv until the monotonic time `until` (s) or a stop; under mu. */
+static void wait_until(kvs_cold *c, double until)
+{
+    while (!__atomic_load_n(&c->stop, __ATOMIC_RELAXED)) {
+        double left = until - mono_s();
+        if (left <= 0)
+            return;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        double t = ts.tv_sec + ts.tv_nsec * 1e-9 + left;
+        ts.tv_sec = (time_t)t;
+        ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
+        pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+    }
+}
+
 static void *cold_thread(void *arg)
 {
     kvs_cold *c = arg;
     uint32_t *tokens = c->tokens;
-    double t0 = mono_s();
-    uint64_t written = 0;
+    double next_store = 0; /* paced: when the next page may be written */
     pthread_mutex_lock(&c->mu);
-    while (!c->stop) {
+    while (!__atomic_load_n(&c->stop, __ATOMIC_RELAXED)) {
         if (c->rq_head) { /* restores first: an extend waits for each */
+            if (c->read_delay_ms) /* a test's slow disk (KVARENA_COLD_READ_DELAY_MS) */
+                wait_until(c, mono_s() + c->read_delay_ms / 1e3);
             restore_req *q = c->rq_head;
             c->rq_head = q->next;
             if (!c->rq_head)
                 c->rq_tail = NULL;
             pthread_mutex_unlock(&c->mu);
             uint32_t ok = 0;
-            for (uint32_t i = 0; i < q->n; i++)
+            for (uint32_t i = 0; i < q->n && !__atomic_load_n(&c->stop, __ATOMIC_RELAXED); i++)
                 ok += q->ok[i] = (i == 0 || q->ok[i - 1]) &&
                                  restore_one(c, q->pages[i], q->hash[i], q->loc[i]);
             pthread_mutex_lock(&c->mu);
             c->st.restored += ok;
-            c->st.failed += ok < q->n;
+            c->st.failed += ok < q->n; /* the first record not read back: the rest not tried */
             q->next = NULL;
             if (c->done_tail)
                 c->done_tail->next = q;
@@ -388,6 +425,8 @@ static void *cold_thread(void *arg)
                 c->done_head = q;
             c->done_tail = q;
             wake_server(c);
+        } else if (c->q_len && c->rate && mono_s() < next_store) {
+            wait_until(c, next_store); /* a restore or a stop wakes it */
         } else if (c->q_len) {
             store_req q = c->q[c->q_head];
             memcpy(tokens, c->q_tokens + (size_t)c->q_head * c->P, sizeof(uint32_t) * c->P);
@@ -396,15 +435,10 @@ static void *cold_thread(void *arg)
             pthread_mutex_unlock(&c->mu);
             report r, drop;
             int dropped;
+            double t0 = mono_s();
             int ok = store_one(c, &q, tokens, &r, &dropped, &drop);
-            if (ok && c->rate) { /* paced: the disk and memory are the serving's first */
-                written += c->pb;
-                double wait = (double)written / (double)c->rate - (mono_s() - t0);
-                if (wait > 0) {
-                    struct timespec ts = { (time_t)wait, (long)((wait - (time_t)wait) * 1e9) };
-                    nanosleep(&ts, NULL);
-                }
-            }
+            if (ok && c->rate) /* no credit for idle time: a burst is paced from its start */
+                next_store = (next_store > t0 ? next_store : t0) + (double)c->pb / (double)c->rate;
             pthread_mutex_lock(&c->mu);
             if (ok) {
                 c->st.stored++;
@@ -521,7 +555,7 @@ void kvs_cold_poll(kvs_cold *c, kvs_cold_done_fn fn, void *arg)
     for (uint32_t i = 0; i < n_rep; i++) { /* in the order they happened */
         const report *r = &rep[i];
         if (r->kind == REP_DROPPED)
-            dropped += index_remove_if(c, in_seg, &r->loc.seg);
+            dropped += index_remove_seg(c, r->loc.seg);
         else if (index_put(c, r->hash, r->tenant, r->loc) != 0)
             KVS_WARN("cold tier: out of memory for the index: a page on disk not indexed");
     }
@@ -531,9 +565,7 @@ void kvs_cold_poll(kvs_cold *c, kvs_cold_done_fn fn, void *arg)
         done = q->next;
         for (uint32_t i = 0; i < q->n; i++)
             if (!q->ok[i]) { /* damaged or gone: never tried again */
-                report r = { .loc = q->loc[i] };
-                memcpy(r.hash, q->hash[i], KVA_HASH_BYTES);
-                index_remove_if(c, at_loc, &r);
+                index_remove_at(c, q->hash[i], q->loc[i]);
                 break;
             }
         fn(arg, q->tag, q->ok, q->n);
@@ -593,53 +625,69 @@ static int seg_id_cmp(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Every segment of the directory (cold-*.seg) that fits the arena, oldest first. */
+/* The id of a segment's file name (cold-NNNNNNNNNN.seg, ten digits), or -1. */
+static int64_t seg_id_of(const char *name)
+{
+    if (strlen(name) != 19 || strncmp(name, "cold-", 5) || strcmp(name + 15, ".seg"))
+        return -1;
+    int64_t id = 0;
+    for (int i = 5; i < 15; i++) {
+        if (name[i] < '0' || name[i] > '9')
+            return -1;
+        id = id * 10 + (name[i] - '0');
+    }
+    return id < UINT32_MAX ? id : -1;
+}
+
+/* Every segment of the directory that fits the arena, oldest first. A file of another kind,
+ * model or tenant list is removed; one that cannot be opened now is left and skipped. */
 static int segs_load(kvs_cold *c, char *why, size_t why_len)
 {
-    char pattern[4200];
-    snprintf(pattern, sizeof(pattern), "%s/cold-*.seg", c->dir);
-    glob_t g;
-    int rc = glob(pattern, 0, NULL, &g);
-    if (rc == GLOB_NOMATCH)
-        return 0;
-    if (rc != 0) {
-        snprintf(why, why_len, "cannot list %s", c->dir);
+    int dfd = openat(c->dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+    if (!d) {
+        snprintf(why, why_len, "cannot list %s: %s", c->dir, strerror(errno));
+        if (dfd >= 0)
+            close(dfd);
         return KV_ERR_IO;
     }
-    rc = 0;
-    for (size_t i = 0; i < g.gl_pathc && rc == 0; i++) {
-        const char *base = strrchr(g.gl_pathv[i], '/') + 1;
-        char *end;
-        unsigned long id = strtoul(base + 5, &end, 10);
-        if (strcmp(end, ".seg") || id >= UINT32_MAX)
+    int rc = 0;
+    struct dirent *e;
+    while (rc == 0 && (e = readdir(d))) {
+        int64_t id = seg_id_of(e->d_name);
+        if (id < 0)
             continue;
-        int fd = openat(c->dir_fd, base, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+        if ((uint32_t)id >= c->next_seg) /* new ones never take a name in use */
+            c->next_seg = (uint32_t)id + 1;
+        int fd = openat(c->dir_fd, e->d_name, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
         struct stat fs;
         snap_header sh;
         const char *bad = NULL;
-        if (fd < 0 || fstat(fd, &fs) != 0)
-            bad = strerror(errno);
-        else if (!S_ISREG(fs.st_mode) || fs.st_uid != geteuid() || (fs.st_mode & 022))
+        if (fd < 0 || fstat(fd, &fs) != 0) {
+            KVS_WARN("cold tier: %s/%s skipped: %s", c->dir, e->d_name, strerror(errno));
+            if (fd >= 0)
+                close(fd);
+            continue;
+        }
+        if (!S_ISREG(fs.st_mode) || fs.st_uid != geteuid() || (fs.st_mode & 022))
             bad = "not a file of this uid writable by it alone";
         else if (pread(fd, &sh, sizeof(sh), 0) != sizeof(sh))
             bad = "too short for a header";
         else
             bad = kvs_snap_header_mismatch(&sh, c->pg->h, KVS_COLD_MAGIC);
         if (bad) {
-            KVS_WARN("cold tier: %s removed: %s", g.gl_pathv[i], bad);
-            if (fd >= 0)
-                close(fd);
-            unlinkat(c->dir_fd, base, 0);
+            KVS_WARN("cold tier: %s/%s removed: %s", c->dir, e->d_name, bad);
+            close(fd);
+            unlinkat(c->dir_fd, e->d_name, S_ISDIR(fs.st_mode) ? AT_REMOVEDIR : 0);
             continue;
         }
-        cold_seg *s = seg_add(c, (uint32_t)id, fd, (uint64_t)fs.st_size);
-        if (!s) {
+        if (!seg_add(c, (uint32_t)id, fd, (uint64_t)fs.st_size)) {
             close(fd);
             snprintf(why, why_len, "out of memory");
             rc = KV_ERR_NOMEM;
         }
     }
-    globfree(&g);
+    closedir(d);
     if (rc)
         return rc;
     if (c->n_seg)
@@ -652,7 +700,6 @@ static int segs_load(kvs_cold *c, char *why, size_t why_len)
                      "read, %u pages)", s->id, (unsigned long long)end,
                      (unsigned long long)s->size, s->pages);
         c->bytes += s->size;
-        c->next_seg = s->id + 1;
     }
     return 0;
 }
@@ -684,7 +731,13 @@ int kvs_cold_open(kvs_cold **out, kvs_pages *pg, const uint8_t (*salt)[KVA_HASH_
                      ? cap_bytes / SEGMENTS : sizeof(snap_header) + rec_max;
     snprintf(c->dir, sizeof(c->dir), "%s", dir);
     pthread_mutex_init(&c->mu, NULL);
-    pthread_cond_init(&c->cv, NULL);
+    pthread_condattr_t ca; /* timed waits on the monotonic clock (pacing) */
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    const char *delay = getenv("KVARENA_COLD_READ_DELAY_MS");
+    c->read_delay_ms = delay ? (uint32_t)strtoul(delay, NULL, 10) : 0;
     if (mkdir(dir, 0700) != 0 && errno != EEXIST)
         FAIL(KV_ERR_IO, "cannot create %s: %s", dir, strerror(errno));
     struct stat ds;
@@ -717,7 +770,7 @@ int kvs_cold_open(kvs_cold **out, kvs_pages *pg, const uint8_t (*salt)[KVA_HASH_
     while (c->bytes > c->cap && c->n_seg > 0) { /* a smaller cap than last time */
         report r;
         seg_drop_oldest(c, &r);
-        c->st.dropped += index_remove_if(c, in_seg, &r.loc.seg);
+        c->st.dropped += index_remove_seg(c, r.loc.seg);
     }
     if (pthread_create(&c->thread, NULL, cold_thread, c) != 0)
         FAIL(KV_ERR_INTERNAL, "cannot start a thread");
@@ -735,7 +788,7 @@ void kvs_cold_close(kvs_cold *c)
         return;
     if (c->started) {
         pthread_mutex_lock(&c->mu);
-        c->stop = 1;
+        __atomic_store_n(&c->stop, 1, __ATOMIC_RELAXED);
         pthread_cond_signal(&c->cv);
         pthread_mutex_unlock(&c->mu);
         pthread_join(c->thread, NULL);

@@ -48,7 +48,8 @@ typedef struct kvs_cold_stats {
     uint64_t stored;    /* pages written since start */
     uint64_t skipped;   /* queued and not written: reused first, or the queue was full */
     uint64_t restored;  /* pages read back into the arena */
-    uint64_t failed;    /* records that did not read back (damaged, their segment gone) */
+    uint64_t failed;    /* records that did not read back (damaged, their segment gone;
+                         * the pages after one in its chain are not tried) */
     uint64_t dropped;   /* pages deleted with their segments to stay within the cap */
 } kvs_cold_stats;
 
@@ -69,6 +70,8 @@ int kvs_cold_fd(const kvs_cold *c);
 void kvs_cold_store(kvs_cold *c, uint32_t p);
 /* Whether the page of this hash and tenant is on disk. */
 int kvs_cold_has(const kvs_cold *c, const uint8_t hash[KVA_HASH_BYTES], uint32_t tenant);
+/* KVARENA_COLD_READ_DELAY_MS=N in the environment (tests only) makes the thread wait N ms
+ * before each restore, as a slow disk would: extends then wait long enough to race. */
 /* Reads back the pages of hashes[0 .. n) (each kvs_cold_has; a chain, parents first) into
  * pages[0 .. n): allocated (WRITING), their token ids in their descriptors, not touched by
  * the caller until it is reported (kvs_cold_poll, with tag). Returns 0 or KV_ERR_NOMEM. */

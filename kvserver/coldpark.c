@@ -64,10 +64,12 @@ int kvs_cold_park(kvs_server *s, kvp_msg *m, uint64_t req_id, kva_seq *rec, uint
     uint8_t (*hash)[KVA_HASH_BYTES] = malloc(KVA_HASH_BYTES * (size_t)max_pages);
     uint32_t *hits = malloc(sizeof(uint32_t) * max_pages);
     int parked = 0;
+    if (k) {
+        zmq_msg_init(&k->route);
+        zmq_msg_init(&k->env);
+    }
     if (!k || !hash || !hits)
         goto out;
-    zmq_msg_init(&k->route);
-    zmq_msg_init(&k->env);
     uint32_t n_hits = kvs_prefix_match(&s->seqs, t, tokens, n, hits) / P, c = 0, reserved = 0;
     const uint8_t *parent = n_hits ? kvs_page(&s->pages, hits[n_hits - 1])->hash : NULL;
     for (uint32_t i = n_hits; i < max_pages; i++, c++) { /* the chain on past the arena */

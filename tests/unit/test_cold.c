@@ -33,9 +33,10 @@ static void fx_del(fx *f)
     fx_teardown(&st);
 }
 
+/* A name with glob characters and a space: the tier lists its directory, never globs it. */
 static void tmp_dir(char *dir, size_t len)
 {
-    snprintf(dir, len, "/tmp/kvarena-test-cold-%d", (int)getpid());
+    snprintf(dir, len, "/tmp/kvarena-test-cold [*?]-%d", (int)getpid());
 }
 
 static void rm_dir(const char *dir)
@@ -269,7 +270,7 @@ static void test_damaged(void **state)
 }
 
 /* A segment cut inside its last record keeps the records before it; the next server writes
- * to a segment of its own. */
+ * to a segment of its own, under a name no file (here a directory) has. */
 static void test_cut(void **state)
 {
     (void)state;
@@ -282,6 +283,8 @@ static void test_cut(void **state)
     seg_path(dir, 0, path, sizeof(path));
     assert_int_equal(truncate(path, file_size(path) - 10), 0);
     off_t cut = file_size(path);
+    seg_path(dir, 1, path1, sizeof(path1)); /* a name a new segment would take, unusable */
+    assert_int_equal(mkdir(path1, 0700), 0);
     fx *g = fx_new();
     c = cold_open(g, dir, 1 << 20);
     kvs_cold_stats st;
@@ -299,7 +302,9 @@ static void test_cut(void **state)
         if (kvs_page(&g->pg, p)->state == KVA_PAGE_COMMITTED && kvs_page(&g->pg, p)->ref)
             kvs_cold_store(c, p);
     cold_wait(c, 1, NULL, 0);
-    seg_path(dir, 1, path1, sizeof(path1));
+    kvs_cold_stats_get(c, &st);
+    assert_int_equal(st.stored, 1);
+    seg_path(dir, 2, path1, sizeof(path1)); /* past the names in use */
     assert_true(file_size(path1) > 0);
     assert_int_equal(file_size(path), cut);
     kvs_cold_close(c);
