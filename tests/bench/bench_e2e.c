@@ -6,7 +6,11 @@
  *        bench_e2e CLIENT_ENDPOINT TENANT shared N PROMPT STEPS: a decode step of N
  *        sequences batched in one Attend (layer 0 of 1), the N on one PROMPT-token prompt's
  *        pages (one prefill, N - 1 forks) against N on prompts of their own; STEPS steps each,
- *        alternated, p50 per step and the ratio. */
+ *        alternated, p50 per step and the ratio.
+ *        bench_e2e CLIENT_ENDPOINT TENANT cold PROMPT ROUNDS: with a cold tier and an arena
+ *        of about one prompt, a prompt's prefill (extend + every layer's Attend) against the
+ *        same prompt sent again after another evicted it (extend reading its pages back from
+ *        disk + the Attends of its last page). */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -161,11 +165,76 @@ static int bench_shared(kvc_client *c, int n, uint32_t prompt, int steps)
     return 0;
 }
 
+/* Extends a new sequence by the prompt of stream base and attends every layer over its
+ * uncached tokens; returns the sequence, the time of those calls (not of making Q/K/V) in
+ * *us, the cached tokens in *cached. */
+static uint64_t prefill(kvc_client *c, uint64_t base, uint32_t prompt, const kvs_rows *r,
+                        double *us, uint32_t *cached)
+{
+    const kvc_model *m = kvc_model_info(c);
+    uint32_t *tokens = malloc(sizeof(uint32_t) * prompt);
+    for (uint32_t t = 0; t < prompt; t++)
+        tokens[t] = kvs_token(base, t);
+    uint64_t s;
+    CALL(kvc_seq_open(c, &s));
+    double t0 = now_us();
+    CALL(kvc_seq_extend(c, s, tokens, prompt, cached));
+    *us = now_us() - t0;
+    uint32_t n = prompt - *cached;
+    kvc_item it = { s, n };
+    for (uint32_t layer = 0; layer < m->layers; layer++) {
+        kvs_fill_qkv(m, layer, tokens + *cached, *cached, n, r->q, r->k, r->v);
+        t0 = now_us();
+        CALL(kvc_attend(c, layer, &it, 1, r->q, r->k, r->v, 0, r->o, NULL));
+        *us += now_us() - t0;
+    }
+    free(tokens);
+    return s;
+}
+
+/* The cold tier: a prompt prefilled (the server's part: extend + every layer's Attend over
+ * all its tokens), then evicted by another as long, then sent again: its extend waits for
+ * its pages read back from disk, leaving one page's tokens to attend. The arena must hold
+ * little more than one prompt. */
+static int bench_cold(kvc_client *c, uint32_t prompt, int rounds)
+{
+    const kvc_model *m = kvc_model_info(c);
+    if (!prompt || rounds < 1) {
+        fprintf(stderr, "bench_e2e cold: a prompt, rounds\n");
+        return 2;
+    }
+    kvs_rows r = kvs_rows_alloc(m, prompt);
+    double *tp = malloc(sizeof(double) * 2 * rounds), *tc = malloc(sizeof(double) * rounds);
+    uint64_t base = (uint64_t)getpid() << 20;
+    uint32_t cached, hits = 0;
+    for (int i = 0; i < rounds; i++) {
+        uint64_t a = base + 2 * (uint64_t)i;
+        CALL(kvc_seq_close(c, prefill(c, a, prompt, &r, &tp[2 * i], &cached)));
+        usleep(500000); /* time for the tier to write its pages before they are evicted */
+        CALL(kvc_seq_close(c, prefill(c, a + 1, prompt, &r, &tp[2 * i + 1], &cached)));
+        CALL(kvc_seq_close(c, prefill(c, a, prompt, &r, &tc[i], &cached)));
+        hits += cached;
+    }
+    double p50 = pct(tp, 2 * rounds, 0.5), c50 = pct(tc, rounds, 0.5);
+    printf("# cold: %u of %u tokens per prompt cached at its second extend (mean over %d "
+           "rounds: read back from disk, but pages the other prompt left in the arena), the "
+           "rest attended\n", hits / (uint32_t)rounds, prompt, rounds);
+    printf("BENCH name=prefill_attend prompt=%u layers=%u p50_us=%.1f rounds=%d\n", prompt,
+           m->layers, p50, 2 * rounds);
+    printf("BENCH name=cold_prompt_readback prompt=%u layers=%u p50_us=%.1f rounds=%d\n",
+           prompt, m->layers, c50, rounds);
+    printf("BENCH name=cold_readback_vs_prefill p50_ratio=%.2f\n", p50 / c50);
+    kvs_rows_free(&r);
+    free(tp);
+    free(tc);
+    return hits ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
         fprintf(stderr, "usage: bench_e2e CLIENT_ENDPOINT TENANT [ITERATIONS | shared N PROMPT "
-                        "STEPS]\n");
+                        "STEPS | cold PROMPT ROUNDS]\n");
         return 2;
     }
     int iters = argc > 3 ? atoi(argv[3]) : 2000;
@@ -177,6 +246,11 @@ int main(int argc, char **argv)
     }
     if (argc == 7 && !strcmp(argv[3], "shared")) {
         int rc = bench_shared(c, atoi(argv[4]), (uint32_t)atoi(argv[5]), atoi(argv[6]));
+        kvc_close(&c);
+        return rc;
+    }
+    if (argc == 6 && !strcmp(argv[3], "cold")) {
+        int rc = bench_cold(c, (uint32_t)atoi(argv[4]), atoi(argv[5]));
         kvc_close(&c);
         return rc;
     }
