@@ -20,24 +20,7 @@
 #include "kvserver/cold.h"
 #include "kvserver/log.h"
 #include "kvserver/snapshot.h"
-
-static const uint8_t *in;
-static size_t in_len, in_pos;
-static uint8_t u8(void) { return in_pos < in_len ? in[in_pos++] : 0; }
-
-static uint8_t *buf;
-static size_t blen, bcap;
-static void put(const void *p, size_t n)
-{
-    if (blen + n > bcap) {
-        bcap = (blen + n) * 2;
-        buf = realloc(buf, bcap);
-        if (!buf)
-            abort();
-    }
-    memcpy(buf + blen, p, n);
-    blen += n;
-}
+#include "tests/fuzz/fuzz_bytes.h"
 
 #define MAXR 24
 typedef struct spec {
