@@ -1,9 +1,9 @@
 /* cold.c — the cold tier (see cold.h). */
 #include "cold.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <dirent.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,7 +41,7 @@ typedef struct cold_seg {
     uint32_t id;
     int fd;
     uint64_t size;
-    uint32_t pages;          /* records in it (reported when it is deleted) */
+    uint32_t pages;          /* records found in it at start */
 } cold_seg;
 
 typedef struct store_req {
@@ -216,9 +216,8 @@ static void index_remove_at(kvs_cold *c, const uint8_t *hash, cold_loc loc)
 
 /* ---- segments (the thread's, and kvs_cold_open's before it starts) ---- */
 
-static void seg_name(const kvs_cold *c, uint32_t id, char *name, size_t len)
+static void seg_name(uint32_t id, char *name, size_t len)
 {
-    (void)c;
     snprintf(name, len, "cold-%010u.seg", id);
 }
 
@@ -251,7 +250,7 @@ static void seg_drop_oldest(kvs_cold *c, report *r)
 {
     cold_seg s = c->seg[0];
     char name[64];
-    seg_name(c, s.id, name, sizeof(name));
+    seg_name(s.id, name, sizeof(name));
     close(s.fd);
     if (unlinkat(c->dir_fd, name, 0) != 0)
         KVS_WARN("cold tier: cannot remove %s/%s: %s", c->dir, name, strerror(errno));
@@ -315,7 +314,7 @@ static int store_one(kvs_cold *c, const store_req *q, const uint32_t *tokens, re
         char name[64];
         int fd = -1;
         for (int tries = 0; fd < 0 && tries < 16; tries++) { /* a name taken: the next one */
-            seg_name(c, c->next_seg, name, sizeof(name));
+            seg_name(c->next_seg, name, sizeof(name));
             fd = openat(c->dir_fd, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
             if (fd < 0 && errno == EEXIST)
                 c->next_seg++;
@@ -350,8 +349,8 @@ static int store_one(kvs_cold *c, const store_req *q, const uint32_t *tokens, re
     *r = (report){ .kind = REP_STORED, .tenant = rec.tenant, .loc = { s->id, len, s->size } };
     memcpy(r->hash, rec.hash, KVA_HASH_BYTES);
     s->size += len;
-    s->pages++;
-    if (__atomic_add_fetch(&c->bytes, len, __ATOMIC_RELAXED) > c->cap && c->n_seg > 1) { /* one at a time: each report posted */
+    /* past the cap: the oldest segment goes (one per page written: each report posted) */
+    if (__atomic_add_fetch(&c->bytes, len, __ATOMIC_RELAXED) > c->cap && c->n_seg > 1) {
         seg_drop_oldest(c, drop);
         *dropped = 1;
     }

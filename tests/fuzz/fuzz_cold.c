@@ -91,9 +91,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (fl & 2)
                 r->hash[u8() % KVA_HASH_BYTES] ^= 1;
             /* the K/V follow from the hash: records of one hash hold the same page */
-            for (size_t j = 0; j < pb; j++)
-                s->page[j] = fl & 0x40 ? (uint8_t)(r->hash[j % KVA_HASH_BYTES] ^ (j * 2654435761u >> 13))
+            for (size_t j = 0; j < pb; j++) {
+                uint8_t h = r->hash[j % KVA_HASH_BYTES];
+                s->page[j] = fl & 0x40 ? (uint8_t)(h ^ (j * 2654435761u >> 13))
                                        : (uint8_t)(r->hash[0] + j / (1 + r->hash[1] % 64));
+            }
             kvs_page_planes(planes, s->page, pb, es);
             size_t c;
             if (fl & 4) { /* a frame without its checksum */
