@@ -81,6 +81,7 @@ struct kvs_cold {
     /* the index (server's thread) */
     cold_entry *ent;
     uint32_t n_ent, cap_ent, free_ent, *bucket, bucket_mask;
+    uint32_t seg_lo, seg_hi;  /* its oldest segment, its newest (from the reports) */
     /* the thread's own */
     cold_seg *seg;
     uint32_t n_seg, cap_seg, next_seg;
@@ -473,7 +474,10 @@ int kvs_cold_has(const kvs_cold *c, const uint8_t hash[KVA_HASH_BYTES], uint32_t
 void kvs_cold_store(kvs_cold *c, uint32_t p)
 {
     const kva_page *d = kvs_page(c->pg, p);
-    if (index_find(c, d->hash))
+    const cold_entry *e = index_find(c, d->hash);
+    /* on disk already: written again only from the older half of the segments (a page
+     * read back is in use: a second chance before its segment goes) */
+    if (e && e->loc.seg >= c->seg_lo + (c->seg_hi - c->seg_lo + 1) / 2)
         return;
     store_req q = { .page = p, .gen = d->gen };
     q.rec.tenant = d->tenant;
@@ -553,9 +557,13 @@ void kvs_cold_poll(kvs_cold *c, kvs_cold_done_fn fn, void *arg)
     uint64_t dropped = 0;
     for (uint32_t i = 0; i < n_rep; i++) { /* in the order they happened */
         const report *r = &rep[i];
-        if (r->kind == REP_DROPPED)
+        if (r->kind == REP_DROPPED) {
             dropped += index_remove_seg(c, r->loc.seg);
-        else if (index_put(c, r->hash, r->tenant, r->loc) != 0)
+            c->seg_lo = r->loc.seg + 1; /* segments go oldest first */
+            continue;
+        }
+        c->seg_hi = r->loc.seg > c->seg_hi ? r->loc.seg : c->seg_hi;
+        if (index_put(c, r->hash, r->tenant, r->loc) != 0)
             KVS_WARN("cold tier: out of memory for the index: a page on disk not indexed");
     }
     free(rep);
@@ -771,6 +779,8 @@ int kvs_cold_open(kvs_cold **out, kvs_pages *pg, const uint8_t (*salt)[KVA_HASH_
         seg_drop_oldest(c, &r);
         c->st.dropped += index_remove_seg(c, r.loc.seg);
     }
+    c->seg_lo = c->n_seg ? c->seg[0].id : c->next_seg;
+    c->seg_hi = c->n_seg ? c->seg[c->n_seg - 1].id : c->next_seg;
     if (pthread_create(&c->thread, NULL, cold_thread, c) != 0)
         FAIL(KV_ERR_INTERNAL, "cannot start a thread");
     c->started = 1;

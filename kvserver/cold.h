@@ -5,7 +5,8 @@
  * the current segment file of the directory: a record with its tenant, block hash, parent's
  * hash, token ids and K/V as one LZ4 frame with its size and checksum (as in snapshots:
  * snapshot.h). When the segments pass the cap, the oldest is deleted with its pages (first
- * in, first out). The server's thread keeps the index of the pages on disk (block hash ->
+ * in, first out; but a page committed again, as one read back is, while its copy is in the
+ * older half of the segments is written again: a second chance for pages in use). The server's thread keeps the index of the pages on disk (block hash ->
  * segment, offset), built at start by reading every segment's records (each hash checked
  * against its parent's hash, tenant salt and tokens; a segment ends at its first bad or cut
  * record) and kept up to date from the thread's reports (kvs_cold_poll).
@@ -66,7 +67,8 @@ void kvs_cold_close(kvs_cold *c);
 /* An eventfd readable when the thread has reports for kvs_cold_poll. */
 int kvs_cold_fd(const kvs_cold *c);
 
-/* Page p was just committed: queue it to be written (not if its hash is on disk already). */
+/* Page p was just committed: queue it to be written (not if its hash is on disk already,
+ * unless in the older half of the segments). */
 void kvs_cold_store(kvs_cold *c, uint32_t p);
 /* Whether the page of this hash and tenant is on disk. */
 int kvs_cold_has(const kvs_cold *c, const uint8_t hash[KVA_HASH_BYTES], uint32_t tenant);

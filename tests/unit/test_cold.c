@@ -3,7 +3,8 @@
  * segment files) for their tenant only and read back exactly, parents first; a damaged
  * record is not read back (nor the pages after it in the chain) and leaves the index; a
  * segment cut short keeps the records before the cut; under a small cap the oldest pages
- * go with their segments; a record whose token ids are not its hash's ends its segment; a
+ * go with their segments, but a page committed again from the older half is written again;
+ * a record whose token ids are not its hash's ends its segment; a
  * file of another kind is removed at open; a directory others may
  * write, or one another server holds, is refused. */
 #include "arena_fixture.h"
@@ -105,8 +106,8 @@ static void cold_wait(kvs_cold *c, uint64_t n, done_rec *d, int want_done)
 }
 
 /* Two chains: tenant 0's prompt of 4 full pages (+1 token) into chain, tenant 1's of 2 into
- * t1; K/V filled with random bytes; each committed page stored, chain then t1, parents
- * first. Returns how many. */
+ * t1; K/V filled with random bytes; with c, each committed page stored, chain then t1,
+ * parents first. Returns how many were stored. */
 static uint32_t build(fx *f, kvs_cold *c, uint32_t chain[4], uint32_t t1[2])
 {
     uint32_t a[17], b[9];
@@ -123,6 +124,8 @@ static uint32_t build(fx *f, kvs_cold *c, uint32_t chain[4], uint32_t t1[2])
     }
     memcpy(chain, fx_priv(f, ida, 0)->pt, 4 * sizeof(uint32_t));
     memcpy(t1, fx_priv(f, idb, 1)->pt, 2 * sizeof(uint32_t));
+    if (!c)
+        return 0;
     for (uint32_t i = 0; i < 4; i++)
         kvs_cold_store(c, chain[i]);
     for (uint32_t i = 0; i < 2; i++)
@@ -340,6 +343,52 @@ static void test_cap(void **state)
     finish(f, dir);
 }
 
+/* A page committed again (as one read back is) while its copy is in the older half of the
+ * segments is written again and outlives its first segment; one in the newer half is not. */
+static void test_second_chance(void **state)
+{
+    (void)state;
+    char dir[128];
+    fx *f;
+    kvs_cold *c = fresh(dir, sizeof(dir), 5, &f); /* 4 segments of one page each fit */
+    uint32_t chain[4], t1[2], pages[1];
+    build(f, NULL, chain, t1);
+    for (uint32_t i = 0; i < 4; i++)
+        kvs_cold_store(c, chain[i]);
+    cold_wait(c, 4, NULL, 0);
+    kvs_cold_store(c, chain[3]); /* in the newest segment: not written again */
+    kvs_cold_store(c, chain[0]); /* in the oldest: written again, after chain[3] if that was */
+    cold_wait(c, 5, NULL, 0);
+    for (int i = 0; i < 20; i++) { /* a sixth write would be done by now */
+        usleep(1000);
+        kvs_cold_poll(c, on_done, NULL);
+    }
+    kvs_cold_stats st;
+    kvs_cold_stats_get(c, &st);
+    assert_int_equal(st.stored, 5);
+    assert_int_equal(st.pages, 4);   /* the first segment went, chain[0]'s first copy in it */
+    assert_int_equal(st.dropped, 0); /* and no page with it */
+    kvs_cold_store(c, t1[0]);
+    kvs_cold_store(c, t1[1]);
+    cold_wait(c, 7, NULL, 0);
+    kvs_cold_stats_get(c, &st);
+    assert_int_equal(st.dropped, 2);
+    assert_true(kvs_cold_has(c, kvs_page(&f->pg, chain[0])->hash, 0)); /* its second copy */
+    assert_false(kvs_cold_has(c, kvs_page(&f->pg, chain[1])->hash, 0));
+    assert_false(kvs_cold_has(c, kvs_page(&f->pg, chain[2])->hash, 0));
+    assert_true(kvs_cold_has(c, kvs_page(&f->pg, chain[3])->hash, 0));
+    kvs_cold_close(c);
+    fx *g = fx_new(); /* the second copy reads back whole */
+    c = cold_open(g, dir, 5 * f->h->page_bytes);
+    done_rec d = read_back(f, g, c, chain, 1, pages);
+    assert_true(d.ok[0]);
+    assert_memory_equal(fx_page_data(f, chain[0]), fx_page_data(g, pages[0]), f->h->page_bytes);
+    let_go(g, pages, 1);
+    kvs_cold_close(c);
+    fx_del(g);
+    finish(f, dir);
+}
+
 /* A record whose token ids are not the ones its hash was made of ends its segment at open:
  * neither it nor the records after it are indexed. */
 static void test_forged(void **state)
@@ -405,7 +454,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip), cmocka_unit_test(test_damaged),
         cmocka_unit_test(test_cut),        cmocka_unit_test(test_cap),
-        cmocka_unit_test(test_forged),     cmocka_unit_test(test_refused),
+        cmocka_unit_test(test_second_chance), cmocka_unit_test(test_forged),
+        cmocka_unit_test(test_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
