@@ -62,7 +62,8 @@ typedef struct restore_req {
 
 /* What the thread tells the server's thread. */
 typedef struct report {
-    int kind;                /* REP_STORED (hash, tenant, loc) or REP_DROPPED (loc.seg) */
+    int kind;                /* REP_STORED (hash, tenant, loc) or REP_DROPPED (see
+                              * seg_drop_oldest) */
     uint8_t hash[KVA_HASH_BYTES];
     uint32_t tenant;
     cold_loc loc;
@@ -256,7 +257,9 @@ static void seg_drop_oldest(kvs_cold *c, report *r)
     if (unlinkat(c->dir_fd, name, 0) != 0)
         KVS_WARN("cold tier: cannot remove %s/%s: %s", c->dir, name, strerror(errno));
     memmove(c->seg, c->seg + 1, sizeof(*c->seg) * --c->n_seg);
-    *r = (report){ .kind = REP_DROPPED, .loc = { .seg = s.id } };
+    /* loc.seg: the segment gone; loc.len: the oldest one left (ids may have gaps) */
+    *r = (report){ .kind = REP_DROPPED,
+                   .loc = { .seg = s.id, .len = c->n_seg ? c->seg[0].id : c->next_seg } };
     __atomic_sub_fetch(&c->bytes, s.size, __ATOMIC_RELAXED);
 }
 
@@ -380,10 +383,11 @@ static int restore_one(kvs_cold *c, uint32_t page, const uint8_t *hash, cold_loc
     return 1;
 }
 
-/* Waits on cv until the monotonic time `until` (s) or a stop; under mu. */
-static void wait_until(kvs_cold *c, double until)
+/* Waits on cv until the monotonic time `until` (s), a stop, or with restores_wake a restore
+ * queued; under mu. */
+static void wait_until(kvs_cold *c, double until, int restores_wake)
 {
-    while (!__atomic_load_n(&c->stop, __ATOMIC_RELAXED)) {
+    while (!__atomic_load_n(&c->stop, __ATOMIC_RELAXED) && !(restores_wake && c->rq_head)) {
         double left = until - mono_s();
         if (left <= 0)
             return;
@@ -405,7 +409,7 @@ static void *cold_thread(void *arg)
     while (!__atomic_load_n(&c->stop, __ATOMIC_RELAXED)) {
         if (c->rq_head) { /* restores first: an extend waits for each */
             if (c->read_delay_ms) /* a test's slow disk (KVARENA_COLD_READ_DELAY_MS) */
-                wait_until(c, mono_s() + c->read_delay_ms / 1e3);
+                wait_until(c, mono_s() + c->read_delay_ms / 1e3, 0);
             restore_req *q = c->rq_head;
             c->rq_head = q->next;
             if (!c->rq_head)
@@ -417,7 +421,8 @@ static void *cold_thread(void *arg)
                                  restore_one(c, q->pages[i], q->hash[i], q->loc[i]);
             pthread_mutex_lock(&c->mu);
             c->st.restored += ok;
-            c->st.failed += ok < q->n; /* the first record not read back: the rest not tried */
+            /* the first record not read back (the rest not tried), unless stopping */
+            c->st.failed += ok < q->n && !__atomic_load_n(&c->stop, __ATOMIC_RELAXED);
             q->next = NULL;
             if (c->done_tail)
                 c->done_tail->next = q;
@@ -426,7 +431,7 @@ static void *cold_thread(void *arg)
             c->done_tail = q;
             wake_server(c);
         } else if (c->q_len && c->rate && mono_s() < next_store) {
-            wait_until(c, next_store); /* a restore or a stop wakes it */
+            wait_until(c, next_store, 1); /* a restore or a stop ends it */
         } else if (c->q_len) {
             store_req q = c->q[c->q_head];
             memcpy(tokens, c->q_tokens + (size_t)c->q_head * c->P, sizeof(uint32_t) * c->P);
@@ -477,7 +482,7 @@ void kvs_cold_store(kvs_cold *c, uint32_t p)
     const cold_entry *e = index_find(c, d->hash);
     /* on disk already: written again only from the older half of the segments (a page
      * read back is in use: a second chance before its segment goes) */
-    if (e && e->loc.seg >= c->seg_lo + (c->seg_hi - c->seg_lo + 1) / 2)
+    if (e && (c->seg_hi < c->seg_lo || e->loc.seg >= c->seg_lo + (c->seg_hi - c->seg_lo + 1) / 2))
         return;
     store_req q = { .page = p, .gen = d->gen };
     q.rec.tenant = d->tenant;
@@ -559,7 +564,7 @@ void kvs_cold_poll(kvs_cold *c, kvs_cold_done_fn fn, void *arg)
         const report *r = &rep[i];
         if (r->kind == REP_DROPPED) {
             dropped += index_remove_seg(c, r->loc.seg);
-            c->seg_lo = r->loc.seg + 1; /* segments go oldest first */
+            c->seg_lo = r->loc.len;
             continue;
         }
         c->seg_hi = r->loc.seg > c->seg_hi ? r->loc.seg : c->seg_hi;

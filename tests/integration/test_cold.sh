@@ -28,10 +28,13 @@ crash_reboot() {
     pkill -KILL -f "kvworker --shm /kvarena-$KV_NAME" || true
     rm -f "/dev/shm/kvarena-$KV_NAME"
 }
+# start / stop: kv_start and kv_stop, the cold tier's directory removed however the test ends
+start() { kv_start "$@"; trap 'kv_cleanup; rm -rf "$COLD"' EXIT; }
+stop() { kv_stop; trap 'rm -rf "$COLD"' EXIT; }
 trap 'rm -rf "$COLD"' EXIT
 
 # 1. prompt A, then eight others through a 96-page arena: A's pages evicted, on disk
-kv_start --set "server.cold_dir=$COLD" --set arena.pages=96
+start --set "server.cold_dir=$COLD" --set arena.pages=96
 log_has "cold tier $COLD: 0 pages on disk"
 run "$A" 0
 for i in $(seq 1 8); do run $((A + i)) 0; done
@@ -54,7 +57,7 @@ kv_self_check
 #    enough for what follows.
 crash_reboot
 export KVARENA_COLD_READ_DELAY_MS=1000
-kv_start --set "server.cold_dir=$COLD" --set arena.pages=96
+start --set "server.cold_dir=$COLD" --set arena.pages=96
 unset KVARENA_COLD_READ_DELAY_MS
 log_has "cold tier $COLD: [1-9][0-9]* pages on disk"
 run "$A" 1
@@ -90,8 +93,12 @@ kv_self_check
 E2E_STREAM=$((A + 3)) E2E_WARM=1 E2E_SHARED=1 "$B/tests/e2e_client" "$KV_EP" alice 300 4 4000 6000 \
     >"$KV_DIR.client2" 2>&1 &
 waiting=$!
-sleep 0.4
-kv_stop
+for _ in $(seq 100); do # until its extend waits (its sequence busy, no Attend sent yet)
+    "$B/kvctl" --endpoint "$KV_ADMIN" seqs --json | grep -q '"busy":true' && break
+    sleep 0.05
+done
+"$B/kvctl" --endpoint "$KV_ADMIN" seqs --json | grep -q '"busy":true' || die "no extend waited"
+stop
 wait "$waiting" && die "the client waiting for the disk completed although its server stopped"
 grep -q "shutting down" "$KV_DIR.client2" ||
     { cat "$KV_DIR.client2" >&2; die "the waiting client did not report the shutdown"; }
@@ -108,19 +115,19 @@ len=$(frame_len $off)
 at=$((off + 80 + 64 + len / 2))
 byte=$(od -An -tu1 -j "$at" -N1 "$seg0" | tr -d ' ')
 printf "$(printf '\\%03o' $((byte ^ 0x55)))" | dd of="$seg0" bs=1 seek="$at" conv=notrunc status=none
-kv_start --set "server.cold_dir=$COLD" --set arena.pages=96
+start --set "server.cold_dir=$COLD" --set arena.pages=96
 run "$A" any
 [ "$(stat_of restored)" -eq 4 ] && [ "$(stat_of failed)" -eq 1 ] ||
     die "damaged fifth record: $(stat_of restored) pages read back, $(stat_of failed) failed (want 4, 1)"
-kv_stop
+stop
 
 # 8. a cap of 2 MB: the oldest files go, the directory stays within it
-kv_start --set "server.cold_dir=$COLD" --set arena.pages=96 --set server.cold_mb=2
+start --set "server.cold_dir=$COLD" --set arena.pages=96 --set server.cold_mb=2
 for i in $(seq 20 27); do run $((A + i)) 0; done
 [ "$(stat_of dropped)" -gt 0 ] || die "nothing dropped under a 2 MB cap"
 bytes=$(du -cb "$COLD"/cold-*.seg | tail -1 | cut -f1)
 [ "$bytes" -le 2000000 ] || die "the cold tier holds $bytes bytes, over its 2 MB cap"
-kv_stop
+stop
 
 # 9. a directory others may write is refused, with the reason
 chmod 0777 "$COLD"
@@ -128,4 +135,6 @@ chmod 0777 "$COLD"
     --set "server.cold_dir=$COLD" >"$KV_DIR.log" 2>&1 && die "a world-writable cold dir was used"
 log_has "writable by it alone"
 rm -f "$KV_DIR.log" "$KV_DIR.client"
+rm -rf "$COLD"
+rmdir "$KV_DIR" 2>/dev/null || true # made by the refused server
 echo "test_cold: PASS"
