@@ -4,6 +4,7 @@
  * record is not read back (nor the pages after it in the chain) and leaves the index; a
  * segment cut short keeps the records before the cut; under a small cap the oldest pages
  * go with their segments, but a page committed again from the older half is written again;
+ * paced writes keep their pace but never hold up a read back;
  * a record whose token ids are not its hash's ends its segment; a
  * file of another kind is removed at open; a directory others may
  * write, or one another server holds, is refused. */
@@ -13,6 +14,7 @@
 #include <poll.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "kvserver/cold.h"
@@ -402,6 +404,53 @@ static void test_second_chance(void **state)
     finish(f, dir);
 }
 
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/* Paced at 4 pages a second: five pages queued take at least a second to write, and a read
+ * back asked for meanwhile does not wait for them. */
+static void test_paced(void **state)
+{
+    (void)state;
+    char dir[128], why[256];
+    fx *f;
+    kvs_cold *c = fresh(dir, sizeof(dir), 128, &f);
+    kvs_cold_close(c);
+    const size_t pb = f->h->page_bytes;
+    assert_int_equal(kvs_cold_open(&c, &f->pg, (const uint8_t (*)[KVA_HASH_BYTES])f->salt, dir,
+                                   128 * pb, 4 * pb, why, sizeof(why)), 0);
+    uint32_t chain[4], t1[2];
+    build(f, NULL, chain, t1);
+    const uint8_t *h0 = kvs_page(&f->pg, chain[0])->hash;
+    kvs_cold_store(c, chain[0]);
+    cold_wait_has(c, h0, 0);
+    double t0 = now_s();
+    for (uint32_t i = 1; i < 4; i++)
+        kvs_cold_store(c, chain[i]);
+    kvs_cold_store(c, t1[0]);
+    kvs_cold_store(c, t1[1]);
+    int err = 0; /* chain[0] read back into a page of its own */
+    uint32_t p = kvs_page_alloc(&f->pg, 0, KVA_NO_PAGE, &err);
+    memcpy(kvs_page(&f->pg, p)->tokens, kvs_page(&f->pg, chain[0])->tokens, 4 * FX_P);
+    kvs_page(&f->pg, p)->ntok = FX_P;
+    done_rec d = { 0 };
+    assert_int_equal(kvs_cold_restore(c, &p, (const uint8_t (*)[KVA_HASH_BYTES])h0, 1, &d), 0);
+    cold_wait(c, 0, &d, 1);
+    double t_read = now_s() - t0;
+    assert_true(d.ok[0]);
+    assert_memory_equal(fx_page_data(f, chain[0]), fx_page_data(f, p), pb);
+    assert_true(t_read < 0.2); /* not after the next paced write (0.25 s) */
+    cold_wait(c, 6, NULL, 0);
+    assert_true(now_s() - t0 >= 1.0 * 0.99); /* five writes, a quarter second apart */
+    kvs_page_unref(&f->pg, p);
+    kvs_cold_close(c);
+    finish(f, dir);
+}
+
 /* A record whose token ids are not the ones its hash was made of ends its segment at open:
  * neither it nor the records after it are indexed. */
 static void test_forged(void **state)
@@ -467,7 +516,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip), cmocka_unit_test(test_damaged),
         cmocka_unit_test(test_cut),        cmocka_unit_test(test_cap),
-        cmocka_unit_test(test_second_chance), cmocka_unit_test(test_forged),
+        cmocka_unit_test(test_second_chance), cmocka_unit_test(test_paced),
+        cmocka_unit_test(test_forged),
         cmocka_unit_test(test_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
