@@ -508,13 +508,20 @@ int kvc_attend(kvc_client *c, uint32_t layer, const kvc_item *items, uint32_t n_
 
 int kvc_lookup(kvc_client *c, const uint32_t *tokens, uint32_t n, uint32_t *cached)
 {
+    uint32_t on_disk;
+    return kvc_lookup_tiers(c, tokens, n, cached, &on_disk);
+}
+
+int kvc_lookup_tiers(kvc_client *c, const uint32_t *tokens, uint32_t n, uint32_t *cached,
+                     uint32_t *on_disk)
+{
     if (!c)
         return KVC_ERR_INVAL;
-    if (!cached || (n > 0 && !tokens))
+    if (!cached || !on_disk || (n > 0 && !tokens))
         return fail(c, KVC_ERR_INVAL, "kvc_lookup: NULL argument");
     c->err[0] = '\0';
     if (n == 0) {
-        *cached = 0;
+        *cached = *on_disk = 0;
         return KVC_OK;
     }
     Kvarena__Lookup m = KVARENA__LOOKUP__INIT;
@@ -527,11 +534,12 @@ int kvc_lookup(kvc_client *c, const uint32_t *tokens, uint32_t n, uint32_t *cach
     int rc = call(c, &env, NULL, 0, KVARENA__ENVELOPE__BODY_LOOKUP_REPLY, &rep);
     if (rc != 0)
         return rc;
-    uint32_t got = rep.env->lookup_reply->cached;
+    uint32_t got = rep.env->lookup_reply->cached, disk = rep.env->lookup_reply->on_disk;
     kvr_reply_clear(&rep);
-    if (got > n)
-        return fail(c, KVC_ERR_PROTO, "lookup of %u tokens: %u cached", n, got);
+    if (got > n || disk > n - got)
+        return fail(c, KVC_ERR_PROTO, "lookup of %u tokens: %u cached, %u on disk", n, got, disk);
     *cached = got;
+    *on_disk = disk;
     return KVC_OK;
 }
 

@@ -131,8 +131,13 @@ int kvc_attend(kvc_client *c, uint32_t layer, const kvc_item *items, uint32_t n_
                const float *q, const float *k, const float *v, float scale, float *o,
                float *lse);
 
-/* How many leading tokens of tokens[0..n) are in this tenant's prefix cache now. */
+/* How many leading tokens of tokens[0..n) are in this tenant's prefix cache now (in the
+ * arena; whole pages, at most n - 1: what an extend of a new sequence would attach). */
 int kvc_lookup(kvc_client *c, const uint32_t *tokens, uint32_t n, uint32_t *cached);
+/* The same, and in *on_disk how many tokens after those the server's cold tier holds (an
+ * extend now reads them back from disk and attaches them too; 0 without a cold tier). */
+int kvc_lookup_tiers(kvc_client *c, const uint32_t *tokens, uint32_t n, uint32_t *cached,
+                     uint32_t *on_disk);
 
 typedef struct kvc_stats {
     uint32_t pages_total, pages_free, pages_in_use, pages_cached;

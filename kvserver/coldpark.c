@@ -54,6 +54,24 @@ int kvs_cold_park_dup(kvs_server *s, uint64_t seq, uint32_t t, uint64_t req_id, 
     return 0;
 }
 
+uint32_t kvs_cold_chain(const kvs_server *s, uint32_t t, const uint32_t *tokens, uint32_t n,
+                        uint32_t *hits, uint32_t *n_hits, uint8_t (*hash)[KVA_HASH_BYTES])
+{
+    const uint32_t P = s->shm.h->page_tokens, max_pages = n ? (n - 1) / P : 0;
+    *n_hits = kvs_prefix_match(&s->seqs, t, tokens, n, hits) / P;
+    if (!s->cold)
+        return 0;
+    const uint8_t *parent = *n_hits ? kvs_page(&s->pages, hits[*n_hits - 1])->hash : NULL;
+    uint32_t c = 0;
+    for (uint32_t i = *n_hits; i < max_pages; i++, c++) { /* the chain on past the arena */
+        kvs_block_hash(parent, s->seqs.salt[t], tokens + (size_t)i * P, P, hash[c]);
+        if (!kvs_cold_has(s->cold, hash[c], t))
+            break;
+        parent = hash[c];
+    }
+    return c;
+}
+
 int kvs_cold_park(kvs_server *s, kvp_msg *m, uint64_t req_id, kva_seq *rec, uint32_t t,
                   const uint32_t *tokens, uint32_t n)
 {
@@ -70,14 +88,7 @@ int kvs_cold_park(kvs_server *s, kvp_msg *m, uint64_t req_id, kva_seq *rec, uint
     }
     if (!k || !hash || !hits)
         goto out;
-    uint32_t n_hits = kvs_prefix_match(&s->seqs, t, tokens, n, hits) / P, c = 0, reserved = 0;
-    const uint8_t *parent = n_hits ? kvs_page(&s->pages, hits[n_hits - 1])->hash : NULL;
-    for (uint32_t i = n_hits; i < max_pages; i++, c++) { /* the chain on past the arena */
-        kvs_block_hash(parent, s->seqs.salt[t], tokens + (size_t)i * P, P, hash[c]);
-        if (!kvs_cold_has(s->cold, hash[c], t))
-            break;
-        parent = hash[c];
-    }
+    uint32_t n_hits, reserved = 0, c = kvs_cold_chain(s, t, tokens, n, hits, &n_hits, hash);
     for (uint32_t i = 0; i < n_hits; i++)
         reserved += kvs_page(&s->pages, hits[i])->ref == 0;
     /* none on disk, or no room (then the extend itself fails as without a cold tier) */

@@ -329,7 +329,19 @@ static void on_lookup(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uin
 {
     const Kvarena__Lookup *l = e->lookup;
     Kvarena__LookupReply lr = KVARENA__LOOKUP_REPLY__INIT;
-    lr.cached = kvs_prefix_match(&s->seqs, t, l->tokens, (uint32_t)l->n_tokens, NULL);
+    const uint32_t n = (uint32_t)l->n_tokens, P = s->shm.h->page_tokens;
+    uint32_t *hits = malloc(sizeof(uint32_t) * (n / P + 1)), n_hits = 0;
+    uint8_t (*hash)[KVA_HASH_BYTES] = malloc(KVA_HASH_BYTES * (size_t)(n / P + 1));
+    if (!hits || !hash) {
+        free(hits);
+        free(hash);
+        reply_status(s, m, e->req_id, KV_ERR_NOMEM, "server out of memory");
+        return;
+    }
+    lr.on_disk = kvs_cold_chain(s, t, l->tokens, n, hits, &n_hits, hash) * P;
+    lr.cached = n_hits * P;
+    free(hits);
+    free(hash);
     Kvarena__Envelope r = KVARENA__ENVELOPE__INIT;
     r.body_case = KVARENA__ENVELOPE__BODY_LOOKUP_REPLY;
     r.lookup_reply = &lr;

@@ -156,6 +156,10 @@ int kvs_cold_park(kvs_server *s, kvp_msg *m, uint64_t req_id, kva_seq *rec, uint
                   const uint32_t *tokens, uint32_t n);
 int kvs_cold_park_dup(kvs_server *s, uint64_t seq, uint32_t t, uint64_t req_id, zmq_msg_t *route);
 void kvs_cold_reports(kvs_server *s);
+/* The prompt's pages in the arena (hits[0 .. *n_hits), at most (n - 1) / page_tokens), and
+ * how many after those the cold tier holds, their hashes in hash[] (room for as many). */
+uint32_t kvs_cold_chain(const kvs_server *s, uint32_t t, const uint32_t *tokens, uint32_t n,
+                        uint32_t *hits, uint32_t *n_hits, uint8_t (*hash)[KVA_HASH_BYTES]);
 void kvs_cold_stop(kvs_server *s);
 void kvs_cold_count_refs(const kvs_server *s, uint32_t *refs);
 

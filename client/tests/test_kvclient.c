@@ -108,6 +108,11 @@ static void test_flow(void **state)
     uint32_t hit = 0;
     assert_int_equal(kvc_lookup(c, tok, 40, &hit), 0);
     assert_int_equal(hit, 32);
+    uint32_t disk = 7;
+    assert_int_equal(kvc_lookup_tiers(c, tok, 40, &hit, &disk), 0);
+    assert_int_equal(hit, 32);
+    assert_int_equal(disk, 0); /* the mock has no cold tier */
+    assert_int_equal(kvc_lookup_tiers(c, tok, 40, &hit, NULL), KVC_ERR_INVAL);
     uint64_t child;
     assert_int_equal(kvc_seq_fork(c, s, &child), 0);
     assert_true(child != s);

@@ -164,10 +164,16 @@ int main(int argc, char **argv)
         tokens[i] = kvs_token(stream, i);
     check_stats(c, "start", 0, 1);
 
-    /* 1. prefill + decode, every row checked */
+    /* 1. prefill + decode, every row checked; before it, what the server holds of the
+     * prompt, in the arena or (cold tier) on disk: all its full pages when warm */
+    uint32_t first_want = warm ? (prompt - 1) / P * P : 0, in_arena = 0, on_disk = 0;
+    CALL(kvc_lookup_tiers(c, tokens, prompt, &in_arena, &on_disk));
+    printf("lookup before: cached %u on disk %u\n", in_arena, on_disk);
+    CHECK(warm == 2 || in_arena + on_disk == first_want,
+          "lookup before: %u cached + %u on disk, expected %u", in_arena, on_disk, first_want);
     seq_state a = { 0, tokens, 0 };
     CALL(kvc_seq_open(c, &a.id));
-    uint32_t first = step(c, &a, prompt), first_want = warm ? (prompt - 1) / P * P : 0;
+    uint32_t first = step(c, &a, prompt);
     CHECK(first == first_want || (warm == 2 && first % P == 0 && first <= first_want),
           "first sequence: cached %u, expected %u (%s)", first, first_want,
           warm ? "the prompt's full pages restored" : "a fresh server has nothing cached");

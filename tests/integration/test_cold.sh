@@ -46,8 +46,11 @@ done
 stored=$(stat_of stored)
 [ "$stored" -gt 0 ] || die "no page written to the cold tier"
 
-# 2. A again: every full page read back from disk, every output right
+# 2. A again: every full page read back from disk (a lookup says so first), every output
+#    right
 run "$A" 1
+grep -q "lookup before: cached [0-9]* on disk [1-9]" "$KV_DIR.client" ||
+    { cat "$KV_DIR.client" >&2; die "a lookup did not count A's pages on disk"; }
 restored=$(stat_of restored)
 [ "$restored" -ge 18 ] || die "only $restored pages read back (A has 18 full pages)"
 kv_self_check
