@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "coldindex.h"
 #include "log.h"
 #include "proto/kverr.h"
 #include "snapshot.h"
@@ -22,20 +23,6 @@
 #define NONE KVA_NO_PAGE
 #define QUEUE_MAX 1024 /* pages waiting to be written; more are skipped (counted) */
 #define SEGMENTS 8     /* the cap is spent on about this many segments */
-
-typedef struct cold_loc {
-    uint32_t seg;
-    uint32_t len; /* the whole record's bytes */
-    uint64_t off;
-} cold_loc;
-
-/* The index (the server's thread only): chained hash table of entries. */
-typedef struct cold_entry {
-    uint8_t hash[KVA_HASH_BYTES];
-    uint32_t tenant;
-    uint32_t next;           /* next in its bucket or in the free list, NONE at the end */
-    cold_loc loc;
-} cold_entry;
 
 typedef struct cold_seg {
     uint32_t id;
@@ -79,9 +66,7 @@ struct kvs_cold {
     size_t pb, es, frame_cap;
     uint32_t P;
     snap_header sh;
-    /* the index (server's thread) */
-    cold_entry *ent;
-    uint32_t n_ent, cap_ent, free_ent, *bucket, bucket_mask;
+    cold_index ix;            /* the server's thread's */
     uint32_t seg_lo, seg_hi;  /* its oldest segment, its newest (from the reports) */
     /* the thread's own */
     cold_seg *seg;
@@ -107,114 +92,6 @@ struct kvs_cold {
     uint64_t bytes;          /* segment bytes (atomic: the thread changes it unlocked) */
     kvs_cold_stats st;       /* but pages and bytes */
 };
-
-/* ---- the index ---- */
-
-static uint32_t bucket_of(const kvs_cold *c, const uint8_t *hash)
-{
-    uint32_t b;
-    memcpy(&b, hash, sizeof(b)); /* a BLAKE2b hash: any four bytes are uniform */
-    return b & c->bucket_mask;
-}
-
-static cold_entry *index_find(const kvs_cold *c, const uint8_t *hash)
-{
-    for (uint32_t e = c->bucket[bucket_of(c, hash)]; e != NONE; e = c->ent[e].next)
-        if (!memcmp(c->ent[e].hash, hash, KVA_HASH_BYTES))
-            return &c->ent[e];
-    return NULL;
-}
-
-static int index_grow(kvs_cold *c)
-{
-    uint32_t cap = c->cap_ent ? 2 * c->cap_ent : 1024;
-    cold_entry *ent = realloc(c->ent, sizeof(*ent) * cap);
-    uint32_t *bucket = malloc(sizeof(uint32_t) * cap);
-    if (!ent || !bucket) {
-        if (ent)
-            c->ent = ent;
-        free(bucket);
-        return KV_ERR_NOMEM;
-    }
-    c->ent = ent;
-    for (uint32_t e = c->cap_ent; e < cap; e++) /* the new entries join the free list */
-        ent[e].next = e + 1 < cap ? e + 1 : c->free_ent;
-    c->free_ent = c->cap_ent;
-    /* rehash the entries in use: those reachable from the old buckets */
-    memset(bucket, 0xff, sizeof(uint32_t) * cap);
-    uint32_t old_mask = c->bucket_mask, *old = c->bucket;
-    c->bucket = bucket;
-    c->bucket_mask = cap - 1;
-    for (uint32_t b = 0; old && b <= old_mask; b++)
-        for (uint32_t e = old[b], nx; e != NONE; e = nx) {
-            nx = ent[e].next;
-            uint32_t nb = bucket_of(c, ent[e].hash);
-            ent[e].next = bucket[nb];
-            bucket[nb] = e;
-        }
-    free(old);
-    c->cap_ent = cap;
-    return 0;
-}
-
-/* Adds or moves the entry of hash (a page written again: the newer copy). */
-static int index_put(kvs_cold *c, const uint8_t *hash, uint32_t tenant, cold_loc loc)
-{
-    cold_entry *x = index_find(c, hash);
-    if (!x) {
-        if (c->free_ent == NONE && index_grow(c) != 0)
-            return KV_ERR_NOMEM;
-        uint32_t e = c->free_ent, b = bucket_of(c, hash);
-        x = &c->ent[e];
-        c->free_ent = x->next;
-        memcpy(x->hash, hash, KVA_HASH_BYTES);
-        x->next = c->bucket[b];
-        c->bucket[b] = e;
-        c->n_ent++;
-    }
-    x->tenant = tenant;
-    x->loc = loc;
-    return 0;
-}
-
-/* Removes the entries of segment seg; returns how many. */
-static uint32_t index_remove_seg(kvs_cold *c, uint32_t seg)
-{
-    uint32_t n = 0;
-    for (uint32_t b = 0; c->bucket && b <= c->bucket_mask; b++)
-        for (uint32_t *link = &c->bucket[b]; *link != NONE;) {
-            uint32_t e = *link;
-            if (c->ent[e].loc.seg != seg) {
-                link = &c->ent[e].next;
-                continue;
-            }
-            *link = c->ent[e].next;
-            c->ent[e].next = c->free_ent;
-            c->free_ent = e;
-            c->n_ent--;
-            n++;
-        }
-    return n;
-}
-
-/* Removes the entry of hash if it is still the one at loc (not a newer copy). */
-static void index_remove_at(kvs_cold *c, const uint8_t *hash, cold_loc loc)
-{
-    for (uint32_t *link = &c->bucket[bucket_of(c, hash)]; *link != NONE;
-         link = &c->ent[*link].next) {
-        cold_entry *x = &c->ent[*link];
-        if (memcmp(x->hash, hash, KVA_HASH_BYTES))
-            continue;
-        if (x->loc.seg == loc.seg && x->loc.off == loc.off) {
-            uint32_t e = *link;
-            *link = x->next;
-            x->next = c->free_ent;
-            c->free_ent = e;
-            c->n_ent--;
-        }
-        return;
-    }
-}
 
 /* ---- segments (the thread's, and kvs_cold_open's before it starts) ---- */
 
@@ -472,14 +349,14 @@ int kvs_cold_fd(const kvs_cold *c)
 
 int kvs_cold_has(const kvs_cold *c, const uint8_t hash[KVA_HASH_BYTES], uint32_t tenant)
 {
-    const cold_entry *e = index_find(c, hash);
+    const cold_entry *e = kvs_cold_index_find(&c->ix, hash);
     return e && e->tenant == tenant;
 }
 
 void kvs_cold_store(kvs_cold *c, uint32_t p)
 {
     const kva_page *d = kvs_page(c->pg, p);
-    const cold_entry *e = index_find(c, d->hash);
+    const cold_entry *e = kvs_cold_index_find(&c->ix, d->hash);
     /* on disk already: written again only from the older half of the segments (a page
      * read back is in use: a second chance before its segment goes) */
     if (e && (c->seg_hi < c->seg_lo || e->loc.seg >= c->seg_lo + (c->seg_hi - c->seg_lo + 1) / 2))
@@ -532,7 +409,7 @@ int kvs_cold_restore(kvs_cold *c, const uint32_t *pages, const uint8_t (*hashes)
     memcpy(q->pages, pages, sizeof(uint32_t) * n);
     memcpy(q->hash, hashes, KVA_HASH_BYTES * (size_t)n);
     for (uint32_t i = 0; i < n; i++) {
-        const cold_entry *e = index_find(c, hashes[i]);
+        const cold_entry *e = kvs_cold_index_find(&c->ix, hashes[i]);
         q->loc[i] = e ? e->loc : (cold_loc){ 0, 0, 0 }; /* len 0: fails, as a gone segment */
     }
     pthread_mutex_lock(&c->mu);
@@ -563,12 +440,12 @@ void kvs_cold_poll(kvs_cold *c, kvs_cold_done_fn fn, void *arg)
     for (uint32_t i = 0; i < n_rep; i++) { /* in the order they happened */
         const report *r = &rep[i];
         if (r->kind == REP_DROPPED) {
-            dropped += index_remove_seg(c, r->loc.seg);
+            dropped += kvs_cold_index_remove_seg(&c->ix, r->loc.seg);
             c->seg_lo = r->loc.len;
             continue;
         }
         c->seg_hi = r->loc.seg > c->seg_hi ? r->loc.seg : c->seg_hi;
-        if (index_put(c, r->hash, r->tenant, r->loc) != 0)
+        if (kvs_cold_index_put(&c->ix, r->hash, r->tenant, r->loc) != 0)
             KVS_WARN("cold tier: out of memory for the index: a page on disk not indexed");
     }
     free(rep);
@@ -577,7 +454,7 @@ void kvs_cold_poll(kvs_cold *c, kvs_cold_done_fn fn, void *arg)
         done = q->next;
         for (uint32_t i = 0; i < q->n; i++)
             if (!q->ok[i]) { /* damaged or gone: never tried again */
-                index_remove_at(c, q->hash[i], q->loc[i]);
+                kvs_cold_index_remove_at(&c->ix, q->hash[i], q->loc[i]);
                 break;
             }
         fn(arg, q->tag, q->ok, q->n);
@@ -592,7 +469,7 @@ void kvs_cold_stats_get(kvs_cold *c, kvs_cold_stats *st)
 {
     pthread_mutex_lock(&c->mu);
     *st = c->st;
-    st->pages = c->n_ent;
+    st->pages = c->ix.n;
     st->bytes = __atomic_load_n(&c->bytes, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&c->mu);
 }
@@ -623,7 +500,7 @@ static uint64_t seg_scan(kvs_cold *c, int fd, uint32_t id, uint64_t size, uint32
         if (memcmp(want, rec.hash, KVA_HASH_BYTES))
             break;
         cold_loc loc = { id, (uint32_t)(head + rec.data_len), off };
-        if (index_put(c, rec.hash, rec.tenant, loc) != 0)
+        if (kvs_cold_index_put(&c->ix, rec.hash, rec.tenant, loc) != 0)
             break;
         (*pages)++;
         off += loc.len;
@@ -730,7 +607,7 @@ int kvs_cold_open(kvs_cold **out, kvs_pages *pg, const uint8_t (*salt)[KVA_HASH_
     c->pg = pg;
     c->salt = salt;
     c->dir_fd = c->lock_fd = c->event_fd = -1;
-    c->free_ent = c->cur_seg = NONE;
+    c->cur_seg = NONE;
     c->cap = cap_bytes;
     c->rate = rate;
     c->pb = pg->h->page_bytes;
@@ -773,7 +650,7 @@ int kvs_cold_open(kvs_cold **out, kvs_pages *pg, const uint8_t (*salt)[KVA_HASH_
     c->tokens = malloc(sizeof(uint32_t) * c->P);
     if (!c->q || !c->q_tokens || !c->planes || !c->frame || !c->rec_buf || !c->tokens ||
         LZ4F_isError(LZ4F_createDecompressionContext(&c->dctx, LZ4F_VERSION)) ||
-        index_grow(c) != 0)
+        kvs_cold_index_init(&c->ix) != 0)
         FAIL(KV_ERR_NOMEM, "out of memory");
     if ((c->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
         FAIL(KV_ERR_IO, "eventfd: %s", strerror(errno));
@@ -782,7 +659,7 @@ int kvs_cold_open(kvs_cold **out, kvs_pages *pg, const uint8_t (*salt)[KVA_HASH_
     while (c->bytes > c->cap && c->n_seg > 0) { /* a smaller cap than last time */
         report r;
         seg_drop_oldest(c, &r);
-        c->st.dropped += index_remove_seg(c, r.loc.seg);
+        c->st.dropped += kvs_cold_index_remove_seg(&c->ix, r.loc.seg);
     }
     c->seg_lo = c->n_seg ? c->seg[0].id : c->next_seg;
     c->seg_hi = c->n_seg ? c->seg[c->n_seg - 1].id : c->next_seg;
@@ -827,8 +704,7 @@ void kvs_cold_close(kvs_cold *c)
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->cv);
     free(c->seg);
-    free(c->ent);
-    free(c->bucket);
+    kvs_cold_index_free(&c->ix);
     free(c->q);
     free(c->q_tokens);
     free(c->planes);

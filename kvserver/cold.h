@@ -6,7 +6,8 @@
  * hash, token ids and K/V as one LZ4 frame with its size and checksum (as in snapshots:
  * snapshot.h). When the segments pass the cap, the oldest is deleted with its pages (first
  * in, first out; but a page committed again, as one read back is, while its copy is in the
- * older half of the segments is written again: a second chance for pages in use). The server's thread keeps the index of the pages on disk (block hash ->
+ * older half of the segments is written again: a second chance for pages in use). The
+ * server's thread keeps the index of the pages on disk (coldindex.h: block hash ->
  * segment, offset), built at start by reading every segment's records (each hash checked
  * against its parent's hash, tenant salt and tokens; a segment ends at its first bad or cut
  * record) and kept up to date from the thread's reports (kvs_cold_poll).
