@@ -49,11 +49,12 @@ typedef struct restore_req {
 
 /* What the thread tells the server's thread. */
 typedef struct report {
-    int kind;                /* REP_STORED (hash, tenant, loc) or REP_DROPPED (see
-                              * seg_drop_oldest) */
+    int kind;                /* REP_STORED (hash, tenant, loc) or REP_DROPPED (loc.seg
+                              * deleted, oldest the oldest one left: ids may have gaps) */
     uint8_t hash[KVA_HASH_BYTES];
     uint32_t tenant;
     cold_loc loc;
+    uint32_t oldest;
 } report;
 enum { REP_STORED, REP_DROPPED };
 
@@ -123,6 +124,12 @@ static cold_seg *seg_add(kvs_cold *c, uint32_t id, int fd, uint64_t size)
     return s;
 }
 
+/* The id of the oldest segment (the next one's if none). */
+static uint32_t seg_oldest(const kvs_cold *c)
+{
+    return c->n_seg ? c->seg[0].id : c->next_seg;
+}
+
 /* Deletes the oldest segment; its pages leave the index when the server's thread reads the
  * report. */
 static void seg_drop_oldest(kvs_cold *c, report *r)
@@ -134,9 +141,7 @@ static void seg_drop_oldest(kvs_cold *c, report *r)
     if (unlinkat(c->dir_fd, name, 0) != 0)
         KVS_WARN("cold tier: cannot remove %s/%s: %s", c->dir, name, strerror(errno));
     memmove(c->seg, c->seg + 1, sizeof(*c->seg) * --c->n_seg);
-    /* loc.seg: the segment gone; loc.len: the oldest one left (ids may have gaps) */
-    *r = (report){ .kind = REP_DROPPED,
-                   .loc = { .seg = s.id, .len = c->n_seg ? c->seg[0].id : c->next_seg } };
+    *r = (report){ .kind = REP_DROPPED, .loc = { .seg = s.id }, .oldest = seg_oldest(c) };
     __atomic_sub_fetch(&c->bytes, s.size, __ATOMIC_RELAXED);
 }
 
@@ -441,7 +446,7 @@ void kvs_cold_poll(kvs_cold *c, kvs_cold_done_fn fn, void *arg)
         const report *r = &rep[i];
         if (r->kind == REP_DROPPED) {
             dropped += kvs_cold_index_remove_seg(&c->ix, r->loc.seg);
-            c->seg_lo = r->loc.len;
+            c->seg_lo = r->oldest;
             continue;
         }
         c->seg_hi = r->loc.seg > c->seg_hi ? r->loc.seg : c->seg_hi;
@@ -661,7 +666,7 @@ int kvs_cold_open(kvs_cold **out, kvs_pages *pg, const uint8_t (*salt)[KVA_HASH_
         seg_drop_oldest(c, &r);
         c->st.dropped += kvs_cold_index_remove_seg(&c->ix, r.loc.seg);
     }
-    c->seg_lo = c->n_seg ? c->seg[0].id : c->next_seg;
+    c->seg_lo = seg_oldest(c);
     c->seg_hi = c->n_seg ? c->seg[c->n_seg - 1].id : c->next_seg;
     if (pthread_create(&c->thread, NULL, cold_thread, c) != 0)
         FAIL(KV_ERR_INTERNAL, "cannot start a thread");

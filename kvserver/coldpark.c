@@ -36,12 +36,16 @@ static void park_free(struct kvs_cold_park *k)
     free(k);
 }
 
-/* Lets go of the pages from, and of the pins (pages after a failure: children first). */
-static void park_release(kvs_server *s, struct kvs_cold_park *k, uint32_t from)
+/* Lets go of the pages (children first: committed ones stay cached, the others are freed),
+ * of the pins and, once parked, of the sequence's busy mark. */
+static void park_release(kvs_server *s, struct kvs_cold_park *k)
 {
-    for (uint32_t i = k->n; i-- > from;)
+    for (uint32_t i = k->n; i-- > 0;)
         kvs_page_unref(&s->pages, k->pages[i]);
     kvs_pages_pin(&s->pages, k->pins, k->n_pins, 0);
+    kva_seq *rec = k->busy_id ? kvs_seq_live(&s->seqs, k->seq) : NULL;
+    if (rec && kvs_seq_priv(&s->seqs, rec)->busy_job == k->busy_id)
+        kvs_seq_priv(&s->seqs, rec)->busy_job = 0;
 }
 
 int kvs_cold_park_dup(kvs_server *s, uint64_t seq, uint32_t t, uint64_t req_id, zmq_msg_t *route)
@@ -114,7 +118,7 @@ int kvs_cold_park(kvs_server *s, kvp_msg *m, uint64_t req_id, kva_seq *rec, uint
     }
     if (k->n < c || kvs_cold_restore(s->cold, k->pages, (const uint8_t (*)[KVA_HASH_BYTES])hash,
                                      k->n, k) != 0) {
-        park_release(s, k, 0);
+        park_release(s, k);
         goto out;
     }
     k->busy_id = s->next_job_id++;
@@ -166,10 +170,7 @@ static void park_done(void *arg, void *tag, const uint8_t *ok, uint32_t n)
             k->pages[good] = q;
         }
     }
-    park_release(s, k, 0); /* the pages read back are cached now, the others freed */
-    kva_seq *rec = kvs_seq_live(&s->seqs, k->seq);
-    if (rec && kvs_seq_priv(&s->seqs, rec)->busy_job == k->busy_id)
-        kvs_seq_priv(&s->seqs, rec)->busy_job = 0;
+    park_release(s, k); /* the pages read back are cached now, the others freed */
     KVS_DEBUG("cold tier: %u of %u pages read back for seq %llx", good, n,
               (unsigned long long)k->seq);
     kvp_msg m;
@@ -199,10 +200,7 @@ void kvs_cold_stop(kvs_server *s)
     s->pages.on_commit = NULL;
     while (s->parks) {
         struct kvs_cold_park *k = park_unlink(s, s->parks);
-        park_release(s, k, 0);
-        kva_seq *rec = kvs_seq_live(&s->seqs, k->seq);
-        if (rec && kvs_seq_priv(&s->seqs, rec)->busy_job == k->busy_id)
-            kvs_seq_priv(&s->seqs, rec)->busy_job = 0;
+        park_release(s, k);
         kvp_send_status(s->client, &k->route, k->req_id, KV_ERR_SHUTDOWN,
                         "server shutting down");
         park_free(k);
