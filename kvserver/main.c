@@ -80,8 +80,10 @@ int main(int argc, char **argv)
     int rc = kvs_server_start(&srv);
     if (rc == 0)
         rc = kvs_server_run(&srv);
-    else
+    else {
         KVS_ERROR("start failed: %s", kv_strerror(rc));
+        kvs_notify_sendf(&srv.notify, "STATUS=start failed: %s (the log says why)", kv_strerror(rc));
+    }
     kvs_server_stop(&srv);
     return rc == 0 ? 0 : 1;
 }

@@ -440,6 +440,7 @@ int kvs_server_start(kvs_server *s)
     s->limits = (kvp_limits){ c->layers, c->q_heads, c->kv_heads, c->head_dim,
                               c->max_batch_tokens, c->max_extend_tokens };
     s->next_job_id = 1;
+    kvs_notify_open(&s->notify); /* before any thread: it edits the environment */
     if (sodium_init() < 0) {
         KVS_ERROR("sodium_init failed");
         return KV_ERR_INTERNAL;
@@ -618,6 +619,20 @@ static void seqs_expire(kvs_server *s)
     s->seqs_expired += kvs_seq_expire(&s->seqs, s->clock_ms, idle, on_expired, s);
 }
 
+/* READY=1 for systemd once a worker has said Ready: from then on requests are served. */
+static void notify_ready(kvs_server *s)
+{
+    uint32_t ready = 0;
+    for (uint32_t i = 0; i < s->cfg.workers; i++)
+        ready += s->workers[i].was_ready;
+    if (!ready)
+        return;
+    s->notify.ready = 1;
+    kvs_notify_sendf(&s->notify, "READY=1\nSTATUS=serving: arena %s, %u pages, %u of %u workers "
+                     "ready, client endpoint %s", s->shm.name, s->shm.h->n_pages, ready,
+                     s->cfg.workers, s->cfg.client_ep);
+}
+
 int kvs_server_run(kvs_server *s)
 {
     zmq_pollitem_t items[7] = {
@@ -632,7 +647,7 @@ int kvs_server_run(kvs_server *s)
         items[zap_at = n_items++] = (zmq_pollitem_t){ s->zap, 0, ZMQ_POLLIN, 0 };
     if (s->cold)
         items[cold_at = n_items++] = (zmq_pollitem_t){ NULL, kvs_cold_fd(s->cold), ZMQ_POLLIN, 0 };
-    long tick = s->cfg.heartbeat_ms / 2;
+    long tick = kvs_notify_tick_ms(&s->notify, s->cfg.heartbeat_ms / 2);
     while (!s->stopping) {
         int n = zmq_poll(items, n_items, tick);
         if (n < 0 && errno != EINTR) {
@@ -640,6 +655,7 @@ int kvs_server_run(kvs_server *s)
             return KV_ERR_IO;
         }
         clock_advance(s);
+        kvs_notify_watchdog(&s->notify, s->clock_wall_ms);
         if (items[3].revents & ZMQ_POLLIN)
             handle_signals(s);
         if (items[0].revents & ZMQ_POLLIN)
@@ -658,6 +674,8 @@ int kvs_server_run(kvs_server *s)
         seqs_expire(s);
         snapshot_tick(s);
         kvs_jobs_dispatch(s);
+        if (!s->notify.ready)
+            notify_ready(s);
     }
     return 0;
 }
@@ -672,6 +690,9 @@ static void unlink_ipc(const char *ep)
 void kvs_server_stop(kvs_server *s)
 {
     kvs_event(s, "server", "stopping");
+    if (s->started)
+        kvs_notify_send(&s->notify, "STOPPING=1\nSTATUS=stopping: answering queued requests, "
+                        "stopping workers, writing the snapshot if one is configured");
     if (s->snap) { /* the snapshot at stop below replaces it; its operator is told */
         kvs_snapshot_cancel(s->snap->plan);
         snapshot_finish(s);
@@ -721,5 +742,6 @@ void kvs_server_stop(kvs_server *s)
         unlink(path);
         close(s->lock_fd);
     }
+    kvs_notify_close(&s->notify);
     KVS_INFO("stopped");
 }

@@ -12,6 +12,7 @@
 #include <zmq.h>
 
 #include "config.h"
+#include "notify.h"
 #include "pages.h"
 #include "proto/validate.h"
 #include "proto/wire.h"
@@ -108,6 +109,7 @@ typedef struct kvs_server {
     uint32_t snap_done_pages;   /* pages it holds */
     int lock_fd;                /* runtime_dir/kvserver.lock, flock'ed while we run; 0 none */
     int stopping;
+    kvs_notify notify;          /* systemd's NOTIFY_SOCKET (notify.h), fd 0 without one */
     kvs_conn *conns;            /* hash table of conn_slots entries (handlers.c) */
     uint32_t conn_slots;        /* a power of two, at least twice cfg.max_conns */
     uint32_t n_conns;
