@@ -6,10 +6,15 @@
 #   make bench    end-to-end latency next to a raw ZeroMQ round trip, shared-prompt decode,
 #                 snapshot speed
 #   make bench-kernels   kernel throughput against the machine's measured limits
+#   make install  binaries, libraries, headers, pkg-config files, the systemd unit and a
+#                 default config under PREFIX (/usr/local), DESTDIR for staging; make uninstall
 CC ?= gcc
 ifeq ($(origin CC),default)
 CC := gcc
 endif
+VERSION := 0.1.0
+# the libraries' ABI: libkvclient.so.0, libkvkernels.so.0
+SOVERSION := 0
 SANITIZE ?= 0
 ifeq ($(SANITIZE),1)
 B ?= build-san
@@ -32,7 +37,7 @@ CPPFLAGS += -I. -Iproto -I$(B)/gen $(PKG_CFLAGS)
 LDFLAGS += $(SANFLAGS)
 LDLIBS += -lpthread -lm
 
-.PHONY: all deps run test soak bench bench-kernels clean fuzz
+.PHONY: all deps run test soak bench bench-kernels clean fuzz install uninstall
 all:
 
 # ---- generated protobuf-c code (never committed) ----
@@ -64,6 +69,7 @@ include client/client.mk
 include tests/tests.mk
 include tests/integration/integration.mk
 include tests/fuzz/fuzz.mk
+include deploy/deploy.mk
 
 all: $(ALL_TARGETS)
 

@@ -14,9 +14,11 @@ $(B)/libkvclient.a: $(CLIENT_OBJ) $(CLIENT_PROTO_OBJ)
 	@rm -f $@
 	$(AR) rcs $@ $^
 
-# Shared library: self-contained (wire code inside), links its own dependencies.
-$(B)/libkvclient.so: $(CLIENT_OBJ) $(CLIENT_PROTO_OBJ)
-	$(CC) -shared -Wl,-soname,libkvclient.so $(LDFLAGS) -Wl,--no-undefined -o $@ $^ $(PKG_LIBS) $(LDLIBS)
+# Shared library: self-contained (wire code inside, not exported: libkvclient.map), links
+# its own dependencies.
+$(B)/libkvclient.so: $(CLIENT_OBJ) $(CLIENT_PROTO_OBJ) client/libkvclient.map
+	$(CC) -shared -Wl,-soname,libkvclient.so.$(SOVERSION) -Wl,--version-script=client/libkvclient.map \
+	  $(LDFLAGS) -Wl,--no-undefined -o $@ $(filter %.o,$^) $(PKG_LIBS) $(LDLIBS)
 
 $(B)/kvctl: $(KVCTL_OBJ) $(B)/libkvclient.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)

@@ -18,7 +18,12 @@ EXTRA_CFLAGS_kvk_core := -O3
 $(KERNELS_LIB): $(KERNELS_OBJ)
 	$(AR) rcs $@ $^
 
-ALL_TARGETS += $(KERNELS_LIB)
+# The same as a shared library (make install), exporting kvkernels.h's names only.
+$(B)/libkvkernels.so: $(KERNELS_OBJ) kernels/libkvkernels.map
+	$(CC) -shared -Wl,-soname,libkvkernels.so.$(SOVERSION) -Wl,--version-script=kernels/libkvkernels.map \
+	  $(LDFLAGS) -Wl,--no-undefined -o $@ $(filter %.o,$^) -lpthread -lm
+
+ALL_TARGETS += $(KERNELS_LIB) $(B)/libkvkernels.so
 
 # Unit tests: cmocka, scalar reference and every SIMD path against an fp64 naive attention.
 EXTRA_CFLAGS_test_kernels := -Ikernels

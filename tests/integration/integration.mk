@@ -19,11 +19,13 @@ INTEG_TESTS += tests/integration/test_cold.sh
 .PHONY: tests
 tests: $(B)/kvserver $(B)/kvworker $(B)/kvctl $(B)/tests/e2e_client $(B)/tests/curve_client
 
-# systemd's notify protocol against a stand-in for systemd (notify_sink): test_notify.sh.
+# systemd's notify protocol against a stand-in for systemd (notify_sink): test_notify.sh;
+# make install, then only what it installed: test_install.sh (the unit's ExecStart under
+# notify_sink, clients built with pkg-config).
 $(B)/tests/notify_sink: $(B)/obj/tests/integration/notify_sink.o
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^
-INTEG_TESTS += tests/integration/test_notify.sh
+INTEG_TESTS += tests/integration/test_notify.sh tests/integration/test_install.sh
 tests: $(B)/tests/notify_sink
 
 # make bench: end-to-end latency next to a raw ZeroMQ round trip (same run).

@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# make install, then use only what it installed, as a user of the package would:
+#  1. the layout under a fresh PREFIX (binaries, versioned shared libraries exporting their
+#     API only, headers, pkg-config files, the systemd unit with its paths filled in, the
+#     default config); systemd-analyze verify on the unit where systemd is installed;
+#  2. programs built against the installed headers and libraries through pkg-config alone:
+#     the kernels' example (checks its own results) and the black-box client (every output
+#     against the reference attention), linked to the shared libraries;
+#  3. the installed kvserver started by the unit's own ExecStart line (its %i, %t, %S filled
+#     in as systemd would) under a stand-in for systemd's notify socket: READY=1 with its
+#     status line, WATCHDOG=1, the client's run and the installed kvctl against it,
+#     STOPPING=1 at SIGTERM, a clean exit (test_notify.sh: the protocol's edges);
+#  4. DESTDIR staging for PREFIX=/usr (config in /etc); make uninstall removing everything
+#     but the operator's config, which a second install leaves as it was.
+set -eu
+cd "$(dirname "$0")/../.."
+. tests/integration/lib.sh
+T="$KV_DIR.install"
+P="$T/prefix"
+SINK_PID=
+cleanup() {
+    set +e
+    [ -n "$SINK_PID" ] && kill "$SINK_PID" 2>/dev/null
+    [ -n "$SERVER" ] && kill -KILL "$SERVER" 2>/dev/null
+    kv_cleanup
+    rm -rf "$T" "/dev/shm/kvarena-inst$$"
+}
+SERVER=
+trap cleanup EXIT
+mkdir -p "$T"
+# a make run from a make recipe: the outer make's flags (its jobserver) are not ours
+mk() { env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -s B="$B" "$@"; }
+
+echo "== 1. make install PREFIX=$P"
+mk install PREFIX="$P" > "$T/install.log"
+expect_files="bin/kvctl bin/kvserver bin/kvworker etc/kvarena/default.ini include/kvarena/kvclient.h
+include/kvarena/kvkernels.h lib/libkvclient.a lib/libkvclient.so lib/libkvclient.so.0
+lib/libkvclient.so.0.1.0 lib/libkvkernels.a lib/libkvkernels.so lib/libkvkernels.so.0
+lib/libkvkernels.so.0.1.0 lib/pkgconfig/kvclient.pc lib/pkgconfig/kvkernels.pc
+lib/systemd/system/kvarena@.service share/kvarena/kvarena.ini"
+got=$(cd "$P" && find . ! -type d | sed 's|^\./||' | sort | tr '\n' ' ')
+[ "$got" = "$(echo $expect_files | tr ' ' '\n' | sort | tr '\n' ' ')" ] ||
+    die "installed files: $got"
+for b in kvctl kvserver kvworker; do [ -x "$P/bin/$b" ] || die "bin/$b is not executable"; done
+[ "$(readlink "$P/lib/libkvclient.so.0")" = libkvclient.so.0.1.0 ] || die "libkvclient.so.0 link"
+for l in kvclient kvkernels; do
+    soname=$(readelf -d "$P/lib/lib$l.so.0.1.0" | sed -n 's/.*SONAME.*\[\(.*\)\]/\1/p')
+    [ "$soname" = "lib$l.so.0" ] || die "lib$l soname '$soname'"
+done
+# the shared libraries export their headers' functions and nothing else
+exported() { nm -D --defined-only "$1" | awk '$2 == "T" {print $3}' | sort | tr '\n' ' '; }
+declared() { grep -oE "\b$2[a-z0-9_]+\(" "$1" | tr -d '(' | sort -u | tr '\n' ' '; }
+[ "$(exported "$P/lib/libkvclient.so")" = "$(declared client/kvclient.h kvc_)" ] ||
+    die "libkvclient.so exports: $(exported "$P/lib/libkvclient.so")"
+[ "$(exported "$P/lib/libkvkernels.so")" = "$(declared kernels/kvkernels.h kvk_)" ] ||
+    die "libkvkernels.so exports: $(exported "$P/lib/libkvkernels.so")"
+unit="$P/lib/systemd/system/kvarena@.service"
+grep -q "^ExecStart=$P/bin/kvserver --config $P/etc/kvarena/%i.ini " "$unit" ||
+    die "the unit's ExecStart: $(grep ExecStart "$unit")"
+cmp -s deploy/kvarena.ini "$P/etc/kvarena/default.ini" || die "etc/kvarena/default.ini differs"
+if command -v systemd-analyze >/dev/null; then
+    out=$(systemd-analyze verify "$P/lib/systemd/system/kvarena@t.service" 2>&1) ||
+        die "systemd-analyze verify: $out"
+    [ -z "$out" ] || die "systemd-analyze verify warns: $out"
+    echo "systemd-analyze verify: unit clean"
+else
+    echo "systemd-analyze not installed: the unit's syntax not checked here"
+fi
+
+echo "== 2. programs built with pkg-config against the installed files only"
+export PKG_CONFIG_PATH="$P/lib/pkgconfig"
+CC=${CC:-cc}
+san=""   # a sanitized build's libraries need the sanitizer runtime in the program too
+readelf -d "$P/lib/libkvclient.so" | grep -q libasan && san="-fsanitize=address,undefined"
+# the repo's test sources include headers by their repo paths: point those at the installed
+# ones (synth.h, the test's own helper, comes from the repo)
+mkdir -p "$T/inc/client/examples" "$T/inc/kernels"
+ln -s "$P/include/kvarena/kvclient.h" "$T/inc/client/kvclient.h"
+ln -s "$P/include/kvarena/kvkernels.h" "$T/inc/kernels/kvkernels.h"
+ln -s "$PWD/client/examples/synth.h" "$T/inc/client/examples/synth.h"
+# shellcheck disable=SC2046
+$CC -O2 $san -o "$T/kvk_example" kernels/examples/kvk_example.c \
+    $(pkg-config --cflags --libs kvkernels) -Wl,-rpath,"$P/lib" -lm
+# shellcheck disable=SC2046
+$CC -O2 $san -I"$T/inc" -o "$T/e2e_client" tests/integration/e2e_client.c \
+    client/examples/synth.c $(pkg-config --cflags --libs kvclient kvkernels) \
+    -Wl,-rpath,"$P/lib" -lm
+for prog in kvk_example e2e_client; do
+    ldd "$T/$prog" | grep -q "libkv.*=> $P/lib/" || die "$prog does not load the installed libraries"
+done
+"$T/kvk_example" > "$T/kvk_example.out" || { cat "$T/kvk_example.out" >&2; die "kvk_example failed"; }
+tail -1 "$T/kvk_example.out"
+
+echo "== 3. the installed server, started by the unit's ExecStart"
+name="inst$$"
+cp "$P/etc/kvarena/default.ini" "$P/etc/kvarena/$name.ini"
+mkdir -p "$T/run/kvarena" "$T/state/kvarena/$name"
+exec_start=$(sed -n 's/^ExecStart=//p' "$unit" | sed -e "s|%i|$name|g" -e "s|%t|$T/run|g" -e "s|%S|$T/state|g")
+rundir="$T/run/kvarena/$name"
+"$B/tests/notify_sink" "$T/notify" "$T/notify.log" &
+SINK_PID=$!
+for _ in $(seq 100); do grep -q BOUND "$T/notify.log" 2>/dev/null && break; sleep 0.02; done
+# shellcheck disable=SC2086
+(cd "$T/state/kvarena/$name" && export NOTIFY_SOCKET="$T/notify" WATCHDOG_USEC=400000 \
+    WATCHDOG_PID=$BASHPID && exec $exec_start) > "$T/server.log" 2>&1 &
+SERVER=$!
+for _ in $(seq 200); do grep -q "READY=1" "$T/notify.log" && break; sleep 0.05; done
+grep -q "READY=1" "$T/notify.log" || { cat "$T/server.log" >&2; die "no READY=1 in 10 s"; }
+grep "READY=1" "$T/notify.log" | grep -q "STATUS=serving: arena /kvarena-$name" ||
+    die "READY without its status line: $(grep READY "$T/notify.log")"
+admin="ipc://$rundir/admin.sock"
+"$P/bin/kvctl" --endpoint "$admin" stats --json | grep -q '"state": *"ready"' ||
+    die "READY=1 sent, but kvctl lists no ready worker"
+"$T/e2e_client" "ipc://$rundir/client.sock" alice 40 5 > "$T/client.out" 2>&1 ||
+    { cat "$T/client.out" >&2; die "the client built against the installation failed"; }
+grep -h "max relative" "$T/client.out" || true
+"$P/bin/kvctl" --endpoint "$admin" stats > "$T/stats.out" || die "installed kvctl stats failed"
+grep -q "jobs" "$T/stats.out" || die "kvctl stats: $(cat "$T/stats.out")"
+grep -q "WATCHDOG=1" "$T/notify.log" || die "no WATCHDOG=1 from the installed server"
+kill -TERM "$SERVER"
+rc=0; wait "$SERVER" || rc=$?
+SERVER=
+[ "$rc" -eq 0 ] || { cat "$T/server.log" >&2; die "the installed kvserver exited with $rc"; }
+grep -q "STOPPING=1" "$T/notify.log" || die "no STOPPING=1 at SIGTERM"
+[ -e "/dev/shm/kvarena-$name" ] && die "shared memory left behind"
+ls "$rundir"/*.sock >/dev/null 2>&1 && die "sockets left behind"
+kill "$SINK_PID"; wait "$SINK_PID" || true; SINK_PID=
+echo "notify: READY=1, WATCHDOG=1, STOPPING=1 as systemd expects (test_notify.sh: the protocol's edges)"
+
+echo "== 4. DESTDIR staging, uninstall, an operator's config kept"
+mk install PREFIX=/usr DESTDIR="$T/stage" > /dev/null
+for f in usr/bin/kvserver usr/lib/libkvclient.so.0 usr/lib/pkgconfig/kvclient.pc \
+         usr/lib/systemd/system/kvarena@.service etc/kvarena/default.ini; do
+    [ -e "$T/stage/$f" ] || die "DESTDIR install: no $f"
+done
+grep -q "^ExecStart=/usr/bin/kvserver --config /etc/kvarena/%i.ini " \
+    "$T/stage/usr/lib/systemd/system/kvarena@.service" || die "staged unit's paths"
+grep -q "^libdir=/usr/lib$" "$T/stage/usr/lib/pkgconfig/kvclient.pc" || die "staged kvclient.pc"
+echo "layers = 8 ; the operator's" >> "$P/etc/kvarena/default.ini"
+mk install PREFIX="$P" > "$T/install2.log"
+grep -q "the operator's" "$P/etc/kvarena/default.ini" || die "a second install overwrote the config"
+grep -q "kept .*default.ini" "$T/install2.log" || die "the kept config was not reported"
+mk uninstall PREFIX="$P" > "$T/uninstall.log"
+left=$(cd "$P" && find . ! -type d | sed 's|^\./||' | sort | tr '\n' ' ')
+[ "$left" = "etc/kvarena/default.ini etc/kvarena/$name.ini " ] || die "left after uninstall: $left"
+echo "uninstall: only the configuration in etc/kvarena is left"
+echo "test_install: PASS"
