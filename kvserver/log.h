@@ -6,6 +6,10 @@
 enum kvs_log_level { KVS_LOG_ERROR = 0, KVS_LOG_WARN, KVS_LOG_INFO, KVS_LOG_DEBUG };
 
 extern int kvs_log_level;
+/* Call once at start, before any thread: when stderr is systemd's journal ($JOURNAL_STREAM
+ * names its device and inode), lines carry their priority as a "<N>" prefix (journalctl -p
+ * filters on it) and no time of their own (the journal stamps them). */
+void kvs_log_open(void);
 /* Parses "error|warn|info|debug"; returns the level or -1. */
 int kvs_log_parse(const char *name);
 void kvs_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

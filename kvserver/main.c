@@ -23,6 +23,7 @@ int main(int argc, char **argv)
     static kvs_server srv;
     kvs_config *c = &srv.cfg;
     char err[512] = "";
+    kvs_log_open();
     kvs_config_defaults(c);
     /* the config file first, so flags override it whatever their order */
     for (int i = 1; i < argc - 1; i++)

@@ -6,7 +6,9 @@
 #     200 ms apart while it serves, the variables kept from the workers, STOPPING=1 at
 #     SIGTERM;
 #  2. an abstract socket ("@name") and a watchdog meant for another pid: READY=1, no pings;
-#  3. an unusable NOTIFY_SOCKET: logged, and the server serves anyway.
+#  3. an unusable NOTIFY_SOCKET: logged, and the server serves anyway;
+#  4. stderr as the journal's stream ($JOURNAL_STREAM): every line of the server and its
+#     workers with its priority; another stream's variable changes nothing.
 set -eu
 cd "$(dirname "$0")/../.."
 . tests/integration/lib.sh
@@ -92,4 +94,21 @@ grep -q "NOTIFY_SOCKET=relative/notify is neither" "$KV_DIR.log" ||
 "$B/tests/e2e_client" "$KV_EP" alice 20 2 > /dev/null || die "the server with a bad NOTIFY_SOCKET does not serve"
 kv_stop
 trap cleanup EXIT
+echo "== 4. stderr as the journal's stream (JOURNAL_STREAM)"
+: > "$KV_DIR.log"
+server_start JOURNAL_STREAM="$(stat -c %d:%i "$KV_DIR.log")" KVARENA_ISA=bogus # workers warn
+cp "$KV_DIR.log" "$T/journal.log"
+kv_stop
+trap cleanup EXIT
+grep -q "^<6>info \[[0-9]*\] worker 0 ready" "$T/journal.log" || die "no <6> info line: $(head -3 "$T/journal.log")"
+grep -q "^<4>warn \[[0-9]*\] DEVELOPMENT MODE" "$T/journal.log" || die "no <4> warning line"
+grep -q "^<4>warn \[[0-9]*\] worker 0: KVARENA_ISA=bogus" "$T/journal.log" ||
+    die "the workers' lines lack their priority"
+bad=$(grep -vc "^<[3467]>" "$T/journal.log" || true)
+[ "$bad" -eq 0 ] || die "$bad lines without a priority: $(grep -v "^<[3467]>" "$T/journal.log" | head -3)"
+server_start JOURNAL_STREAM="1:1"
+grep -q "^[0-9][0-9]:[0-9][0-9]:[0-9][0-9]\.[0-9]* info " "$KV_DIR.log" || die "another stream's JOURNAL_STREAM changed the lines"
+kv_stop
+trap cleanup EXIT
+echo "journal: every line of the server and its workers with its priority (<6> info, <4> warn)"
 echo "test_notify: PASS"
