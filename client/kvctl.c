@@ -1,6 +1,6 @@
 /* kvctl — operator's tool: talks to the kvserver's admin endpoint.
  *
- *   kvctl [--endpoint ADMIN_EP] [--timeout MS] stats [--json]
+ *   kvctl [--endpoint ADMIN_EP] [--timeout MS] stats [--json] | metrics
  *   kvctl [--endpoint ADMIN_EP] [--timeout MS] seqs [--json]
  *   kvctl [--endpoint ADMIN_EP] [--timeout MS] close SEQ
  *   kvctl [--endpoint ADMIN_EP] [--timeout MS] ping | check | snapshot
@@ -24,7 +24,9 @@
 static const char usage_text[] =
     "usage: kvctl [--endpoint ADMIN_EP] [--timeout MS] COMMAND\n"
     "commands:\n"
-    "  stats [--json]   arena, prefix cache, jobs, workers and tenants\n"
+    "  stats [--json]   arena, prefix cache, jobs and their latency, workers and tenants\n"
+    "  metrics          the same in Prometheus' text format (for a textfile collector or a\n"
+    "                   scrape through a small exporter)\n"
     "  seqs [--json]    open sequences: id, tenant, tokens, pending, pages, idle time\n"
     "  close SEQ        closes sequence SEQ (an id from seqs) of whichever tenant; its\n"
     "                   client's later calls on it fail, saying an operator closed it\n"
@@ -105,6 +107,37 @@ static double pct(uint64_t part, uint64_t whole)
     return whole ? 100.0 * (double)part / (double)whole : 0.0;
 }
 
+/* ---- latency histograms (kvserver/latency.h): counts per bucket, bounds in us ---- */
+
+static uint64_t hist_count(const Kvarena__LatencyHist *h)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < h->n_counts; i++)
+        n += h->counts[i];
+    return n;
+}
+
+/* The q-quantile in ms, interpolated within its bucket as Prometheus' histogram_quantile
+ * does (the last bound for samples above every bound); 0 with no samples. */
+static double hist_quantile_ms(const Kvarena__StatsReply *s, const Kvarena__LatencyHist *h,
+                               double q)
+{
+    uint64_t n = hist_count(h), below = 0;
+    if (!n || h->n_counts != s->n_latency_bounds_us + 1)
+        return 0;
+    double rank = q * (double)n;
+    for (size_t i = 0; i < s->n_latency_bounds_us; i++) {
+        if ((double)(below + h->counts[i]) >= rank) {
+            double lo = i ? (double)s->latency_bounds_us[i - 1] : 0;
+            double hi = (double)s->latency_bounds_us[i];
+            return (lo + (hi - lo) * (rank - (double)below) / (double)h->counts[i]) / 1e3;
+        }
+        below += h->counts[i];
+    }
+    size_t nb = s->n_latency_bounds_us;
+    return nb ? (double)s->latency_bounds_us[nb - 1] / 1e3 : 0;
+}
+
 static void print_json(const Kvarena__StatsReply *s)
 {
     printf("{\"pages\":{\"total\":%u,\"free\":%u,\"in_use\":%u,\"cached\":%u},",
@@ -128,6 +161,25 @@ static void print_json(const Kvarena__StatsReply *s)
            ",\"restored\":%" PRIu64 ",\"failed\":%" PRIu64 ",\"skipped\":%" PRIu64
            ",\"dropped\":%" PRIu64 "},", s->cold_pages, s->cold_bytes, s->cold_stored,
            s->cold_restored, s->cold_failed, s->cold_skipped, s->cold_dropped);
+    printf("\"rows\":{\"prefill\":%" PRIu64 ",\"decode\":%" PRIu64 "},", s->rows_prefill,
+           s->rows_decode);
+    printf("\"latency\":{\"bounds_us\":[");
+    for (size_t i = 0; i < s->n_latency_bounds_us; i++)
+        printf("%s%" PRIu64, i ? "," : "", s->latency_bounds_us[i]);
+    printf("],\"hists\":[");
+    for (size_t i = 0; i < s->n_latency; i++) {
+        const Kvarena__LatencyHist *h = s->latency[i];
+        printf("%s{\"kind\":", i ? "," : "");
+        json_str(h->kind);
+        printf(",\"stage\":");
+        json_str(h->stage);
+        printf(",\"count\":%" PRIu64 ",\"sum_us\":%" PRIu64 ",\"counts\":[", hist_count(h),
+               h->sum_us);
+        for (size_t b = 0; b < h->n_counts; b++)
+            printf("%s%" PRIu64, b ? "," : "", h->counts[b]);
+        printf("]}");
+    }
+    printf("]},");
     printf("\"workers\":[");
     for (size_t i = 0; i < s->n_workers; i++) {
         const Kvarena__WorkerStats *w = s->workers[i];
@@ -177,6 +229,17 @@ static void print_table(const char *ep, const Kvarena__StatsReply *s)
                "  read back %" PRIu64 "  failed %" PRIu64 "  skipped %" PRIu64 "  dropped %"
                PRIu64 "\n", s->cold_dir, s->cold_pages, s->cold_bytes / 1e6, s->cold_stored,
                s->cold_restored, s->cold_failed, s->cold_skipped, s->cold_dropped);
+    printf("rows        prefill %" PRIu64 "  decode %" PRIu64 " (query rows of completed jobs)\n",
+           s->rows_prefill, s->rows_decode);
+    printf("\nlatency of completed jobs, ms (percentiles within buckets)\n  %-8s %-6s %-10s "
+           "%-9s %-9s %-9s %s\n", "kind", "stage", "count", "mean", "p50", "p90", "p99");
+    for (size_t i = 0; i < s->n_latency; i++) {
+        const Kvarena__LatencyHist *h = s->latency[i];
+        uint64_t n = hist_count(h);
+        printf("  %-8s %-6s %-10" PRIu64 " %-9.3f %-9.3f %-9.3f %.3f\n", h->kind, h->stage, n,
+               n ? (double)h->sum_us / (double)n / 1e3 : 0.0, hist_quantile_ms(s, h, 0.5),
+               hist_quantile_ms(s, h, 0.9), hist_quantile_ms(s, h, 0.99));
+    }
     printf("\nworkers (%zu)\n  %-6s %-8s %-9s %-12s %-9s %-8s %s\n", s->n_workers, "index",
            "pid", "state", "jobs", "restarts", "isa", "threads");
     for (size_t i = 0; i < s->n_workers; i++) {
@@ -198,7 +261,127 @@ static void print_table(const char *ep, const Kvarena__StatsReply *s)
     }
 }
 
-static int cmd_stats(const char *ep, int timeout_ms, int json)
+/* ---- Prometheus text exposition format 0.0.4 ---- */
+
+/* A label value with \\, " and newlines escaped. */
+static void prom_label(const char *v)
+{
+    for (; *v; v++)
+        if (*v == '\\' || *v == '"')
+            printf("\\%c", *v);
+        else if (*v == '\n')
+            printf("\\n");
+        else
+            putchar(*v);
+}
+
+static void prom_head(const char *name, const char *type, const char *help)
+{
+    printf("# HELP kvarena_%s %s\n# TYPE kvarena_%s %s\n", name, help, name, type);
+}
+
+/* A metric of one unlabelled sample. */
+static void prom_one(const char *name, const char *type, const char *help, uint64_t v)
+{
+    prom_head(name, type, help);
+    printf("kvarena_%s %" PRIu64 "\n", name, v);
+}
+
+static void print_metrics(const Kvarena__StatsReply *s)
+{
+    prom_head("pages", "gauge", "Arena pages by state.");
+    printf("kvarena_pages{state=\"free\"} %u\nkvarena_pages{state=\"in_use\"} %u\n"
+           "kvarena_pages{state=\"cached\"} %u\n", s->pages_free, s->pages_in_use, s->pages_cached);
+    prom_one("arena_bytes", "gauge", "Size of the arena's shared memory.", s->arena_bytes);
+    prom_one("prefix_hits_total", "counter", "Full pages found in the prefix cache.",
+             s->prefix_hits);
+    prom_one("prefix_misses_total", "counter", "Full pages looked up and not found.",
+             s->prefix_misses);
+    prom_one("evictions_total", "counter", "Cached pages evicted.", s->evictions);
+    prom_one("sequences", "gauge", "Open sequences.", s->sequences);
+    prom_one("sequences_expired_total", "counter", "Sequences closed for idleness.",
+             s->seqs_expired);
+    prom_head("jobs_total", "counter", "Attend jobs completed and failed.");
+    printf("kvarena_jobs_total{result=\"done\"} %" PRIu64 "\n"
+           "kvarena_jobs_total{result=\"failed\"} %" PRIu64 "\n", s->jobs_done, s->jobs_failed);
+    prom_one("jobs_queued", "gauge", "Attend jobs waiting for a worker.", s->jobs_queued);
+    prom_head("attend_rows_total", "counter", "Query rows attended by completed jobs.");
+    printf("kvarena_attend_rows_total{kind=\"prefill\"} %" PRIu64 "\n"
+           "kvarena_attend_rows_total{kind=\"decode\"} %" PRIu64 "\n", s->rows_prefill,
+           s->rows_decode);
+    prom_head("attend_latency_seconds", "histogram", "Completed Attend jobs: wait (arrival to "
+              "first dispatch), run (last dispatch to reply), total.");
+    for (size_t i = 0; i < s->n_latency; i++) {
+        const Kvarena__LatencyHist *h = s->latency[i];
+        if (h->n_counts != s->n_latency_bounds_us + 1)
+            continue;
+        uint64_t cum = 0;
+        for (size_t b = 0; b < h->n_counts; b++) {
+            cum += h->counts[b];
+            printf("kvarena_attend_latency_seconds_bucket{kind=\"%s\",stage=\"%s\",le=\"", h->kind,
+                   h->stage);
+            if (b < s->n_latency_bounds_us)
+                printf("%g", (double)s->latency_bounds_us[b] / 1e6);
+            else
+                printf("+Inf");
+            printf("\"} %" PRIu64 "\n", cum);
+        }
+        printf("kvarena_attend_latency_seconds_sum{kind=\"%s\",stage=\"%s\"} %.6f\n", h->kind,
+               h->stage, (double)h->sum_us / 1e6);
+        printf("kvarena_attend_latency_seconds_count{kind=\"%s\",stage=\"%s\"} %" PRIu64 "\n",
+               h->kind, h->stage, cum);
+    }
+    prom_head("workers", "gauge", "Workers by state.");
+    static const char *const states[] = { "starting", "ready", "busy", "fencing", "down" };
+    for (size_t k = 0; k < sizeof(states) / sizeof(states[0]); k++) {
+        uint32_t n = 0;
+        for (size_t i = 0; i < s->n_workers; i++)
+            n += !strcmp(s->workers[i]->state, states[k]);
+        printf("kvarena_workers{state=\"%s\"} %u\n", states[k], n);
+    }
+    prom_head("worker_restarts_total", "counter", "Worker processes started again.");
+    for (size_t i = 0; i < s->n_workers; i++)
+        printf("kvarena_worker_restarts_total{worker=\"%u\"} %u\n", s->workers[i]->index,
+               s->workers[i]->restarts);
+    static const char *const tenant_metrics[][3] = {
+        { "tenant_pages", "gauge", "Pages charged to a tenant (in use and cached)." },
+        { "tenant_quota_pages", "gauge", "A tenant's page quota (0: none)." },
+        { "tenant_sequences", "gauge", "A tenant's open sequences." },
+        { "tenant_jobs_total", "counter", "A tenant's completed Attend jobs." },
+    };
+    for (int k = 0; k < 4; k++) {
+        prom_head(tenant_metrics[k][0], tenant_metrics[k][1], tenant_metrics[k][2]);
+        for (size_t i = 0; i < s->n_tenants; i++) {
+            const Kvarena__TenantStats *t = s->tenants[i];
+            uint64_t v = k == 0 ? t->pages : k == 1 ? t->quota : k == 2 ? t->sequences : t->jobs;
+            printf("kvarena_%s{tenant=\"", tenant_metrics[k][0]);
+            prom_label(t->name);
+            printf("\"} %" PRIu64 "\n", v);
+        }
+    }
+    if (*s->cold_dir) {
+        prom_one("cold_pages", "gauge", "Pages in the cold tier's files.", s->cold_pages);
+        prom_one("cold_bytes", "gauge", "Bytes of the cold tier's files.", s->cold_bytes);
+        prom_head("cold_pages_total", "counter", "Cold tier pages written, read back, failed to "
+                  "read back, skipped, dropped.");
+        const char *ev[] = { "stored", "restored", "failed", "skipped", "dropped" };
+        uint64_t v[] = { s->cold_stored, s->cold_restored, s->cold_failed, s->cold_skipped,
+                         s->cold_dropped };
+        for (int k = 0; k < 5; k++)
+            printf("kvarena_cold_pages_total{event=\"%s\"} %" PRIu64 "\n", ev[k], v[k]);
+    }
+    if (*s->snapshot_path && s->snapshot_age_ms) {
+        prom_head("snapshot_age_seconds", "gauge",
+                  "Since a snapshot was last written beside serving.");
+        printf("kvarena_snapshot_age_seconds %.3f\n", s->snapshot_age_ms / 1e3);
+    }
+    prom_head("uptime_seconds", "gauge", "Since the server started.");
+    printf("kvarena_uptime_seconds %.3f\n", s->uptime_ms / 1e3);
+}
+
+enum { OUT_TABLE, OUT_JSON, OUT_METRICS };
+
+static int cmd_stats(const char *ep, int timeout_ms, int out)
 {
     Kvarena__Stats body = KVARENA__STATS__INIT;
     Kvarena__Envelope req = KVARENA__ENVELOPE__INIT;
@@ -207,8 +390,10 @@ static int cmd_stats(const char *ep, int timeout_ms, int json)
     kvr_reply rep;
     if (admin_call(ep, timeout_ms, &req, &rep, KVARENA__ENVELOPE__BODY_STATS_REPLY, "stats"))
         return 1;
-    if (json)
+    if (out == OUT_JSON)
         print_json(rep.env->stats_reply);
+    else if (out == OUT_METRICS)
+        print_metrics(rep.env->stats_reply);
     else
         print_table(ep, rep.env->stats_reply);
     kvr_reply_clear(&rep);
@@ -380,7 +565,10 @@ int main(int argc, char **argv)
     if (!cmd)
         return usage("no command");
     if (!strcmp(cmd, "stats"))
-        return cmd_stats(ep, timeout_ms, json);
+        return cmd_stats(ep, timeout_ms, json ? OUT_JSON : OUT_TABLE);
+    if (!strcmp(cmd, "metrics"))
+        return json ? usage("--json goes with stats or seqs")
+                    : cmd_stats(ep, timeout_ms, OUT_METRICS);
     if (!strcmp(cmd, "seqs"))
         return cmd_seqs(ep, timeout_ms, json);
     if (!strcmp(cmd, "close"))

@@ -467,6 +467,7 @@ static void on_attend(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uin
         return;
     }
     job->id = s->next_job_id++;
+    job->arrived_us = kvs_now_us();
     job->req_id = e->req_id;
     job->tenant = t;
     job->layer = e->attend->layer;
@@ -520,6 +521,24 @@ static void on_stats(kvs_server *s, void *sock, kvp_msg *m, uint64_t req_id)
         st.cold_skipped = cs.skipped;
         st.cold_dropped = cs.dropped;
     }
+    Kvarena__LatencyHist lh[KVS_LAT_KINDS * KVS_LAT_STAGES], *lp[KVS_LAT_KINDS * KVS_LAT_STAGES];
+    for (int k = 0, i = 0; k < KVS_LAT_KINDS; k++)
+        for (int g = 0; g < KVS_LAT_STAGES; g++, i++) {
+            kvs_hist *h = &s->latency.h[k][g];
+            kvarena__latency_hist__init(&lh[i]);
+            lh[i].kind = (char *)kvs_lat_kind_names[k];
+            lh[i].stage = (char *)kvs_lat_stage_names[g];
+            lh[i].counts = h->counts;
+            lh[i].n_counts = KVS_LAT_BUCKETS;
+            lh[i].sum_us = h->sum_us;
+            lp[i] = &lh[i];
+        }
+    st.latency = lp;
+    st.n_latency = KVS_LAT_KINDS * KVS_LAT_STAGES;
+    st.latency_bounds_us = (uint64_t *)kvs_lat_bounds_us;
+    st.n_latency_bounds_us = KVS_LAT_BUCKETS - 1;
+    st.rows_prefill = s->latency.rows[KVS_LAT_PREFILL];
+    st.rows_decode = s->latency.rows[KVS_LAT_DECODE];
     Kvarena__WorkerStats ws[256], *wp[256];
     for (uint32_t i = 0; i < s->cfg.workers; i++) {
         kvarena__worker_stats__init(&ws[i]);

@@ -12,6 +12,7 @@
 #include <zmq.h>
 
 #include "config.h"
+#include "latency.h"
 #include "notify.h"
 #include "pages.h"
 #include "proto/validate.h"
@@ -61,6 +62,9 @@ typedef struct kvs_job {
     uint32_t n_items;
     int tries;                  /* workers it was sent to */
     uint64_t sent_ms;
+    uint64_t arrived_us;        /* kvs_now_us when it was made (latency.h) */
+    uint64_t first_sent_us;     /* when first sent to a worker, 0 not yet */
+    uint64_t sent_us;           /* when last sent */
     struct kvs_job *next;       /* queue link */
 } kvs_job;
 
@@ -120,6 +124,7 @@ typedef struct kvs_server {
     uint64_t next_job_id;
     uint64_t jobs_done, jobs_failed, jobs_queued;
     uint64_t tenant_jobs[KVS_MAX_TENANTS];
+    kvs_latency latency;        /* completed jobs' wait, run and total times (latency.h) */
     kvs_created recent[KVS_RECENT]; /* the last creations, a ring */
     uint32_t recent_next;
     uint64_t *stamp;            /* per sequence slot: last Attend that named it */

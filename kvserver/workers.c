@@ -285,6 +285,9 @@ int kvs_worker_send_job(kvs_server *s, kvs_worker *w, kvs_job *job)
     zmq_msg_close(&route);
     if (rc == 0) {
         job->sent_ms = s->clock_ms;
+        job->sent_us = kvs_now_us();
+        if (!job->first_sent_us)
+            job->first_sent_us = job->sent_us;
         job->tries++;
         w->job = job;
         w->state = KVS_W_BUSY;
@@ -351,6 +354,8 @@ static void on_job_done(kvs_server *s, kvs_worker *w, kvp_msg *m, const Kvarena_
     w->jobs++;
     s->jobs_done++;
     s->tenant_jobs[job->tenant]++;
+    kvs_latency_job(&s->latency, job->tokens, job->n_items, job->arrived_us, job->first_sent_us,
+                    job->sent_us, kvs_now_us());
     kvs_job_finish(s, job, 0, NULL, m->tensor, m->n_tensors);
 }
 

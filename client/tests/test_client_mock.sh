@@ -17,6 +17,8 @@ for dtype in 0 1 2; do
         --prompt-len 100 --decode-steps 12 --check-every 3
     "$B/kvctl" --endpoint "ipc://$dir/a.sock" stats
     "$B/kvctl" --endpoint "ipc://$dir/a.sock" stats --json | python3 -m json.tool >/dev/null
+    # a server that sends no latency histograms (the mock): the rest of the metrics still
+    "$B/kvctl" --endpoint "ipc://$dir/a.sock" metrics | grep -q '^kvarena_pages{state="free"} '
     kill "$mock"; wait "$mock" 2>/dev/null || true; mock=""
 done
 rc=0; "$B/kvctl" --endpoint "ipc://$dir/a.sock" --timeout 200 ping || rc=$?

@@ -16,6 +16,8 @@ INTEG_TESTS += tests/integration/test_config.sh tests/integration/test_shutdown.
 INTEG_TESTS += tests/integration/test_snapshot.sh
 # The cold tier: evicted prompts read back from disk, after a crash too, within a cap.
 INTEG_TESTS += tests/integration/test_cold.sh
+# Attend latency histograms, kvctl metrics (Prometheus text) against kvctl stats --json.
+INTEG_TESTS += tests/integration/test_metrics.sh
 .PHONY: tests
 tests: $(B)/kvserver $(B)/kvworker $(B)/kvctl $(B)/tests/e2e_client $(B)/tests/curve_client
 

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Attend latency histograms and `kvctl metrics` (Prometheus text) against a real server:
+#  1. after a client's prefills and decode steps: every completed job counted once in each
+#     stage (wait, run, total) of its kind, prefill + decode = jobs done, total = wait + run
+#     to the microsecond (no job was re-run), rows at least one per job;
+#  2. the Prometheus text parses: each sample's metric declared with # TYPE first, bucket
+#     counts cumulative and non-decreasing, +Inf = _count = the JSON count, jobs_total and
+#     the tenants' pages as `kvctl stats --json` says;
+#  3. a prefill held 800 ms by stopped workers lands in the run and total buckets above
+#     0.5 s, and not in the wait stage (it was not queued); `kvctl stats` shows it in p99.
+set -eu
+cd "$(dirname "$0")/../.."
+. tests/integration/lib.sh
+kv_start
+"$B/tests/e2e_client" "$KV_EP" alice 100 10 > "$KV_DIR.client" 2>&1 ||
+    { cat "$KV_DIR.client" >&2; die "the client failed"; }
+
+check() {   # check STEP: the JSON stats and the metrics text against each other
+    "$B/kvctl" --endpoint "$KV_ADMIN" stats --json > "$KV_DIR.json"
+    "$B/kvctl" --endpoint "$KV_ADMIN" metrics > "$KV_DIR.prom"
+    python3 - "$KV_DIR.json" "$KV_DIR.prom" "$1" <<'EOF'
+import json, re, sys
+st = json.load(open(sys.argv[1])); prom = open(sys.argv[2]).read(); step = sys.argv[3]
+def fail(why): sys.exit("FAIL: " + why)
+lat = st["latency"]; nb = len(lat["bounds_us"])
+h = {(x["kind"], x["stage"]): x for x in lat["hists"]}
+done = st["jobs"]["done"]
+for x in lat["hists"]:
+    if len(x["counts"]) != nb + 1 or sum(x["counts"]) != x["count"]:
+        fail("histogram %s/%s: %d counts summing to %d, count %d" % (x["kind"], x["stage"], len(x["counts"]), sum(x["counts"]), x["count"]))
+for k in ("prefill", "decode"):
+    n = {g: h[(k, g)]["count"] for g in ("wait", "run", "total")}
+    if len(set(n.values())) != 1: fail("%s stages count differently: %s" % (k, n))
+    if h[(k, "total")]["sum_us"] != h[(k, "wait")]["sum_us"] + h[(k, "run")]["sum_us"]:
+        fail("%s: total %d us != wait + run %d us" % (k, h[(k, "total")]["sum_us"], h[(k, "wait")]["sum_us"] + h[(k, "run")]["sum_us"]))
+    if st["rows"][k] < n["total"]: fail("%s: %d rows for %d jobs" % (k, st["rows"][k], n["total"]))
+if h[("prefill", "total")]["count"] + h[("decode", "total")]["count"] != done:
+    fail("prefill + decode jobs != %d done" % done)
+if h[("decode", "total")]["count"] == 0 or h[("prefill", "total")]["count"] == 0:
+    fail("no decode or no prefill job counted")
+# the exposition format: samples of declared metrics, histograms cumulative
+types, samples = {}, {}
+for line in prom.splitlines():
+    m = re.match(r"# TYPE (kvarena_\w+) (counter|gauge|histogram)$", line)
+    if m: types[m.group(1)] = m.group(2); continue
+    if line.startswith("# HELP kvarena_"): continue
+    m = re.match(r'(kvarena_\w+)(\{(?:\w+="[^"\\]*",?)*\})? (-?[0-9.e+-]+|\+Inf)$', line)
+    if not m: fail("not a sample line: %r" % line)
+    name, labels, v = m.group(1), m.group(2) or "", float(m.group(3))
+    base = re.sub(r"_(bucket|sum|count)$", "", name) if name.startswith("kvarena_attend_latency") else name
+    if base not in types: fail("%s sampled before its # TYPE" % name)
+    samples[name + labels] = v
+def s(key):
+    if key not in samples: fail("no sample " + key)
+    return samples[key]
+for (k, g), x in h.items():
+    lab = 'kind="%s",stage="%s"' % (k, g); cum = []
+    for b in lat["bounds_us"] + [None]:
+        le = "+Inf" if b is None else "%g" % (b / 1e6)
+        cum.append(s('kvarena_attend_latency_seconds_bucket{%s,le="%s"}' % (lab, le)))
+    if cum != sorted(cum): fail("%s buckets not cumulative: %s" % (lab, cum))
+    if cum[-1] != x["count"] or s("kvarena_attend_latency_seconds_count{%s}" % lab) != x["count"]:
+        fail("%s: +Inf %d, count %d, JSON %d" % (lab, cum[-1], s("kvarena_attend_latency_seconds_count{%s}" % lab), x["count"]))
+    if abs(s("kvarena_attend_latency_seconds_sum{%s}" % lab) - x["sum_us"] / 1e6) > 1e-6: fail(lab + " sum")
+if s('kvarena_jobs_total{result="done"}') != done: fail("jobs_total")
+for t in st["tenants"]:
+    if s('kvarena_tenant_pages{tenant="%s"}' % t["name"]) != t["pages"]: fail("tenant pages")
+if step == "held":   # one prefill held 800 ms in a stopped worker
+    i = lat["bounds_us"].index(500000)
+    for g in ("run", "total"):
+        if sum(h[("prefill", g)]["counts"][i + 1:]) < 1: fail("no prefill %s above 0.5 s: %s" % (g, h[("prefill", g)]["counts"]))
+    if sum(h[("prefill", "wait")]["counts"][i + 1:]) != 0: fail("a prefill waited 0.5 s in the queue")
+print("%s: %d jobs (%d prefill, %d decode), %d metric samples check out" % (step, done, h[("prefill", "total")]["count"], h[("decode", "total")]["count"], len(samples)))
+EOF
+}
+check "after a client"
+
+echo "== a prefill held 800 ms by stopped workers"
+pkill -STOP -f "kvworker --shm /kvarena-$KV_NAME"
+"$B/tests/e2e_client" "$KV_EP" alice 20 1 > "$KV_DIR.client" 2>&1 &
+client=$!
+sleep 0.8
+pkill -CONT -f "kvworker --shm /kvarena-$KV_NAME"
+wait "$client" || { cat "$KV_DIR.client" >&2; die "the held client failed"; }
+check held
+p99=$("$B/kvctl" --endpoint "$KV_ADMIN" stats | awk '$1 == "prefill" && $2 == "run" { print $7 }')
+echo "kvctl stats: prefill run p99 $p99 ms"
+awk -v p="$p99" 'BEGIN { exit !(p >= 500) }' || die "kvctl stats shows prefill run p99 $p99 ms, under the 800 ms hold"
+rm -f "$KV_DIR.client" "$KV_DIR.json" "$KV_DIR.prom"
+kv_stop
+echo "test_metrics: PASS"
