@@ -44,6 +44,9 @@ enum kvc_err {
     KVC_ERR_EXPIRED = -15,  /* the server closed the sequence after it was idle longer than
                              * its seq_idle_timeout_s: open a new one (its full pages are
                              * still cached, so an extend finds them) */
+    KVC_ERR_REVOKED = -16,  /* authenticated mode: this client's key is no longer listed for
+                             * any tenant (the server's config was reloaded without it); final,
+                             * not retried */
 };
 
 typedef struct kvc_client kvc_client;

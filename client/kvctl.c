@@ -3,7 +3,7 @@
  *   kvctl [--endpoint ADMIN_EP] [--timeout MS] stats [--json] | metrics
  *   kvctl [--endpoint ADMIN_EP] [--timeout MS] seqs [--json]
  *   kvctl [--endpoint ADMIN_EP] [--timeout MS] close SEQ
- *   kvctl [--endpoint ADMIN_EP] [--timeout MS] ping | check | snapshot
+ *   kvctl [--endpoint ADMIN_EP] [--timeout MS] ping | check | snapshot | reload
  *   kvctl keygen
  *
  * Exit status: 0 success, 1 the request failed (no server, timeout, error reply),
@@ -34,6 +34,9 @@ static const char usage_text[] =
     "  check            the server checks its invariants (page counts, LRU, index, refs)\n"
     "  snapshot         writes the prefix cache to server.snapshot now, while serving; waits\n"
     "                   until the file is in place (MS defaults to 600000 for it)\n"
+    "  reload           the server applies its edited config (as SIGHUP): log level,\n"
+    "                   timeouts, snapshot pace, tenants' quotas, weights and keys; nothing\n"
+    "                   if a key that needs a restart changed (they are named)\n"
     "  keygen           a new CURVE key pair (Z85): a tenant's public_key for the server's\n"
     "                   config and the pair for its clients, or the server's own key\n"
     "ADMIN_EP defaults to $KVARENA_ADMIN or " DEFAULT_ADMIN "; MS to 5000.\n";
@@ -86,6 +89,20 @@ static int admin_call(const char *ep, int timeout_ms, Kvarena__Envelope *req, kv
     zmq_close(sock);
     zmq_ctx_term(ctx);
     return ret;
+}
+
+/* An admin request whose body is an empty message (Stats, SeqList, Check, Snapshot, Reload,
+ * Ping): d its descriptor, bc its case. The oneof's members are all pointers in one union,
+ * so any of them can hold it; protobuf-c packs it by bc's field. */
+static int admin_empty(const char *ep, int timeout_ms, Kvarena__Envelope__BodyCase bc,
+                       const ProtobufCMessageDescriptor *d, kvr_reply *rep,
+                       Kvarena__Envelope__BodyCase want, const char *what)
+{
+    ProtobufCMessage body = PROTOBUF_C_MESSAGE_INIT(d);
+    Kvarena__Envelope req = KVARENA__ENVELOPE__INIT;
+    req.body_case = bc;
+    req.ping = (Kvarena__Ping *)&body;
+    return admin_call(ep, timeout_ms, &req, rep, want, what);
 }
 
 static void json_str(const char *s)
@@ -383,12 +400,9 @@ enum { OUT_TABLE, OUT_JSON, OUT_METRICS };
 
 static int cmd_stats(const char *ep, int timeout_ms, int out)
 {
-    Kvarena__Stats body = KVARENA__STATS__INIT;
-    Kvarena__Envelope req = KVARENA__ENVELOPE__INIT;
-    req.body_case = KVARENA__ENVELOPE__BODY_STATS;
-    req.stats = &body;
     kvr_reply rep;
-    if (admin_call(ep, timeout_ms, &req, &rep, KVARENA__ENVELOPE__BODY_STATS_REPLY, "stats"))
+    if (admin_empty(ep, timeout_ms, KVARENA__ENVELOPE__BODY_STATS, &kvarena__stats__descriptor,
+                    &rep, KVARENA__ENVELOPE__BODY_STATS_REPLY, "stats"))
         return 1;
     if (out == OUT_JSON)
         print_json(rep.env->stats_reply);
@@ -402,12 +416,10 @@ static int cmd_stats(const char *ep, int timeout_ms, int out)
 
 static int cmd_seqs(const char *ep, int timeout_ms, int json)
 {
-    Kvarena__SeqList body = KVARENA__SEQ_LIST__INIT;
-    Kvarena__Envelope req = KVARENA__ENVELOPE__INIT;
-    req.body_case = KVARENA__ENVELOPE__BODY_SEQ_LIST;
-    req.seq_list = &body;
     kvr_reply rep;
-    if (admin_call(ep, timeout_ms, &req, &rep, KVARENA__ENVELOPE__BODY_SEQ_LIST_REPLY, "seqs"))
+    if (admin_empty(ep, timeout_ms, KVARENA__ENVELOPE__BODY_SEQ_LIST,
+                    &kvarena__seq_list__descriptor, &rep,
+                    KVARENA__ENVELOPE__BODY_SEQ_LIST_REPLY, "seqs"))
         return 1;
     const Kvarena__SeqListReply *r = rep.env->seq_list_reply;
     if (json)
@@ -458,12 +470,9 @@ static int cmd_close(const char *ep, int timeout_ms, const char *arg)
 /* Asks the server to check its invariants; exit 0 if they hold. */
 static int cmd_check(const char *ep, int timeout_ms)
 {
-    Kvarena__Check body = KVARENA__CHECK__INIT;
-    Kvarena__Envelope req = KVARENA__ENVELOPE__INIT;
-    req.body_case = KVARENA__ENVELOPE__BODY_CHECK;
-    req.check = &body;
     kvr_reply rep;
-    if (admin_call(ep, timeout_ms, &req, &rep, KVARENA__ENVELOPE__BODY__NOT_SET, "check"))
+    if (admin_empty(ep, timeout_ms, KVARENA__ENVELOPE__BODY_CHECK, &kvarena__check__descriptor,
+                    &rep, KVARENA__ENVELOPE__BODY__NOT_SET, "check"))
         return 1;
     kvr_reply_clear(&rep);
     printf("server invariants hold\n");
@@ -473,12 +482,10 @@ static int cmd_check(const char *ep, int timeout_ms)
 /* Has the server write its snapshot now; prints what was written. */
 static int cmd_snapshot(const char *ep, int timeout_ms)
 {
-    Kvarena__Snapshot body = KVARENA__SNAPSHOT__INIT;
-    Kvarena__Envelope req = KVARENA__ENVELOPE__INIT;
-    req.body_case = KVARENA__ENVELOPE__BODY_SNAPSHOT;
-    req.snapshot = &body;
     kvr_reply rep;
-    if (admin_call(ep, timeout_ms, &req, &rep, KVARENA__ENVELOPE__BODY_SNAPSHOT_REPLY, "snapshot"))
+    if (admin_empty(ep, timeout_ms, KVARENA__ENVELOPE__BODY_SNAPSHOT,
+                    &kvarena__snapshot__descriptor, &rep,
+                    KVARENA__ENVELOPE__BODY_SNAPSHOT_REPLY, "snapshot"))
         return 1;
     const Kvarena__SnapshotReply *r = rep.env->snapshot_reply;
     printf("snapshot %s: %u committed pages (%.1f MB of K/V, %.1f MB file) in %" PRIu64
@@ -488,16 +495,25 @@ static int cmd_snapshot(const char *ep, int timeout_ms)
     return 0;
 }
 
+/* Has the server apply its edited config; prints what changed or why nothing did. */
+static int cmd_reload(const char *ep, int timeout_ms)
+{
+    kvr_reply rep;
+    if (admin_empty(ep, timeout_ms, KVARENA__ENVELOPE__BODY_RELOAD, &kvarena__reload__descriptor,
+                    &rep, KVARENA__ENVELOPE__BODY_RELOAD_REPLY, "reload"))
+        return 1;
+    printf("reloaded: %s\n", rep.env->reload_reply->changes);
+    kvr_reply_clear(&rep);
+    return 0;
+}
+
 static int cmd_ping(const char *ep, int timeout_ms)
 {
-    Kvarena__Ping body = KVARENA__PING__INIT;
-    Kvarena__Envelope req = KVARENA__ENVELOPE__INIT;
-    req.body_case = KVARENA__ENVELOPE__BODY_PING;
-    req.ping = &body;
     kvr_reply rep;
     int64_t t0 = kvr_now_ns();
     /* The reply to a ping is an empty envelope: no body. */
-    if (admin_call(ep, timeout_ms, &req, &rep, KVARENA__ENVELOPE__BODY__NOT_SET, "ping"))
+    if (admin_empty(ep, timeout_ms, KVARENA__ENVELOPE__BODY_PING, &kvarena__ping__descriptor,
+                    &rep, KVARENA__ENVELOPE__BODY__NOT_SET, "ping"))
         return 1;
     int64_t t1 = kvr_now_ns();
     kvr_reply_clear(&rep);
@@ -575,6 +591,8 @@ int main(int argc, char **argv)
         return arg ? cmd_close(ep, timeout_ms, arg) : usage("close takes a sequence id");
     if (!strcmp(cmd, "check"))
         return cmd_check(ep, timeout_ms);
+    if (!strcmp(cmd, "reload"))
+        return cmd_reload(ep, timeout_ms);
     if (!strcmp(cmd, "snapshot"))
         return cmd_snapshot(ep, timeout_set ? timeout_ms : 600000);
     if (!strcmp(cmd, "keygen")) {

@@ -120,6 +120,34 @@ static kvs_tenant_cfg *tenant_get(kvs_config *c, const char *name)
     return t;
 }
 
+/* public_key = K1[, K2 ...]: up to KVS_TENANT_KEYS Z85 keys of 40 characters. */
+static int parse_keys(const char *value, kvs_tenant_cfg *t)
+{
+    t->n_keys = 0;
+    for (const char *p = value + strspn(value, ", \t"); *p; p += strspn(p, ", \t")) {
+        size_t len = strcspn(p, ", \t");
+        uint8_t raw[32];
+        if (len != 40 || t->n_keys == KVS_TENANT_KEYS)
+            return -1;
+        memcpy(t->public_key[t->n_keys], p, 40);
+        t->public_key[t->n_keys][40] = 0;
+        if (!zmq_z85_decode(raw, t->public_key[t->n_keys]))
+            return -1;
+        t->n_keys++;
+        p += len;
+    }
+    return t->n_keys ? 0 : -1;
+}
+
+uint32_t kvs_config_key_tenant(const kvs_config *c, const char *z85)
+{
+    for (uint32_t t = 0; t < c->n_tenants; t++)
+        for (uint32_t k = 0; k < c->tenant[t].n_keys; k++)
+            if (!strcmp(z85, c->tenant[t].public_key[k]))
+                return t;
+    return c->n_tenants;
+}
+
 #define U32(sec, key, field) if (!strcmp(section, sec) && !strcmp(name, key)) return parse_u32(value, &c->field)
 #define U64(sec, key, field) if (!strcmp(section, sec) && !strcmp(name, key)) return parse_u64(value, &c->field)
 #define STR(sec, key, field) if (!strcmp(section, sec) && !strcmp(name, key)) return parse_str(value, c->field, sizeof(c->field))
@@ -195,13 +223,8 @@ static int apply(kvs_config *c, const char *section, const char *name, const cha
             return parse_u32(value, &t->max_seqs);
         if (!strcmp(name, "weight"))
             return parse_u32(value, &t->weight) || t->weight == 0 ? -1 : 0;
-        if (!strcmp(name, "public_key")) {
-            uint8_t raw[32];
-            if (strlen(value) != 40 || !zmq_z85_decode(raw, value))
-                return -1;
-            memcpy(t->public_key, value, 41);
-            return 0;
-        }
+        if (!strcmp(name, "public_key"))
+            return parse_keys(value, t);
     }
     return -2;
 }
@@ -341,11 +364,20 @@ int kvs_config_finish(kvs_config *c, char *err, size_t err_len)
     if (c->secret_key_file[0] && read_secret(c, err, err_len) != 0)
         return KV_ERR_INVAL;
     for (uint32_t t = 0; c->secret_key_file[0] && t < c->n_tenants; t++)
-        if (!c->tenant[t].public_key[0]) {
+        if (!c->tenant[t].n_keys) {
             snprintf(err, err_len, "tenant %s has no public_key: with secret_key_file every "
                      "tenant is known by its clients' CURVE key", c->tenant[t].name);
             return KV_ERR_INVAL;
         }
+    for (uint32_t t = 0; t < c->n_tenants; t++) /* a key names one tenant, once */
+        for (uint32_t k = 0; k < c->tenant[t].n_keys; k++)
+            for (uint32_t u = 0; u <= t; u++) /* against every key listed before it */
+                for (uint32_t j = 0; j < (u == t ? k : c->tenant[u].n_keys); j++)
+                    if (!strcmp(c->tenant[t].public_key[k], c->tenant[u].public_key[j])) {
+                        snprintf(err, err_len, "public_key %s is listed twice (tenants %s and %s)",
+                                 c->tenant[t].public_key[k], c->tenant[u].name, c->tenant[t].name);
+                        return KV_ERR_INVAL;
+                    }
     default_ep(c->client_ep, c->runtime_dir, "client.sock");
     default_ep(c->worker_ep, c->runtime_dir, "worker.sock");
     default_ep(c->admin_ep, c->runtime_dir, "admin.sock");
@@ -368,4 +400,47 @@ int kvs_config_finish(kvs_config *c, char *err, size_t err_len)
         return KV_ERR_INVAL;
     }
     return 0;
+}
+
+int kvs_config_build(kvs_config *c, int argc, char *const argv[], char *err, size_t err_len)
+{
+    kvs_config_defaults(c);
+    /* the config files first, so flags override them whatever their order */
+    for (int i = 1; i < argc - 1; i++)
+        if (!strcmp(argv[i], "--config") && kvs_config_load(c, argv[++i], err, err_len))
+            return KV_ERR_INVAL;
+    static const char *const flags[][2] = {
+        { "--workers", "server.workers" }, { "--threads", "server.threads" },
+        { "--name", "server.name" }, { "--runtime-dir", "server.runtime_dir" },
+        { "--log-level", "server.log_level" },
+    };
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        char set[512];
+        if (!strcmp(a, "--keep-shm") || !strcmp(a, "--fresh")) {
+            *(a[2] == 'k' ? &c->keep_shm : &c->fresh) = 1;
+            continue;
+        }
+        size_t k = 0;
+        while (k < sizeof(flags) / sizeof(flags[0]) && strcmp(a, flags[k][0]))
+            k++;
+        if (k == sizeof(flags) / sizeof(flags[0]) && strcmp(a, "--config") && strcmp(a, "--set")) {
+            snprintf(err, err_len, "unknown option %s", a);
+            return KV_ERR_INVAL;
+        }
+        if (!v) {
+            snprintf(err, err_len, "%s needs a value", a);
+            return KV_ERR_INVAL;
+        }
+        i++;
+        if (!strcmp(a, "--config"))
+            continue;
+        if (!strcmp(a, "--set"))
+            snprintf(set, sizeof(set), "%s", v);
+        else
+            snprintf(set, sizeof(set), "%s=%s", flags[k][1], v);
+        if (kvs_config_set(c, set, err, err_len))
+            return KV_ERR_INVAL;
+    }
+    return kvs_config_finish(c, err, err_len);
 }

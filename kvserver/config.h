@@ -12,13 +12,15 @@
 #define KVS_NAME_MAX 64
 #define KVS_PATH_MAX 256
 #define KVS_HEARTBEAT_MIN_MS 100 /* workers wake every 50 ms; fencing waits 3 heartbeats */
+#define KVS_TENANT_KEYS 4        /* client keys per tenant: an old and a new one while rotating */
 
 typedef struct kvs_tenant_cfg {
     char name[KVS_NAME_MAX];   /* [tenant.NAME] */
     uint32_t quota_pages;      /* quota_pages = pages; 0 = unlimited */
     uint32_t max_seqs;         /* max_seqs = open sequences at most; 0 = no limit but the table */
     uint32_t weight;           /* weight = share of the job queue, >= 1 */
-    char public_key[41];       /* public_key = Z85 CURVE key of its clients ("" = none) */
+    char public_key[KVS_TENANT_KEYS][41]; /* public_key = its clients' Z85 CURVE keys, */
+    uint32_t n_keys;                      /* separated by commas or blanks */
 } kvs_tenant_cfg;
 
 typedef struct kvs_config {
@@ -92,5 +94,11 @@ int kvs_config_load(kvs_config *c, const char *path, char *err, size_t err_len);
 int kvs_config_set(kvs_config *c, const char *assignment, char *err, size_t err_len);
 /* Fills derived values (endpoints, page count) and checks ranges. 0 or KV_ERR_INVAL. */
 int kvs_config_finish(kvs_config *c, char *err, size_t err_len);
+/* The whole config from kvserver's command line: defaults, then every --config FILE, then
+ * the flags (--set section.key=value, --workers N, ...) in order, then kvs_config_finish.
+ * Run at start and again by a reload, on the same arguments. 0 or KV_ERR_INVAL with err. */
+int kvs_config_build(kvs_config *c, int argc, char *const argv[], char *err, size_t err_len);
+/* The tenant whose clients use the Z85 key z85: its index, or c->n_tenants if none. */
+uint32_t kvs_config_key_tenant(const kvs_config *c, const char *z85);
 
 #endif

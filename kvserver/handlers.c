@@ -1,10 +1,11 @@
 /* handlers.c — client and admin requests: validate everything, then apply, then answer.
  *
- * Tenant identity: in authenticated mode the ZAP handler (server.c) names the tenant of
- * each CURVE connection from its client key, and ZeroMQ stamps it on every message as
- * User-Id; in development mode a connection names its tenant in Hello. Either way the
- * server remembers it by the connection's routing id (which ZeroMQ assigns, so a client
- * cannot take another's), and no field of any later request can change it. */
+ * Tenant identity: in authenticated mode the ZAP handler (server.c) admits each CURVE
+ * connection by its client key, which ZeroMQ stamps on every message as User-Id, and the
+ * key's tenant in the current config is the request's (a key a reload removed is refused
+ * from its next request on); in development mode a connection names its tenant in Hello.
+ * Either way the server remembers it by the connection's routing id (which ZeroMQ assigns,
+ * so a client cannot take another's), and no field of any later request can change it. */
 #include "server.h"
 
 #include <math.h>
@@ -86,12 +87,12 @@ static void conn_add(kvs_server *s, zmq_msg_t *route, uint32_t tenant)
     c->last_seen_ms = kvs_now_ms();
 }
 
-/* The tenant the ZAP handler put on this connection's messages (authenticated mode), or
- * "" (development mode: no User-Id). */
-static const char *authenticated_tenant(const kvs_server *s, kvp_msg *m)
+/* Authenticated mode: the tenant of the client key ZeroMQ stamped on this message (the ZAP
+ * handler's User-Id) in the current config, or n_tenants if that key is no longer listed. */
+static uint32_t key_tenant(const kvs_server *s, kvp_msg *m)
 {
-    const char *uid = s->cfg.secret_key[0] ? zmq_msg_gets(&m->env, "User-Id") : NULL;
-    return uid ? uid : "";
+    const char *uid = zmq_msg_gets(&m->env, "User-Id");
+    return uid ? kvs_config_key_tenant(&s->cfg, uid) : s->cfg.n_tenants;
 }
 
 static uint32_t tenant_index(const kvs_server *s, const char *name)
@@ -143,15 +144,20 @@ static void on_hello(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e)
         return;
     }
     const char *want = h->tenant && h->tenant[0] ? h->tenant : s->cfg.tenant[0].name;
-    const char *key_tenant = authenticated_tenant(s, m);
     if (s->cfg.secret_key[0]) {
         /* the key decides; a Hello may only confirm it */
-        if (h->tenant && h->tenant[0] && strcmp(h->tenant, key_tenant) != 0) {
-            reply_status(s, m, e->req_id, KV_ERR_AUTH, "this client key belongs to tenant '%s', not '%.64s'",
-                         key_tenant, h->tenant);
+        uint32_t kt = key_tenant(s, m);
+        if (kt == s->cfg.n_tenants) {
+            reply_status(s, m, e->req_id, KV_ERR_REVOKED, "this client key is no longer listed "
+                         "for any tenant (the server's config was reloaded without it)");
             return;
         }
-        want = key_tenant;
+        if (h->tenant && h->tenant[0] && strcmp(h->tenant, s->cfg.tenant[kt].name) != 0) {
+            reply_status(s, m, e->req_id, KV_ERR_AUTH, "this client key belongs to tenant '%s', not '%.64s'",
+                         s->cfg.tenant[kt].name, h->tenant);
+            return;
+        }
+        want = s->cfg.tenant[kt].name;
     }
     uint32_t t = tenant_index(s, want);
     if (t == s->cfg.n_tenants) {
@@ -596,7 +602,13 @@ void kvs_handle_client(kvs_server *s, kvp_msg *m)
         reply_status(s, m, e->req_id, KV_ERR_AUTH, "say Hello first");
         goto out;
     }
-    if (s->cfg.secret_key[0] && tenant_index(s, authenticated_tenant(s, m)) != c->tenant) {
+    uint32_t kt = s->cfg.secret_key[0] ? key_tenant(s, m) : c->tenant;
+    if (kt == s->cfg.n_tenants) {
+        reply_status(s, m, e->req_id, KV_ERR_REVOKED, "this client key is no longer listed for "
+                     "any tenant (the server's config was reloaded without it)");
+        goto out;
+    }
+    if (kt != c->tenant) {
         reply_status(s, m, e->req_id, KV_ERR_AUTH, "connection and key disagree: say Hello again");
         goto out;
     }
@@ -673,6 +685,21 @@ static void on_admin_close(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e
                     rc == KV_ERR_NOSEQ ? "no such open sequence" : rc ? seq_err(rc) : "");
 }
 
+static void on_reload(kvs_server *s, kvp_msg *m, uint64_t req_id)
+{
+    char msg[1024];
+    if (kvs_server_reload(s, msg, sizeof(msg)) != 0) {
+        kvp_send_status(s->admin, &m->route, req_id, KV_ERR_INVAL, msg);
+        return;
+    }
+    Kvarena__ReloadReply rr = KVARENA__RELOAD_REPLY__INIT;
+    rr.changes = msg;
+    Kvarena__Envelope r = KVARENA__ENVELOPE__INIT;
+    r.body_case = KVARENA__ENVELOPE__BODY_RELOAD_REPLY;
+    r.reload_reply = &rr;
+    reply(s->admin, m, req_id, &r);
+}
+
 void kvs_handle_admin(kvs_server *s, kvp_msg *m)
 {
     Kvarena__Envelope *e = kvp_decode(&m->env);
@@ -692,12 +719,15 @@ void kvs_handle_admin(kvs_server *s, kvp_msg *m)
         on_admin_close(s, m, e);
     else if (e->body_case == KVARENA__ENVELOPE__BODY_SNAPSHOT)
         kvs_snapshot_request(s, m, e->req_id);
+    else if (e->body_case == KVARENA__ENVELOPE__BODY_RELOAD)
+        on_reload(s, m, e->req_id);
     else if (e->body_case == KVARENA__ENVELOPE__BODY_CHECK) {
         char why[256] = "";
         int rc = kvs_server_check(s, why, sizeof(why));
         kvp_send_status(s->admin, &m->route, e->req_id, rc, why);
     }
     else
-        kvp_send_status(s->admin, &m->route, e->req_id, KV_ERR_PROTO, "admin takes Stats, Ping, Check, SeqList, SeqClose or Snapshot");
+        kvp_send_status(s->admin, &m->route, e->req_id, KV_ERR_PROTO, "admin takes Stats, Ping, "
+                        "Check, SeqList, SeqClose, Snapshot or Reload");
     kvarena__envelope__free_unpacked(e, NULL);
 }

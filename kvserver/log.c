@@ -11,6 +11,11 @@
 
 int kvs_log_level = KVS_LOG_INFO;
 static const char *const names[] = { "error", "warn", "info", "debug" };
+const char *kvs_log_name(int level)
+{
+    return level >= 0 && level < 4 ? names[level] : "?";
+}
+
 static int to_journal; /* stderr is the journal's stream: syslog priorities, no time */
 
 void kvs_log_open(void)

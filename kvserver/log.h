@@ -12,6 +12,8 @@ extern int kvs_log_level;
 void kvs_log_open(void);
 /* Parses "error|warn|info|debug"; returns the level or -1. */
 int kvs_log_parse(const char *name);
+/* The name of a level ("error" .. "debug"). */
+const char *kvs_log_name(int level);
 void kvs_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define KVS_ERROR(...) kvs_log(KVS_LOG_ERROR, __VA_ARGS__)

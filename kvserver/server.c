@@ -152,9 +152,11 @@ static int check_endpoints(const kvs_config *c)
 }
 
 /* The ZAP handler (RFC 27): a REP socket in the server's context that ZeroMQ asks, during
- * each CURVE handshake on the client socket, whether a client key may connect. Known keys
- * get their tenant's name as User-Id, which then comes with every message of that
- * connection; unknown keys are refused before any request is read. */
+ * each CURVE handshake on the client socket, whether a client key may connect. Listed keys
+ * get the key itself (Z85) as User-Id, which then comes with every message of that
+ * connection, so each request is mapped to its tenant by the config of the moment (a key
+ * a reload removed stops working at once); unknown keys are refused before any request is
+ * read. */
 static void *zap_open(kvs_server *s)
 {
     void *zap = zmq_socket(s->zctx, ZMQ_REP);
@@ -180,25 +182,24 @@ static void zap_handle(kvs_server *s)
         }
         more = zmq_msg_more(&f[n++]);
     }
-    const char *tenant = NULL;
+    const char *user = NULL;
+    char z85[41];
     /* version, request id, domain, address, routing id, mechanism, client key */
     if (n == 7 && zmq_msg_size(&f[5]) == 5 && !memcmp(zmq_msg_data(&f[5]), "CURVE", 5) &&
         zmq_msg_size(&f[6]) == 32) {
-        char z85[41];
         zmq_z85_encode(z85, zmq_msg_data(&f[6]), 32);
-        for (uint32_t t = 0; t < s->cfg.n_tenants && !tenant; t++)
-            if (!strcmp(z85, s->cfg.tenant[t].public_key))
-                tenant = s->cfg.tenant[t].name;
-        if (!tenant)
+        if (kvs_config_key_tenant(&s->cfg, z85) < s->cfg.n_tenants)
+            user = z85;
+        else
             KVS_WARN("refused a client with unknown key %s", z85);
     }
-    const char *code = tenant ? "200" : "400";
-    const char *text = tenant ? "OK" : "unknown client key";
+    const char *code = user ? "200" : "400";
+    const char *text = user ? "OK" : "unknown client key";
     zmq_send(s->zap, "1.0", 3, ZMQ_SNDMORE);
     zmq_send(s->zap, n > 1 ? zmq_msg_data(&f[1]) : "", n > 1 ? zmq_msg_size(&f[1]) : 0, ZMQ_SNDMORE);
     zmq_send(s->zap, code, 3, ZMQ_SNDMORE);
     zmq_send(s->zap, text, strlen(text), ZMQ_SNDMORE);
-    zmq_send(s->zap, tenant ? tenant : "", tenant ? strlen(tenant) : 0, ZMQ_SNDMORE);
+    zmq_send(s->zap, user ? user : "", user ? strlen(user) : 0, ZMQ_SNDMORE);
     zmq_send(s->zap, "", 0, 0);
     while (more) { /* drop the rest of an over-long request */
         zmq_msg_t x;
@@ -453,6 +454,7 @@ int kvs_server_start(kvs_server *s)
     sigaddset(&set, SIGCHLD);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
     sigprocmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
     s->sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
@@ -549,6 +551,10 @@ static void handle_signals(kvs_server *s)
     while (read(s->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
         if (si.ssi_signo == SIGCHLD) {
             kvs_workers_reap(s);
+        } else if (si.ssi_signo == SIGHUP) {
+            char msg[1024];
+            if (!s->stopping)
+                kvs_server_reload(s, msg, sizeof(msg)); /* it logs the outcome */
         } else if (!s->stopping) {
             KVS_INFO("signal %d: shutting down", (int)si.ssi_signo);
             s->stopping = 1;

@@ -92,6 +92,8 @@ typedef struct kvs_worker {
 
 typedef struct kvs_server {
     kvs_config cfg;
+    int argc;                   /* kvserver's command line, for a reload (reload.c) */
+    char **argv;
     pid_t pid;                  /* the server's own pid (workers check it is still their parent) */
     kvp_limits limits;          /* geometry and request limits, for kvp_check_request */
     kvs_shm shm;
@@ -102,7 +104,7 @@ typedef struct kvs_server {
     void *zctx;
     void *client, *worker_sock, *admin, *events; /* ROUTER, ROUTER, ROUTER, PUB */
     void *zap;                  /* ZAP handler (REP), authenticated mode only */
-    int sigfd;                  /* signalfd: SIGCHLD, SIGINT, SIGTERM */
+    int sigfd;                  /* signalfd: SIGCHLD, SIGINT, SIGTERM, SIGHUP (reload) */
     struct kvs_cold *cold;      /* the cold tier (server.cold_dir), or NULL */
     struct kvs_cold_park *parks; /* extends waiting for pages from it (coldpark.c) */
     int cold_replay;            /* handling a parked request again: never parked twice */
@@ -169,6 +171,11 @@ uint32_t kvs_cold_chain(const kvs_server *s, uint32_t t, const uint32_t *tokens,
                         uint32_t *hits, uint32_t *n_hits, uint8_t (*hash)[KVA_HASH_BYTES]);
 void kvs_cold_stop(kvs_server *s);
 void kvs_cold_count_refs(const kvs_server *s, uint32_t *refs);
+
+/* reload.c: builds the config again from the command line and applies its live keys, or
+ * nothing if any other key changed. 0 (msg lists the changes, or "no change") or
+ * KV_ERR_INVAL (msg says why nothing was applied). */
+int kvs_server_reload(kvs_server *s, char *msg, size_t len);
 
 /* check.c: every invariant of pages, sequences and jobs; 0 or KV_ERR_INTERNAL + why. */
 int kvs_server_check(kvs_server *s, char *why, size_t why_len);

@@ -19,6 +19,7 @@ const char *kv_strerror(int code)
         "request too large",
         "internal error",
         "sequence expired",
+        "client key revoked",
     };
     if (code > 0 || code <= -KV_ERR_COUNT)
         return "unknown error";

@@ -23,8 +23,9 @@ enum kv_err {
     KV_ERR_TOOBIG = -13,    /* batch or message larger than the configured maximum */
     KV_ERR_INTERNAL = -14,  /* a bug: please report with the server log */
     KV_ERR_EXPIRED = -15,   /* the server closed the sequence: idle past seq_idle_timeout_s */
+    KV_ERR_REVOKED = -16,   /* the client key is no longer listed (a config reload removed it) */
 };
-#define KV_ERR_COUNT 16
+#define KV_ERR_COUNT 17
 
 /* Returns a static string describing code (never NULL). */
 const char *kv_strerror(int code);

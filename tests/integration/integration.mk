@@ -18,6 +18,8 @@ INTEG_TESTS += tests/integration/test_snapshot.sh
 INTEG_TESTS += tests/integration/test_cold.sh
 # Attend latency histograms, kvctl metrics (Prometheus text) against kvctl stats --json.
 INTEG_TESTS += tests/integration/test_metrics.sh
+# An edited config applied while serving (kvctl reload, SIGHUP), client keys rotated.
+INTEG_TESTS += tests/integration/test_reload.sh
 .PHONY: tests
 tests: $(B)/kvserver $(B)/kvworker $(B)/kvctl $(B)/tests/e2e_client $(B)/tests/curve_client
 

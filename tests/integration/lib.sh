@@ -12,9 +12,10 @@ KV_PID=
 
 die() { echo "FAIL: $*" >&2; exit 1; }
 
-# kv_start [kvserver options...]: starts the server and waits until its workers are ready.
+# kv_start [kvserver options...]: starts the server (on $KV_CONF, deploy/kvarena.ini by
+# default) and waits until its workers are ready.
 kv_start() {
-    "$B/kvserver" --config deploy/kvarena.ini --name "$KV_NAME" --runtime-dir "$KV_DIR" "$@" \
+    "$B/kvserver" --config "${KV_CONF:-deploy/kvarena.ini}" --name "$KV_NAME" --runtime-dir "$KV_DIR" "$@" \
         >"$KV_DIR.log" 2>&1 &
     KV_PID=$!
     trap kv_cleanup EXIT
