@@ -14,6 +14,8 @@ DATADIR ?= $(PREFIX)/share
 SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 INSTALL ?= install
+# run after a root install without DESTDIR; LDCONFIG=: skips it
+LDCONFIG ?= ldconfig
 
 # Paths filled into the unit and the pkg-config files: where the files will be at run time
 # (without DESTDIR).
@@ -43,7 +45,7 @@ install: all
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/kvarena/default.ini ]; then \
 	  echo "make install: kept $(DESTDIR)$(SYSCONFDIR)/kvarena/default.ini (the default is $(DATADIR)/kvarena/kvarena.ini)"; \
 	else $(INSTALL) -m 0644 deploy/kvarena.ini $(DESTDIR)$(SYSCONFDIR)/kvarena/default.ini; fi
-	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && command -v ldconfig >/dev/null; then ldconfig; fi
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && command -v $(LDCONFIG) >/dev/null; then $(LDCONFIG); fi
 
 uninstall:
 	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(INSTALL_BINS)) \
@@ -52,6 +54,6 @@ uninstall:
 	    $(DESTDIR)$(LIBDIR)/lib$(l).so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/lib$(l).so.$(VERSION) \
 	    $(DESTDIR)$(LIBDIR)/pkgconfig/$(l).pc) \
 	  $(DESTDIR)$(UNITDIR)/kvarena@.service $(DESTDIR)$(DATADIR)/kvarena/kvarena.ini
-	-rmdir $(DESTDIR)$(INCLUDEDIR)/kvarena $(DESTDIR)$(DATADIR)/kvarena 2>/dev/null
+	@rmdir $(DESTDIR)$(INCLUDEDIR)/kvarena $(DESTDIR)$(DATADIR)/kvarena 2>/dev/null || true
 	@if [ -d $(DESTDIR)$(SYSCONFDIR)/kvarena ]; then \
 	  echo "make uninstall: kept $(DESTDIR)$(SYSCONFDIR)/kvarena (configuration)"; fi

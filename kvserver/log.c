@@ -18,7 +18,7 @@ const char *kvs_log_name(int level)
 
 static int to_journal; /* stderr is the journal's stream: syslog priorities, no time */
 
-void kvs_log_open(void)
+void kvs_log_init(void)
 {
     const char *js = getenv("JOURNAL_STREAM");
     unsigned long long dev, ino;

@@ -9,7 +9,7 @@ extern int kvs_log_level;
 /* Call once at start, before any thread: when stderr is systemd's journal ($JOURNAL_STREAM
  * names its device and inode), lines carry their priority as a "<N>" prefix (journalctl -p
  * filters on it) and no time of their own (the journal stamps them). */
-void kvs_log_open(void);
+void kvs_log_init(void);
 /* Parses "error|warn|info|debug"; returns the level or -1. */
 int kvs_log_parse(const char *name);
 /* The name of a level ("error" .. "debug"). */

@@ -23,16 +23,21 @@ int main(int argc, char **argv)
     static kvs_server srv;
     kvs_config *c = &srv.cfg;
     char err[512] = "";
-    kvs_log_open();
+    kvs_log_init();
+    kvs_notify_open(&srv.notify); /* before any thread: it edits the environment */
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);
             return 0;
         }
     if (kvs_config_build(c, argc, argv, err, sizeof(err))) {
-        fprintf(stderr, "kvserver: %s\n", err);
+        /* logged (a priority in the journal) and told to systemd; the unit does not restart
+         * on exit status 2: a config fails the same way every time */
+        KVS_ERROR("%s", err);
+        kvs_notify_sendf(&srv.notify, "STATUS=refused its config: %s", err);
         if (!strncmp(err, "unknown option", 14) || strstr(err, "needs a value"))
             usage(stderr);
+        kvs_notify_close(&srv.notify);
         return 2;
     }
     srv.argc = argc; /* a reload builds the config again from them */

@@ -21,21 +21,31 @@ typedef struct kvs_notify {
     uint64_t watchdog_ms;       /* $WATCHDOG_USEC / 1000 for this process, 0 = no watchdog */
     uint64_t pinged_ms;         /* kvs_now_ms of the last WATCHDOG=1 */
     int ready;                  /* READY=1 sent */
+    int stopping;               /* STOPPING=1 sent: no more pings */
+    int warned;                 /* a failed send was logged at warn level */
 } kvs_notify;
 
 /* Reads and unsets $NOTIFY_SOCKET, $WATCHDOG_USEC and $WATCHDOG_PID (call it before any
  * thread starts: unsetenv). A watchdog is kept only if $WATCHDOG_PID is absent or ours. An
  * unusable $NOTIFY_SOCKET is logged and left unused; the server runs on either way. */
 void kvs_notify_open(kvs_notify *n);
-/* Sends msg ("KEY=value" lines); a failed send is logged at debug level only (systemd gone
- * or not listening is no reason to stop serving). */
+/* Sends msg ("KEY=value" lines). A failed send is logged, at warn level the first time
+ * (systemd not hearing READY=1 would kill the server at TimeoutStartSec), then at debug;
+ * it is no reason to stop serving. */
 void kvs_notify_send(kvs_notify *n, const char *msg);
 void kvs_notify_sendf(kvs_notify *n, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* WATCHDOG=1 if a quarter of the interval has passed since the last one. The caller's loop
- * must come round at least that often (kvs_notify_tick_ms). */
-void kvs_notify_watchdog(kvs_notify *n, uint64_t now_ms);
-/* The longest poll timeout that keeps the watchdog fed: min(tick_ms, a quarter of it). */
-long kvs_notify_tick_ms(const kvs_notify *n, long tick_ms);
+/* WATCHDOG=1 if a quarter of the watchdog interval has passed since the last one. The
+ * caller's loop must come round at least that often (kvs_notify_poll_ms). */
+void kvs_notify_ping(kvs_notify *n, uint64_t now_ms);
+/* The longest poll timeout that keeps the watchdog fed: tick_ms, or a quarter of the
+ * watchdog interval if that is shorter. */
+long kvs_notify_poll_ms(const kvs_notify *n, long tick_ms);
+/* STOPPING=1 with status: from here on no pings (systemd re-arms its watchdog on any ping,
+ * even while the service stops), and the watchdog interval set to an hour, so one that a
+ * late ping re-armed cannot abort a long stop (the snapshot written at stop). */
+void kvs_notify_stopping(kvs_notify *n, const char *status);
+/* EXTEND_TIMEOUT_USEC: the current start or stop may take ms longer from now. */
+void kvs_notify_extend(kvs_notify *n, uint64_t ms);
 void kvs_notify_close(kvs_notify *n);
 
 #endif

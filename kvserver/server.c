@@ -242,6 +242,9 @@ static void snapshot_restore(kvs_server *s, const uint8_t (*salts)[KVA_HASH_BYTE
         KVS_INFO("snapshot %s: none yet (one is written at a clean shutdown)", path);
         return;
     }
+    struct stat fst; /* systemd's start timeout covers reading it at a slow 50 MB/s */
+    if (stat(path, &fst) == 0)
+        kvs_notify_extend(&s->notify, 30000 + (uint64_t)fst.st_size / 50000);
     kvs_snap_stats st;
     char why[512] = "";
     uint64_t t0 = kvs_now_ms();
@@ -441,7 +444,6 @@ int kvs_server_start(kvs_server *s)
     s->limits = (kvp_limits){ c->layers, c->q_heads, c->kv_heads, c->head_dim,
                               c->max_batch_tokens, c->max_extend_tokens };
     s->next_job_id = 1;
-    kvs_notify_open(&s->notify); /* before any thread: it edits the environment */
     if (sodium_init() < 0) {
         KVS_ERROR("sodium_init failed");
         return KV_ERR_INTERNAL;
@@ -634,9 +636,9 @@ static void notify_ready(kvs_server *s)
     if (!ready)
         return;
     s->notify.ready = 1;
-    kvs_notify_sendf(&s->notify, "READY=1\nSTATUS=serving: arena %s, %u pages, %u of %u workers "
-                     "ready, client endpoint %s", s->shm.name, s->shm.h->n_pages, ready,
-                     s->cfg.workers, s->cfg.client_ep);
+    kvs_notify_sendf(&s->notify, "READY=1\nSTATUS=serving: arena %s, %u pages, %u workers, "
+                     "client endpoint %s", s->shm.name, s->shm.h->n_pages, s->cfg.workers,
+                     s->cfg.client_ep);
 }
 
 int kvs_server_run(kvs_server *s)
@@ -653,7 +655,7 @@ int kvs_server_run(kvs_server *s)
         items[zap_at = n_items++] = (zmq_pollitem_t){ s->zap, 0, ZMQ_POLLIN, 0 };
     if (s->cold)
         items[cold_at = n_items++] = (zmq_pollitem_t){ NULL, kvs_cold_fd(s->cold), ZMQ_POLLIN, 0 };
-    long tick = kvs_notify_tick_ms(&s->notify, s->cfg.heartbeat_ms / 2);
+    long tick = kvs_notify_poll_ms(&s->notify, s->cfg.heartbeat_ms / 2);
     while (!s->stopping) {
         int n = zmq_poll(items, n_items, tick);
         if (n < 0 && errno != EINTR) {
@@ -661,9 +663,10 @@ int kvs_server_run(kvs_server *s)
             return KV_ERR_IO;
         }
         clock_advance(s);
-        kvs_notify_watchdog(&s->notify, s->clock_wall_ms);
         if (items[3].revents & ZMQ_POLLIN)
             handle_signals(s);
+        if (!s->stopping) /* a ping while systemd stops the service would re-arm its watchdog */
+            kvs_notify_ping(&s->notify, s->clock_wall_ms);
         if (items[0].revents & ZMQ_POLLIN)
             drain_socket(s, s->worker_sock, kvs_handle_worker);
         if (items[1].revents & ZMQ_POLLIN)
@@ -697,8 +700,8 @@ void kvs_server_stop(kvs_server *s)
 {
     kvs_event(s, "server", "stopping");
     if (s->started)
-        kvs_notify_send(&s->notify, "STOPPING=1\nSTATUS=stopping: answering queued requests, "
-                        "stopping workers, writing the snapshot if one is configured");
+        kvs_notify_stopping(&s->notify, "stopping: answering queued requests, stopping workers, "
+                            "writing the snapshot if one is configured");
     if (s->snap) { /* the snapshot at stop below replaces it; its operator is told */
         kvs_snapshot_cancel(s->snap->plan);
         snapshot_finish(s);
@@ -726,8 +729,11 @@ void kvs_server_stop(kvs_server *s)
     for (int i = 0; i < 5; i++)
         if (socks[i] && eps[i])
             unlink_ipc(eps[i]);
-    if (s->started && s->cfg.snapshot[0]) /* the workers are gone: no page changes now */
+    if (s->started && s->cfg.snapshot[0]) { /* the workers are gone: no page changes now */
+        uint64_t bytes = (uint64_t)(s->pages.n - s->pages.n_free) * s->shm.h->page_bytes;
+        kvs_notify_extend(&s->notify, 30000 + bytes / 50000); /* at a slow 50 MB/s */
         snapshot_write(s);
+    }
     kvs_seqs_free(&s->seqs);
     kvs_pages_free(&s->pages);
     /* an arena this server attached and then failed to start on stays for the next one */

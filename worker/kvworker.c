@@ -291,7 +291,7 @@ static int serve(worker *w)
 int main(int argc, char **argv)
 {
     worker w = { .index = -1, .threads = 1, .heartbeat_ms = 1000 };
-    kvs_log_open();
+    kvs_log_init();
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *a = argv[i], *v = argv[i + 1];
         if (!strcmp(a, "--shm")) w.shm_name = v;

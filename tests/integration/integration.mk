@@ -29,8 +29,12 @@ tests: $(B)/kvserver $(B)/kvworker $(B)/kvctl $(B)/tests/e2e_client $(B)/tests/c
 $(B)/tests/notify_sink: $(B)/obj/tests/integration/notify_sink.o
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^
+# (restrict_af: a command under systemd's RestrictAddressFamilies=, as the unit runs it)
+$(B)/tests/restrict_af: $(B)/obj/tests/integration/restrict_af.o
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^
 INTEG_TESTS += tests/integration/test_notify.sh tests/integration/test_install.sh
-tests: $(B)/tests/notify_sink
+tests: $(B)/tests/notify_sink $(B)/tests/restrict_af
 
 # make bench: end-to-end latency next to a raw ZeroMQ round trip (same run).
 $(B)/tests/bench_e2e: $(B)/obj/tests/bench/bench_e2e.o $(B)/obj/client/examples/synth.o \

@@ -118,3 +118,36 @@ kv_clients_stop() {
 
 # kv_clients_alive: the client loop is still running (no run failed).
 kv_clients_alive() { kill -0 "$KV_CLIENTS" 2>/dev/null; }
+
+# sink_start SOCKET LOG: a stand-in for systemd's notify socket (notify_sink) logging what
+# it receives to LOG, bound before this returns; sink_stop ends it (and does nothing if
+# none runs).
+SINK_PID=
+sink_start() {
+    : > "$2"
+    "$B/tests/notify_sink" "$1" "$2" &
+    SINK_PID=$!
+    for _ in $(seq 100); do grep -q BOUND "$2" && return 0; sleep 0.02; done
+    die "notify_sink did not bind $1"
+}
+sink_stop() {
+    [ -n "$SINK_PID" ] || return 0
+    kill "$SINK_PID" 2>/dev/null; wait "$SINK_PID" || true; SINK_PID=
+}
+
+# sink_wait LOG PATTERN: waits up to 10 s for a line of LOG matching PATTERN (grep -E).
+sink_wait() {
+    for _ in $(seq 200); do grep -qE "$2" "$1" && return 0; sleep 0.05; done
+    return 1
+}
+
+# kv_keypair: a new CURVE key pair, "PUBLIC SECRET" (kvctl keygen; $KVCTL, else the build's).
+kv_keypair() { "${KVCTL:-$B/kvctl}" keygen | cut -d' ' -f3 | paste -sd' '; }
+# kv_server_key FILE: a new server key pair, its secret in FILE (mode 600); prints its public.
+kv_server_key() {
+    local pub sec
+    read -r pub sec < <(kv_keypair)
+    printf '%s\n' "$sec" > "$1"
+    chmod 600 "$1"
+    echo "$pub"
+}

@@ -6,11 +6,9 @@ set -eu
 cd "$(dirname "$0")/../.."
 . tests/integration/lib.sh
 mkdir -p -m 700 "$KV_DIR"
-read -r srv_pub srv_sec < <("$B/kvctl" keygen | cut -d' ' -f3 | paste -sd' ')
-read -r a_pub a_sec < <("$B/kvctl" keygen | cut -d' ' -f3 | paste -sd' ')
-read -r b_pub b_sec < <("$B/kvctl" keygen | cut -d' ' -f3 | paste -sd' ')
-printf '%s\n' "$srv_sec" > "$KV_DIR/server.key"
-chmod 600 "$KV_DIR/server.key"
+srv_pub=$(kv_server_key "$KV_DIR/server.key")
+read -r a_pub a_sec < <(kv_keypair)
+read -r b_pub b_sec < <(kv_keypair)
 port=$((20000 + RANDOM % 20000))
 EP="tcp://127.0.0.1:$port"
 

@@ -100,13 +100,10 @@ trap cleanup EXIT
 
 echo "== 5. authenticated mode: keys removed, added, rotated"
 mkdir -p -m 700 "$KV_DIR"
-keys() { "$B/kvctl" keygen | cut -d' ' -f3 | paste -sd' '; }
-read -r srv_pub srv_sec < <(keys)
-read -r a1_pub a1_sec < <(keys)
-read -r a2_pub a2_sec < <(keys)
-read -r b_pub _ < <(keys)
-printf '%s\n' "$srv_sec" > "$KV_DIR/server.key"
-chmod 600 "$KV_DIR/server.key"
+srv_pub=$(kv_server_key "$KV_DIR/server.key")
+read -r a1_pub a1_sec < <(kv_keypair)
+read -r a2_pub a2_sec < <(kv_keypair)
+read -r b_pub _ < <(kv_keypair)
 port=$((20000 + RANDOM % 20000))
 EP="tcp://127.0.0.1:$port"
 cp deploy/kvarena.ini "$KV_CONF"
