@@ -6,7 +6,7 @@ CLIENT_OBJ := $(B)/obj/client/kvclient.o $(B)/obj/client/kvrpc.o
 # $(PROTO_OBJ): the arena format code there calls into libkvkernels, which a client does
 # not link, and the shared library must not carry undefined references.
 CLIENT_PROTO_OBJ := $(B)/obj/proto/kverr.o $(B)/obj/proto/wire.o $(B)/obj/gen/proto/kvarena.pb-c.o
-KVCTL_OBJ := $(B)/obj/client/kvctl.o
+KVCTL_OBJ := $(B)/obj/client/kvctl.o $(B)/obj/client/kvmetrics.o
 KVDEMO_OBJ := $(B)/obj/client/examples/kvdemo.o $(B)/obj/client/examples/synth.o
 
 # Static library: the client objects and the wire code, so one -lkvclient is enough.

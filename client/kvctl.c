@@ -1,6 +1,6 @@
 /* kvctl — operator's tool: talks to the kvserver's admin endpoint.
  *
- *   kvctl [--endpoint ADMIN_EP] [--timeout MS] stats [--json] | metrics
+ *   kvctl [--endpoint ADMIN_EP] [--timeout MS] stats [--json] | metrics [--listen ADDR]
  *   kvctl [--endpoint ADMIN_EP] [--timeout MS] seqs [--json]
  *   kvctl [--endpoint ADMIN_EP] [--timeout MS] close SEQ
  *   kvctl [--endpoint ADMIN_EP] [--timeout MS] ping | check | snapshot | reload
@@ -15,6 +15,7 @@
 #include <string.h>
 #include <zmq.h>
 
+#include "client/kvmetrics.h"
 #include "client/kvrpc.h"
 #include "proto/kverr.h"
 
@@ -25,8 +26,10 @@ static const char usage_text[] =
     "usage: kvctl [--endpoint ADMIN_EP] [--timeout MS] COMMAND\n"
     "commands:\n"
     "  stats [--json]   arena, prefix cache, jobs and their latency, workers and tenants\n"
-    "  metrics          the same in Prometheus' text format (for a textfile collector or a\n"
-    "                   scrape through a small exporter)\n"
+    "  metrics [--listen ADDR]\n"
+    "                   the same in Prometheus' text format; with --listen, served over\n"
+    "                   HTTP at ADDR (HOST:PORT, [V6]:PORT, :PORT) on /metrics, fresh per\n"
+    "                   scrape, until killed\n"
     "  seqs [--json]    open sequences: id, tenant, tokens, pending, pages, idle time\n"
     "  close SEQ        closes sequence SEQ (an id from seqs) of whichever tenant; its\n"
     "                   client's later calls on it fail, saying an operator closed it\n"
@@ -278,125 +281,24 @@ static void print_table(const char *ep, const Kvarena__StatsReply *s)
     }
 }
 
-/* ---- Prometheus text exposition format 0.0.4 ---- */
-
-/* A label value with \\, " and newlines escaped. */
-static void prom_label(const char *v)
-{
-    for (; *v; v++)
-        if (*v == '\\' || *v == '"')
-            printf("\\%c", *v);
-        else if (*v == '\n')
-            printf("\\n");
-        else
-            putchar(*v);
-}
-
-static void prom_head(const char *name, const char *type, const char *help)
-{
-    printf("# HELP kvarena_%s %s\n# TYPE kvarena_%s %s\n", name, help, name, type);
-}
-
-/* A metric of one unlabelled sample. */
-static void prom_one(const char *name, const char *type, const char *help, uint64_t v)
-{
-    prom_head(name, type, help);
-    printf("kvarena_%s %" PRIu64 "\n", name, v);
-}
-
-static void print_metrics(const Kvarena__StatsReply *s)
-{
-    prom_head("pages", "gauge", "Arena pages by state.");
-    printf("kvarena_pages{state=\"free\"} %u\nkvarena_pages{state=\"in_use\"} %u\n"
-           "kvarena_pages{state=\"cached\"} %u\n", s->pages_free, s->pages_in_use, s->pages_cached);
-    prom_one("arena_bytes", "gauge", "Size of the arena's shared memory.", s->arena_bytes);
-    prom_one("prefix_hits_total", "counter", "Full pages found in the prefix cache.",
-             s->prefix_hits);
-    prom_one("prefix_misses_total", "counter", "Full pages looked up and not found.",
-             s->prefix_misses);
-    prom_one("evictions_total", "counter", "Cached pages evicted.", s->evictions);
-    prom_one("sequences", "gauge", "Open sequences.", s->sequences);
-    prom_one("sequences_expired_total", "counter", "Sequences closed for idleness.",
-             s->seqs_expired);
-    prom_head("jobs_total", "counter", "Attend jobs completed and failed.");
-    printf("kvarena_jobs_total{result=\"done\"} %" PRIu64 "\n"
-           "kvarena_jobs_total{result=\"failed\"} %" PRIu64 "\n", s->jobs_done, s->jobs_failed);
-    prom_one("jobs_queued", "gauge", "Attend jobs waiting for a worker.", s->jobs_queued);
-    prom_head("attend_rows_total", "counter", "Query rows attended by completed jobs.");
-    printf("kvarena_attend_rows_total{kind=\"prefill\"} %" PRIu64 "\n"
-           "kvarena_attend_rows_total{kind=\"decode\"} %" PRIu64 "\n", s->rows_prefill,
-           s->rows_decode);
-    prom_head("attend_latency_seconds", "histogram", "Completed Attend jobs: wait (arrival to "
-              "first dispatch), run (last dispatch to reply), total.");
-    for (size_t i = 0; i < s->n_latency; i++) {
-        const Kvarena__LatencyHist *h = s->latency[i];
-        if (h->n_counts != s->n_latency_bounds_us + 1)
-            continue;
-        uint64_t cum = 0;
-        for (size_t b = 0; b < h->n_counts; b++) {
-            cum += h->counts[b];
-            printf("kvarena_attend_latency_seconds_bucket{kind=\"%s\",stage=\"%s\",le=\"", h->kind,
-                   h->stage);
-            if (b < s->n_latency_bounds_us)
-                printf("%g", (double)s->latency_bounds_us[b] / 1e6);
-            else
-                printf("+Inf");
-            printf("\"} %" PRIu64 "\n", cum);
-        }
-        printf("kvarena_attend_latency_seconds_sum{kind=\"%s\",stage=\"%s\"} %.6f\n", h->kind,
-               h->stage, (double)h->sum_us / 1e6);
-        printf("kvarena_attend_latency_seconds_count{kind=\"%s\",stage=\"%s\"} %" PRIu64 "\n",
-               h->kind, h->stage, cum);
-    }
-    prom_head("workers", "gauge", "Workers by state.");
-    static const char *const states[] = { "starting", "ready", "busy", "fencing", "down" };
-    for (size_t k = 0; k < sizeof(states) / sizeof(states[0]); k++) {
-        uint32_t n = 0;
-        for (size_t i = 0; i < s->n_workers; i++)
-            n += !strcmp(s->workers[i]->state, states[k]);
-        printf("kvarena_workers{state=\"%s\"} %u\n", states[k], n);
-    }
-    prom_head("worker_restarts_total", "counter", "Worker processes started again.");
-    for (size_t i = 0; i < s->n_workers; i++)
-        printf("kvarena_worker_restarts_total{worker=\"%u\"} %u\n", s->workers[i]->index,
-               s->workers[i]->restarts);
-    static const char *const tenant_metrics[][3] = {
-        { "tenant_pages", "gauge", "Pages charged to a tenant (in use and cached)." },
-        { "tenant_quota_pages", "gauge", "A tenant's page quota (0: none)." },
-        { "tenant_sequences", "gauge", "A tenant's open sequences." },
-        { "tenant_jobs_total", "counter", "A tenant's completed Attend jobs." },
-    };
-    for (int k = 0; k < 4; k++) {
-        prom_head(tenant_metrics[k][0], tenant_metrics[k][1], tenant_metrics[k][2]);
-        for (size_t i = 0; i < s->n_tenants; i++) {
-            const Kvarena__TenantStats *t = s->tenants[i];
-            uint64_t v = k == 0 ? t->pages : k == 1 ? t->quota : k == 2 ? t->sequences : t->jobs;
-            printf("kvarena_%s{tenant=\"", tenant_metrics[k][0]);
-            prom_label(t->name);
-            printf("\"} %" PRIu64 "\n", v);
-        }
-    }
-    if (*s->cold_dir) {
-        prom_one("cold_pages", "gauge", "Pages in the cold tier's files.", s->cold_pages);
-        prom_one("cold_bytes", "gauge", "Bytes of the cold tier's files.", s->cold_bytes);
-        prom_head("cold_pages_total", "counter", "Cold tier pages written, read back, failed to "
-                  "read back, skipped, dropped.");
-        const char *ev[] = { "stored", "restored", "failed", "skipped", "dropped" };
-        uint64_t v[] = { s->cold_stored, s->cold_restored, s->cold_failed, s->cold_skipped,
-                         s->cold_dropped };
-        for (int k = 0; k < 5; k++)
-            printf("kvarena_cold_pages_total{event=\"%s\"} %" PRIu64 "\n", ev[k], v[k]);
-    }
-    if (*s->snapshot_path && s->snapshot_age_ms) {
-        prom_head("snapshot_age_seconds", "gauge",
-                  "Since a snapshot was last written beside serving.");
-        printf("kvarena_snapshot_age_seconds %.3f\n", s->snapshot_age_ms / 1e3);
-    }
-    prom_head("uptime_seconds", "gauge", "Since the server started.");
-    printf("kvarena_uptime_seconds %.3f\n", s->uptime_ms / 1e3);
-}
-
 enum { OUT_TABLE, OUT_JSON, OUT_METRICS };
+
+typedef struct fetch_args {
+    const char *ep;
+    int timeout_ms;
+} fetch_args;
+
+/* kvm_fetch_fn for `metrics --listen`: one Stats request per scrape. */
+static int fetch_stats(void *arg, kvr_reply *rep, char *err, size_t len)
+{
+    const fetch_args *a = arg;
+    if (admin_empty(a->ep, a->timeout_ms, KVARENA__ENVELOPE__BODY_STATS,
+                    &kvarena__stats__descriptor, rep, KVARENA__ENVELOPE__BODY_STATS_REPLY,
+                    "stats") == 0)
+        return 0;
+    snprintf(err, len, "no stats from %s (kvctl's stderr says why)", a->ep);
+    return 1;
+}
 
 static int cmd_stats(const char *ep, int timeout_ms, int out)
 {
@@ -407,7 +309,7 @@ static int cmd_stats(const char *ep, int timeout_ms, int out)
     if (out == OUT_JSON)
         print_json(rep.env->stats_reply);
     else if (out == OUT_METRICS)
-        print_metrics(rep.env->stats_reply);
+        kvm_print(stdout, rep.env->stats_reply);
     else
         print_table(ep, rep.env->stats_reply);
     kvr_reply_clear(&rep);
@@ -545,12 +447,14 @@ int main(int argc, char **argv)
     if (!ep || !*ep)
         ep = DEFAULT_ADMIN;
     int timeout_ms = DEFAULT_TIMEOUT_MS, timeout_set = 0, json = 0;
-    const char *cmd = NULL, *arg = NULL;
+    const char *cmd = NULL, *arg = NULL, *listen = NULL;
     for (int i = 1; i < argc; i++) {
         int missing = 0;
         const char *v;
         if ((v = opt_value(argc, argv, &i, "--endpoint", &missing))) {
             ep = v;
+        } else if ((v = opt_value(argc, argv, &i, "--listen", &missing))) {
+            listen = v;
         } else if ((v = opt_value(argc, argv, &i, "--timeout", &missing))) {
             char *end;
             long t = strtol(v, &end, 10);
@@ -580,8 +484,14 @@ int main(int argc, char **argv)
     }
     if (!cmd)
         return usage("no command");
+    if (listen && strcmp(cmd, "metrics"))
+        return usage("--listen goes with metrics");
     if (!strcmp(cmd, "stats"))
         return cmd_stats(ep, timeout_ms, json ? OUT_JSON : OUT_TABLE);
+    if (!strcmp(cmd, "metrics") && listen) {
+        fetch_args a = { ep, timeout_ms };
+        return json ? usage("--json goes with stats or seqs") : kvm_serve(listen, fetch_stats, &a);
+    }
     if (!strcmp(cmd, "metrics"))
         return json ? usage("--json goes with stats or seqs")
                     : cmd_stats(ep, timeout_ms, OUT_METRICS);

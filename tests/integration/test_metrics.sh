@@ -7,7 +7,10 @@
 #     counts cumulative and non-decreasing, +Inf = _count = the JSON count, jobs_total and
 #     the tenants' pages as `kvctl stats --json` says;
 #  3. a prefill held 800 ms by stopped workers lands in the run and total buckets above
-#     0.5 s, and not in the wait stage (it was not queued); `kvctl stats` shows it in p99.
+#     0.5 s, and not in the wait stage (it was not queued); `kvctl stats` shows it in p99;
+#  4. `kvctl metrics --listen`: GET /metrics 200 with the content type, length and figures
+#     of kvctl stats, 404, 405, HEAD without a body, a silent client dropped, 503 with the
+#     reason while the server does not answer, served again after.
 set -eu
 cd "$(dirname "$0")/../.."
 . tests/integration/lib.sh
@@ -86,6 +89,47 @@ check held
 p99=$("$B/kvctl" --endpoint "$KV_ADMIN" stats | awk '$1 == "prefill" && $2 == "run" { print $7 }')
 echo "kvctl stats: prefill run p99 $p99 ms"
 awk -v p="$p99" 'BEGIN { exit !(p >= 500) }' || die "kvctl stats shows prefill run p99 $p99 ms, under the 800 ms hold"
-rm -f "$KV_DIR.client" "$KV_DIR.json" "$KV_DIR.prom"
+
+echo "== kvctl metrics --listen: the same text over HTTP"
+port=$((20000 + RANDOM % 20000))
+"$B/kvctl" --endpoint "$KV_ADMIN" --timeout 1000 metrics --listen "127.0.0.1:$port" 2> "$KV_DIR.exporter" &
+exporter=$!
+cleanup() { kill "$exporter" 2>/dev/null; kv_cleanup; }
+trap cleanup EXIT
+# http PATH [METHOD]: the whole response (status line, headers, body) from the exporter
+http() {
+    exec 3<>"/dev/tcp/127.0.0.1/$port" || return 1
+    printf '%s %s HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n' "${2:-GET}" "$1" >&3
+    tr -d '\r' <&3
+    exec 3<&-
+}
+for _ in $(seq 100); do http /metrics > "$KV_DIR.http" 2>/dev/null && break; sleep 0.05; done
+head -1 "$KV_DIR.http" | grep -q "^HTTP/1.1 200 OK$" || die "GET /metrics: $(head -3 "$KV_DIR.http")"
+grep -q "^Content-Type: text/plain; version=0.0.4" "$KV_DIR.http" || die "no Prometheus content type"
+sed '1,/^$/d' "$KV_DIR.http" > "$KV_DIR.body"
+len=$(sed -n 's/^Content-Length: //p' "$KV_DIR.http")
+[ "$len" -eq "$(wc -c < "$KV_DIR.body")" ] || die "Content-Length $len, body $(wc -c < "$KV_DIR.body") bytes"
+done_http=$(sed -n 's/^kvarena_jobs_total{result="done"} //p' "$KV_DIR.body")
+[ "$done_http" = "$(json_num "$("$B/kvctl" --endpoint "$KV_ADMIN" stats --json | tr -d ' ')" jobs done)" ] ||
+    die "served jobs_total $done_http differs from kvctl stats"
+http /other | head -1 | grep -q " 404 " || die "GET /other was not 404"
+http /metrics POST | head -1 | grep -q " 405 " || die "POST /metrics was not 405"
+http /metrics HEAD > "$KV_DIR.http"
+head -1 "$KV_DIR.http" | grep -q " 200 " && [ "$(sed '1,/^$/d' "$KV_DIR.http" | wc -c)" -eq 0 ] ||
+    die "HEAD /metrics: a status other than 200, or a body"
+exec 4<>"/dev/tcp/127.0.0.1/$port"   # a client that never sends: dropped after 5 s, not a hang
+http /metrics | head -1 | grep -q " 200 " || die "a silent client blocked the exporter for good"
+exec 4<&-
+echo "GET /metrics 200 ($len bytes, jobs_total as kvctl stats), /other 404, POST 405, HEAD no body"
+kill -STOP "$KV_PID"   # a server that does not answer: 503 with the reason
+http /metrics > "$KV_DIR.http"
+kill -CONT "$KV_PID"
+head -1 "$KV_DIR.http" | grep -q " 503 " || die "no 503 while the server did not answer: $(head -1 "$KV_DIR.http")"
+grep -q "kvserver did not answer" "$KV_DIR.http" || die "the 503 does not say why"
+echo "a server that does not answer: 503, then served again"
+http /metrics | head -1 | grep -q " 200 " || die "not served again after the server came back"
+kill "$exporter"; wait "$exporter" 2>/dev/null || true
+trap kv_cleanup EXIT
+rm -f "$KV_DIR.client" "$KV_DIR.json" "$KV_DIR.prom" "$KV_DIR.http" "$KV_DIR.body" "$KV_DIR.exporter"
 kv_stop
 echo "test_metrics: PASS"
