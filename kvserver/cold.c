@@ -34,6 +34,7 @@ typedef struct cold_seg {
 typedef struct store_req {
     uint32_t page;
     uint64_t gen;
+    int rewrite;             /* a newer copy of a page on disk (its entry is rewriting) */
     cold_record rec;
 } store_req;
 
@@ -49,14 +50,15 @@ typedef struct restore_req {
 
 /* What the thread tells the server's thread. */
 typedef struct report {
-    int kind;                /* REP_STORED (hash, tenant, loc) or REP_DROPPED (loc.seg
-                              * deleted, oldest the oldest one left: ids may have gaps) */
+    int kind;                /* REP_STORED (hash, tenant, loc), REP_DROPPED (loc.seg
+                              * deleted, oldest the oldest one left: ids may have gaps) or
+                              * REP_NOT_REWRITTEN (hash: its rewrite was skipped) */
     uint8_t hash[KVA_HASH_BYTES];
     uint32_t tenant;
     cold_loc loc;
     uint32_t oldest;
 } report;
-enum { REP_STORED, REP_DROPPED };
+enum { REP_STORED, REP_DROPPED, REP_NOT_REWRITTEN };
 
 struct kvs_cold {
     kvs_pages *pg;
@@ -332,10 +334,15 @@ static void *cold_thread(void *arg)
                 post(c, &r);
             } else {
                 c->st.skipped++;
+                if (q.rewrite) { /* its entry may be rewritten again */
+                    r = (report){ .kind = REP_NOT_REWRITTEN };
+                    memcpy(r.hash, q.rec.hash, KVA_HASH_BYTES);
+                    post(c, &r);
+                }
             }
             if (dropped)
                 post(c, &drop);
-            if (ok || dropped)
+            if (ok || dropped || q.rewrite)
                 wake_server(c);
         } else {
             pthread_cond_wait(&c->cv, &c->mu);
@@ -358,15 +365,18 @@ int kvs_cold_has(const kvs_cold *c, const uint8_t hash[KVA_HASH_BYTES], uint32_t
     return e && e->tenant == tenant;
 }
 
-void kvs_cold_store(kvs_cold *c, uint32_t p)
+/* Queues page p (committed) to be written: not if its hash is on disk already, unless in
+ * the older half of the segments (a page in use gets a newer copy before its segment goes),
+ * and then once until that copy is written or skipped; with hit, only in that case. */
+static void store(kvs_cold *c, uint32_t p, int hit)
 {
     const kva_page *d = kvs_page(c->pg, p);
-    const cold_entry *e = kvs_cold_index_find(&c->ix, d->hash);
-    /* on disk already: written again only from the older half of the segments (a page
-     * read back is in use: a second chance before its segment goes) */
-    if (e && (c->seg_hi < c->seg_lo || e->loc.seg >= c->seg_lo + (c->seg_hi - c->seg_lo + 1) / 2))
+    cold_entry *e = kvs_cold_index_find(&c->ix, d->hash);
+    if (e ? e->rewriting || c->seg_hi < c->seg_lo ||
+                e->loc.seg >= c->seg_lo + (c->seg_hi - c->seg_lo + 1) / 2
+          : hit)
         return;
-    store_req q = { .page = p, .gen = d->gen };
+    store_req q = { .page = p, .gen = d->gen, .rewrite = e != NULL };
     q.rec.tenant = d->tenant;
     q.rec.has_parent = d->parent != NONE;
     memcpy(q.rec.hash, d->hash, KVA_HASH_BYTES);
@@ -380,8 +390,20 @@ void kvs_cold_store(kvs_cold *c, uint32_t p)
         c->q[at] = q;
         memcpy(c->q_tokens + (size_t)at * c->P, d->tokens, sizeof(uint32_t) * c->P);
         pthread_cond_signal(&c->cv);
+        if (e)
+            e->rewriting = 1;
     }
     pthread_mutex_unlock(&c->mu);
+}
+
+void kvs_cold_store(kvs_cold *c, uint32_t p)
+{
+    store(c, p, 0);
+}
+
+void kvs_cold_touch(kvs_cold *c, uint32_t p)
+{
+    store(c, p, 1);
 }
 
 static void restore_free(restore_req *q)
@@ -447,6 +469,12 @@ void kvs_cold_poll(kvs_cold *c, kvs_cold_done_fn fn, void *arg)
         if (r->kind == REP_DROPPED) {
             dropped += kvs_cold_index_remove_seg(&c->ix, r->loc.seg);
             c->seg_lo = r->oldest;
+            continue;
+        }
+        if (r->kind == REP_NOT_REWRITTEN) {
+            cold_entry *e = kvs_cold_index_find(&c->ix, r->hash);
+            if (e)
+                e->rewriting = 0;
             continue;
         }
         c->seg_hi = r->loc.seg > c->seg_hi ? r->loc.seg : c->seg_hi;

@@ -69,8 +69,12 @@ void kvs_cold_close(kvs_cold *c);
 int kvs_cold_fd(const kvs_cold *c);
 
 /* Page p was just committed: queue it to be written (not if its hash is on disk already,
- * unless in the older half of the segments). */
+ * unless in the older half of the segments, and then once until that copy is written). */
 void kvs_cold_store(kvs_cold *c, uint32_t p);
+/* Committed page p was attached by a prefix hit: queue a newer copy if its copy on disk is
+ * in the older half of the segments (as kvs_cold_store; nothing if it has none), so the
+ * pages in use keep a copy while the tier drops its oldest files: LRU more than FIFO. */
+void kvs_cold_touch(kvs_cold *c, uint32_t p);
 /* Whether the page of this hash and tenant is on disk. */
 int kvs_cold_has(const kvs_cold *c, const uint8_t hash[KVA_HASH_BYTES], uint32_t tenant);
 /* KVARENA_COLD_READ_DELAY_MS=N in the environment (tests only) makes the thread wait N ms

@@ -69,6 +69,7 @@ int kvs_cold_index_put(cold_index *ix, const uint8_t *hash, uint32_t tenant, col
     }
     x->tenant = tenant;
     x->loc = loc;
+    x->rewriting = 0;
     return 0;
 }
 

@@ -18,6 +18,7 @@ typedef struct cold_entry {
     uint8_t hash[KVA_HASH_BYTES];
     uint32_t tenant;
     uint32_t next;           /* next in its bucket or in the free list, KVA_NO_PAGE at the end */
+    uint32_t rewriting;      /* a newer copy is queued (cold.c): not queued again meanwhile */
     cold_loc loc;
 } cold_entry;
 
@@ -31,8 +32,8 @@ typedef struct cold_index {
 int kvs_cold_index_init(cold_index *ix);
 void kvs_cold_index_free(cold_index *ix);
 cold_entry *kvs_cold_index_find(const cold_index *ix, const uint8_t *hash);
-/* Adds the entry of hash, or moves it (a page written again: the newer copy). 0 or
- * KV_ERR_NOMEM. */
+/* Adds the entry of hash, or moves it (a page written again: the newer copy; no longer
+ * rewriting). 0 or KV_ERR_NOMEM. */
 int kvs_cold_index_put(cold_index *ix, const uint8_t *hash, uint32_t tenant, cold_loc loc);
 /* Removes the entries of segment seg (deleted); returns how many. */
 uint32_t kvs_cold_index_remove_seg(cold_index *ix, uint32_t seg);

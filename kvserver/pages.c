@@ -262,7 +262,7 @@ uint32_t kvs_page_commit(kvs_pages *pg, uint32_t p, const uint8_t salt[KVA_HASH_
     d->state = KVA_PAGE_COMMITTED;
     index_insert(pg, p);
     if (pg->on_commit)
-        pg->on_commit(pg->on_commit_arg, p);
+        pg->on_commit(pg->hook_arg, p);
     return p;
 }
 

@@ -41,10 +41,13 @@ typedef struct kvs_pages {
     uint32_t n_tenants;
     kvs_tenant_pages tenant[KVS_MAX_TENANTS];
     uint64_t hits, misses, evictions; /* counters since start */
-    /* called by kvs_page_commit with each page it commits (the cold tier queues it), or
-     * NULL; set after kvs_pages_init */
+    /* called by kvs_page_commit with each page it commits, and by an extend with each
+     * cached page it attaches (a prefix hit), or NULL; set after kvs_pages_init. The cold
+     * tier queues the first, and the second if its copy on disk is old (so pages in use
+     * keep a copy: the tier drops its oldest files first) or gone. */
     void (*on_commit)(void *arg, uint32_t p);
-    void *on_commit_arg;
+    void (*on_hit)(void *arg, uint32_t p);
+    void *hook_arg;
 } kvs_pages;
 
 /* Builds the private indexes from the descriptors of arena h: a fresh one (all FREE) or one

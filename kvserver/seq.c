@@ -330,6 +330,8 @@ int kvs_seq_extend(kvs_seqs *ss, uint64_t id, uint32_t tenant, uint64_t req_id,
         kvs_page_ref(ss->pg, hit_pages[i]);
         s->pt[s->n_pt++] = hit_pages[i];
         tail = hit_pages[i];
+        if (ss->pg->on_hit)
+            ss->pg->on_hit(ss->pg->hook_arg, hit_pages[i]);
     }
     free(hit_pages);
     uint32_t full_pages = n / P; /* full pages of the prompt: hits or misses for the stats */

@@ -415,6 +415,11 @@ static void cold_on_commit(void *arg, uint32_t p)
     kvs_cold_store(arg, p);
 }
 
+static void cold_on_hit(void *arg, uint32_t p)
+{
+    kvs_cold_touch(arg, p);
+}
+
 static int cold_start(kvs_server *s)
 {
     const kvs_config *c = &s->cfg;
@@ -427,7 +432,8 @@ static int cold_start(kvs_server *s)
         return rc;
     }
     s->pages.on_commit = cold_on_commit;
-    s->pages.on_commit_arg = s->cold;
+    s->pages.on_hit = cold_on_hit;
+    s->pages.hook_arg = s->cold;
     kvs_cold_stats st;
     kvs_cold_stats_get(s->cold, &st);
     KVS_INFO("cold tier %s: %llu pages on disk (%.1f MB of files, at most %u MB)", c->cold_dir,

@@ -358,6 +358,21 @@ static void test_cap(void **state)
     finish(f, dir);
 }
 
+/* A tier in dir of a 5-page cap (4 segments of one page each fit) holding build()'s chain,
+ * one page per segment, oldest first; h their hashes. */
+static kvs_cold *chain_on_disk(char *dir, size_t len, fx **f, uint32_t chain[4], uint32_t t1[2],
+                               const uint8_t *h[4])
+{
+    kvs_cold *c = fresh(dir, len, 5, f);
+    build(*f, NULL, chain, t1);
+    for (uint32_t i = 0; i < 4; i++) {
+        h[i] = kvs_page(&(*f)->pg, chain[i])->hash;
+        kvs_cold_store(c, chain[i]);
+    }
+    cold_wait_has(c, h[3], 0);
+    return c;
+}
+
 /* A page committed again (as one read back is) while its copy is in the older half of the
  * segments is written again and outlives its first segment; one in the newer half is not. */
 static void test_second_chance(void **state)
@@ -365,16 +380,10 @@ static void test_second_chance(void **state)
     (void)state;
     char dir[128];
     fx *f;
-    kvs_cold *c = fresh(dir, sizeof(dir), 5, &f); /* 4 segments of one page each fit */
     uint32_t chain[4], t1[2], pages[1];
-    build(f, NULL, chain, t1);
-    const uint8_t *h[4], *u0 = kvs_page(&f->pg, t1[0])->hash;
-    const uint8_t *u1 = kvs_page(&f->pg, t1[1])->hash;
-    for (uint32_t i = 0; i < 4; i++) {
-        h[i] = kvs_page(&f->pg, chain[i])->hash;
-        kvs_cold_store(c, chain[i]);
-    }
-    cold_wait_has(c, h[3], 0);
+    const uint8_t *h[4];
+    kvs_cold *c = chain_on_disk(dir, sizeof(dir), &f, chain, t1, h);
+    const uint8_t *u0 = kvs_page(&f->pg, t1[0])->hash, *u1 = kvs_page(&f->pg, t1[1])->hash;
     kvs_cold_store(c, chain[3]); /* in the newest segment: not written again */
     kvs_cold_store(c, chain[0]); /* in the oldest: written again, the oldest segment goes */
     kvs_cold_store(c, t1[0]);    /* the next oldest goes, chain[1] with it */
@@ -401,6 +410,53 @@ static void test_second_chance(void **state)
     let_go(g, pages, 1);
     kvs_cold_close(c);
     fx_del(g);
+    finish(f, dir);
+}
+
+static void touch_hook(void *arg, uint32_t p)
+{
+    kvs_cold_touch(arg, p);
+}
+
+/* Prefix hits keep hot pages on disk: a second sequence on the prompt attaches its 4 pages
+ * through the hit hook; the two whose copies are in the older half of the segments are
+ * written again (once, though hit twice before the writer reported), the two in the newer
+ * half are not; when the cap then drops the oldest segments, every page of the prompt is
+ * still on disk. A page with no copy gets none from a hit. */
+static void test_hit_refresh(void **state)
+{
+    (void)state;
+    char dir[128];
+    fx *f;
+    uint32_t chain[4], t1[2], a[17];
+    const uint8_t *h[4];
+    kvs_cold *c = chain_on_disk(dir, sizeof(dir), &f, chain, t1, h);
+    f->pg.on_hit = touch_hook;
+    f->pg.hook_arg = c;
+    fx_tokens(a, 17, 100); /* build()'s prompt: its 4 full pages are prefix hits */
+    uint32_t cached = 0;
+    fx_seq_fill(f, 0, a, 17, &cached);
+    assert_int_equal(cached, 16);
+    kvs_cold_touch(c, chain[0]); /* a hit again before the writer reported: not queued */
+    kvs_cold_touch(c, t1[0]);    /* no copy on disk: a hit writes none */
+    cold_wait(c, 6, NULL, 0);
+    kvs_cold_stats st;
+    kvs_cold_stats_get(c, &st);
+    assert_int_equal(st.stored, 6);  /* chain[0] and chain[1] again */
+    assert_int_equal(st.skipped, 0);
+    /* over the cap the two oldest segments went, their pages with newer copies: none lost */
+    assert_int_equal(st.dropped, 0);
+    assert_int_equal(st.pages, 4);
+    assert_true(st.bytes <= 5 * f->h->page_bytes);
+    for (uint32_t i = 0; i < 4; i++)
+        assert_true(kvs_cold_has(c, h[i], 0));
+    assert_false(kvs_cold_has(c, kvs_page(&f->pg, t1[0])->hash, 1));
+    /* a page committed now is written after all queued before it: none was queued twice */
+    kvs_cold_store(c, t1[1]);
+    cold_wait_has(c, kvs_page(&f->pg, t1[1])->hash, 1);
+    kvs_cold_stats_get(c, &st);
+    assert_int_equal(st.stored, 7);
+    kvs_cold_close(c);
     finish(f, dir);
 }
 
@@ -518,7 +574,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip), cmocka_unit_test(test_damaged),
         cmocka_unit_test(test_cut),        cmocka_unit_test(test_cap),
-        cmocka_unit_test(test_second_chance), cmocka_unit_test(test_paced),
+        cmocka_unit_test(test_second_chance), cmocka_unit_test(test_hit_refresh),
+        cmocka_unit_test(test_paced),
         cmocka_unit_test(test_forged),
         cmocka_unit_test(test_refused),
     };
