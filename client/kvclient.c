@@ -91,23 +91,31 @@ static void hello_init(kvc_client *c, Kvarena__Hello *h, Kvarena__Envelope *env)
 
 /* A fresh socket after a timeout (the old one may be queued behind a dead peer); and, unless
  * the request being retried is the Hello itself, a Hello (one try): the server may have been
- * restarted and forgotten this connection. Failures are left to the caller's next try. */
-static void reconnect(kvc_client *c, int attempt_ms, int hello)
+ * restarted and forgotten this connection. Returns the status of a Hello the server refused
+ * (its tenant or key no longer allowed: final, its reason in c->err), else 0: other failures
+ * are left to the caller's next try. */
+static int reconnect(kvc_client *c, int attempt_ms, int hello)
 {
     void *s = kvr_socket_open(c->ctx, c->endpoint, c->has_curve ? &c->curve : NULL);
     if (!s)
-        return;
+        return 0;
     zmq_close(c->sock);
     c->sock = s;
     if (!hello)
-        return;
+        return 0;
     Kvarena__Hello h;
     Kvarena__Envelope env;
     hello_init(c, &h, &env);
     env.req_id = c->next_id++;
     kvr_reply rep;
-    kvr_call(c->sock, &env, NULL, 0, attempt_ms, &rep);
+    int refused = 0;
+    if (kvr_call(c->sock, &env, NULL, 0, attempt_ms, &rep) == 0 && rep.env->status < 0 &&
+        rep.env->status != KV_ERR_SHUTDOWN) {
+        refused = rep.env->status;
+        snprintf(c->err, sizeof c->err, "%s", rep.env->error ? rep.env->error : "");
+    }
     kvr_reply_clear(&rep);
+    return refused;
 }
 
 /* Whether a try should be repeated: no reply (a server not up yet, restarting, or stalled),
@@ -147,7 +155,9 @@ static int call(kvc_client *c, Kvarena__Envelope *env, const kvr_frame *frames, 
             if (shutting_down && kvr_now_ns() + 50000000 < deadline) /* let it go first */
                 nanosleep(&(struct timespec){ 0, 50000000 }, NULL);
         }
-        reconnect(c, attempt, env->body_case != KVARENA__ENVELOPE__BODY_HELLO);
+        int refused = reconnect(c, attempt, env->body_case != KVARENA__ENVELOPE__BODY_HELLO);
+        if (refused)
+            return refused; /* *rep is empty: cleared above or never filled */
         env->retry = 1;
     }
     switch (rc) {

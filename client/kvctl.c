@@ -8,6 +8,7 @@
  *
  * Exit status: 0 success, 1 the request failed (no server, timeout, error reply),
  * 2 usage error. The endpoint defaults to $KVARENA_ADMIN, then the default install's. */
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -101,6 +102,7 @@ static int admin_empty(const char *ep, int timeout_ms, Kvarena__Envelope__BodyCa
                        const ProtobufCMessageDescriptor *d, kvr_reply *rep,
                        Kvarena__Envelope__BodyCase want, const char *what)
 {
+    assert(d->sizeof_message == sizeof(ProtobufCMessage)); /* no fields: nothing read past */
     ProtobufCMessage body = PROTOBUF_C_MESSAGE_INIT(d);
     Kvarena__Envelope req = KVARENA__ENVELOPE__INIT;
     req.body_case = bc;
@@ -167,8 +169,9 @@ static void print_json(const Kvarena__StatsReply *s)
            pct(s->prefix_hits, s->prefix_hits + s->prefix_misses) / 100.0);
     printf("\"evictions\":%" PRIu64 ",\"sequences\":%u,\"sequences_expired\":%" PRIu64 ",",
            s->evictions, s->sequences, s->seqs_expired);
-    printf("\"jobs\":{\"done\":%" PRIu64 ",\"failed\":%" PRIu64 ",\"queued\":%" PRIu64 "},",
-           s->jobs_done, s->jobs_failed, s->jobs_queued);
+    printf("\"jobs\":{\"done\":%" PRIu64 ",\"failed\":%" PRIu64 ",\"queued\":%" PRIu64
+           ",\"retried\":%" PRIu64 "},", s->jobs_done, s->jobs_failed, s->jobs_queued,
+           s->jobs_retried);
     printf("\"epoch\":%" PRIu64 ",\"arena_bytes\":%" PRIu64 ",\"uptime_ms\":%" PRIu64 ",",
            s->epoch, s->arena_bytes, s->uptime_ms);
     printf("\"snapshot\":{\"path\":");
@@ -233,8 +236,9 @@ static void print_table(const char *ep, const Kvarena__StatsReply *s)
            pct(s->prefix_hits, s->prefix_hits + s->prefix_misses));
     printf("evictions   %" PRIu64 "\n", s->evictions);
     printf("sequences   %u  expired %" PRIu64 "\n", s->sequences, s->seqs_expired);
-    printf("jobs        done %" PRIu64 "  failed %" PRIu64 "  queued %" PRIu64 "\n",
-           s->jobs_done, s->jobs_failed, s->jobs_queued);
+    printf("jobs        done %" PRIu64 "  failed %" PRIu64 "  queued %" PRIu64 "  retried %"
+           PRIu64 " (re-run after their worker died)\n", s->jobs_done, s->jobs_failed,
+           s->jobs_queued, s->jobs_retried);
     if (*s->snapshot_path) {
         printf("snapshot    %s  ", s->snapshot_path);
         if (s->snapshot_age_ms)

@@ -55,9 +55,11 @@ void kvm_print(FILE *f, const Kvarena__StatsReply *s)
     prom_one(f, "sequences", "gauge", "Open sequences.", s->sequences);
     prom_one(f, "sequences_expired_total", "counter", "Sequences closed for idleness.",
              s->seqs_expired);
-    prom_head(f, "jobs_total", "counter", "Attend jobs completed and failed.");
+    prom_head(f, "jobs_total", "counter", "Attend jobs completed, and failed in the end.");
     fprintf(f, "kvarena_jobs_total{result=\"done\"} %" PRIu64 "\n"
             "kvarena_jobs_total{result=\"failed\"} %" PRIu64 "\n", s->jobs_done, s->jobs_failed);
+    prom_one(f, "job_retries_total", "counter", "Runs given to another worker after theirs died.",
+             s->jobs_retried);
     prom_one(f, "jobs_queued", "gauge", "Attend jobs waiting for a worker.", s->jobs_queued);
     prom_head(f, "attend_rows_total", "counter", "Query rows attended by completed jobs.");
     fprintf(f, "kvarena_attend_rows_total{kind=\"prefill\"} %" PRIu64 "\n"
@@ -116,13 +118,13 @@ void kvm_print(FILE *f, const Kvarena__StatsReply *s)
     if (*s->cold_dir) {
         prom_one(f, "cold_pages", "gauge", "Pages in the cold tier's files.", s->cold_pages);
         prom_one(f, "cold_bytes", "gauge", "Bytes of the cold tier's files.", s->cold_bytes);
-        prom_head(f, "cold_pages_total", "counter", "Cold tier pages written, read back, failed to "
-                  "read back, skipped, dropped.");
+        prom_head(f, "cold_events_total", "counter", "Cold tier pages written, read back, failed "
+                  "to read back, skipped, dropped.");
         const char *ev[] = { "stored", "restored", "failed", "skipped", "dropped" };
         uint64_t v[] = { s->cold_stored, s->cold_restored, s->cold_failed, s->cold_skipped,
                          s->cold_dropped };
         for (int k = 0; k < 5; k++)
-            fprintf(f, "kvarena_cold_pages_total{event=\"%s\"} %" PRIu64 "\n", ev[k], v[k]);
+            fprintf(f, "kvarena_cold_events_total{event=\"%s\"} %" PRIu64 "\n", ev[k], v[k]);
     }
     if (*s->snapshot_path && s->snapshot_age_ms) {
         prom_head(f, "snapshot_age_seconds", "gauge",

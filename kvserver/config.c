@@ -95,11 +95,13 @@ static int parse_bool(const char *v, int *out)
     return 0;
 }
 
+/* The whole field is written (zeros after the string): a reload compares fields whole. */
 static int parse_str(const char *v, char *out, size_t len)
 {
     if (strlen(v) >= len)
         return -1;
-    memcpy(out, v, strlen(v) + 1);
+    memset(out, 0, len);
+    memcpy(out, v, strlen(v));
     return 0;
 }
 
@@ -349,6 +351,12 @@ int kvs_config_finish(kvs_config *c, char *err, size_t err_len)
         snprintf(err, err_len, "pages, max_seqs, workers (1..256), threads (1..256), "
                                "heartbeat_ms (>= %d), token limits and max_conns (1..2^24) must be set",
                  KVS_HEARTBEAT_MIN_MS);
+        return KV_ERR_INVAL;
+    }
+    if (c->job_timeout_ms < 3 * c->heartbeat_ms) {
+        snprintf(err, err_len, "server.job_timeout_ms (%u) must be at least 3 heartbeats "
+                 "(server.heartbeat_ms %u): a shorter one fences workers that are only busy",
+                 c->job_timeout_ms, c->heartbeat_ms);
         return KV_ERR_INVAL;
     }
     if (c->cold_dir[0] && c->cold_mb == 0) {

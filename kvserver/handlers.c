@@ -87,6 +87,9 @@ static void conn_add(kvs_server *s, zmq_msg_t *route, uint32_t tenant)
     c->last_seen_ms = kvs_now_ms();
 }
 
+#define KEY_REVOKED "this client key is no longer listed for any tenant (the server's config " \
+                    "was reloaded without it)"
+
 /* Authenticated mode: the tenant of the client key ZeroMQ stamped on this message (the ZAP
  * handler's User-Id) in the current config, or n_tenants if that key is no longer listed. */
 static uint32_t key_tenant(const kvs_server *s, kvp_msg *m)
@@ -148,8 +151,7 @@ static void on_hello(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e)
         /* the key decides; a Hello may only confirm it */
         uint32_t kt = key_tenant(s, m);
         if (kt == s->cfg.n_tenants) {
-            reply_status(s, m, e->req_id, KV_ERR_REVOKED, "this client key is no longer listed "
-                         "for any tenant (the server's config was reloaded without it)");
+            reply_status(s, m, e->req_id, KV_ERR_REVOKED, KEY_REVOKED);
             return;
         }
         if (h->tenant && h->tenant[0] && strcmp(h->tenant, s->cfg.tenant[kt].name) != 0) {
@@ -492,6 +494,8 @@ static void on_attend(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uin
 
 /* ---- stats (client and admin) ---- */
 
+/* Stats; on the client socket (any tenant may ask) the server-wide counts only, not the
+ * tenants' names and figures, the workers, latency or the files' paths. */
 static void on_stats(kvs_server *s, void *sock, kvp_msg *m, uint64_t req_id)
 {
     const kvs_pages *pg = &s->pages;
@@ -507,6 +511,7 @@ static void on_stats(kvs_server *s, void *sock, kvp_msg *m, uint64_t req_id)
     st.seqs_expired = s->seqs_expired;
     st.jobs_done = s->jobs_done;
     st.jobs_failed = s->jobs_failed;
+    st.jobs_retried = s->jobs_retried;
     st.jobs_queued = s->jobs_queued;
     st.epoch = s->shm.h->epoch;
     st.arena_bytes = s->shm.bytes;
@@ -571,6 +576,10 @@ static void on_stats(kvs_server *s, void *sock, kvp_msg *m, uint64_t req_id)
     }
     st.tenants = tp;
     st.n_tenants = s->cfg.n_tenants;
+    if (sock == s->client) {
+        st.n_tenants = st.n_workers = st.n_latency = st.n_latency_bounds_us = 0;
+        st.snapshot_path = st.cold_dir = (char *)"";
+    }
     Kvarena__Envelope r = KVARENA__ENVELOPE__INIT;
     r.body_case = KVARENA__ENVELOPE__BODY_STATS_REPLY;
     r.stats_reply = &st;
@@ -604,12 +613,13 @@ void kvs_handle_client(kvs_server *s, kvp_msg *m)
     }
     uint32_t kt = s->cfg.secret_key[0] ? key_tenant(s, m) : c->tenant;
     if (kt == s->cfg.n_tenants) {
-        reply_status(s, m, e->req_id, KV_ERR_REVOKED, "this client key is no longer listed for "
-                     "any tenant (the server's config was reloaded without it)");
+        reply_status(s, m, e->req_id, KV_ERR_REVOKED, KEY_REVOKED);
         goto out;
     }
-    if (kt != c->tenant) {
-        reply_status(s, m, e->req_id, KV_ERR_AUTH, "connection and key disagree: say Hello again");
+    if (kt != c->tenant) { /* a reload moved the key: this connection's tenant is not its own */
+        reply_status(s, m, e->req_id, KV_ERR_REVOKED, "this client key now belongs to tenant "
+                     "'%s', not to this connection's '%s' (the server's config was reloaded): "
+                     "connect again", s->cfg.tenant[kt].name, s->cfg.tenant[c->tenant].name);
         goto out;
     }
     c->last_seen_ms = kvs_now_ms();

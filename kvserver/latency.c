@@ -1,7 +1,6 @@
 /* latency.c — Attend latency histograms (latency.h). */
 #include "latency.h"
 
-#include <time.h>
 
 /* 50 us to 10 s: a decode step of one layer here takes 0.1-5 ms, a long prefill seconds */
 const uint64_t kvs_lat_bounds_us[KVS_LAT_BUCKETS - 1] = {
@@ -10,13 +9,6 @@ const uint64_t kvs_lat_bounds_us[KVS_LAT_BUCKETS - 1] = {
 };
 const char *const kvs_lat_kind_names[KVS_LAT_KINDS] = { "prefill", "decode" };
 const char *const kvs_lat_stage_names[KVS_LAT_STAGES] = { "wait", "run", "total" };
-
-uint64_t kvs_now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
 
 void kvs_hist_add(kvs_hist *h, uint64_t us)
 {
@@ -28,10 +20,10 @@ void kvs_hist_add(kvs_hist *h, uint64_t us)
 }
 
 void kvs_latency_job(kvs_latency *l, uint32_t rows, uint32_t items, uint64_t arrived_us,
-                     uint64_t first_sent_us, uint64_t sent_us, uint64_t now_us)
+                     uint64_t sent_us, uint64_t now_us)
 {
     int k = rows == items ? KVS_LAT_DECODE : KVS_LAT_PREFILL; /* every n_new >= 1 */
-    kvs_hist_add(&l->h[k][KVS_LAT_WAIT], first_sent_us - arrived_us);
+    kvs_hist_add(&l->h[k][KVS_LAT_WAIT], sent_us - arrived_us);
     kvs_hist_add(&l->h[k][KVS_LAT_RUN], now_us - sent_us);
     kvs_hist_add(&l->h[k][KVS_LAT_TOTAL], now_us - arrived_us);
     l->rows[k] += rows;

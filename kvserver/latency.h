@@ -1,9 +1,10 @@
 /* latency.h — where an Attend's time goes, kept as histograms a reader can turn into
  * percentiles or export (kvctl stats, kvctl metrics):
- *   wait   its arrival at the server to its first dispatch to a worker (the queue),
+ *   wait   its arrival at the server to its last dispatch to a worker (the queue; for a
+ *          job re-run after its worker died, also the runs lost and the queue again),
  *   run    its last dispatch to the worker's reply (kernels, K/V write, transfer to and
- *          from the worker; a job re-run after its worker died counts its last run only),
- *   total  its arrival to the reply to its client,
+ *          from the worker),
+ *   total  its arrival to the reply to its client: wait + run,
  * each for decode jobs (every item one new row: a decode step of a batch) and prefill jobs
  * (any other: prompts, chunks, speculative rows, mixed batches), with the rows each kind
  * attended. Jobs that fail are counted in jobs_failed, not here. Buckets are fixed
@@ -32,11 +33,10 @@ extern const uint64_t kvs_lat_bounds_us[KVS_LAT_BUCKETS - 1];
 extern const char *const kvs_lat_kind_names[KVS_LAT_KINDS];   /* "prefill", "decode" */
 extern const char *const kvs_lat_stage_names[KVS_LAT_STAGES]; /* "wait", "run", "total" */
 
-uint64_t kvs_now_us(void); /* CLOCK_MONOTONIC */
 void kvs_hist_add(kvs_hist *h, uint64_t us);
 /* One completed job: `rows` query rows over `items` items (decode when equal), the times
- * (kvs_now_us) it arrived, was first and last sent to a worker, and now. */
+ * (microseconds, one clock) it arrived, was last sent to a worker, and now. */
 void kvs_latency_job(kvs_latency *l, uint32_t rows, uint32_t items, uint64_t arrived_us,
-                     uint64_t first_sent_us, uint64_t sent_us, uint64_t now_us);
+                     uint64_t sent_us, uint64_t now_us);
 
 #endif

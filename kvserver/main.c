@@ -1,4 +1,5 @@
 /* kvserver — owns the KV arena, spawns the workers, serves clients. See server.h. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,10 @@ int main(int argc, char **argv)
     static kvs_server srv;
     kvs_config *c = &srv.cfg;
     char err[512] = "";
+    sigset_t hup; /* a reload asked for before the server is up is done when it is */
+    sigemptyset(&hup);
+    sigaddset(&hup, SIGHUP);
+    sigprocmask(SIG_BLOCK, &hup, NULL);
     kvs_log_init();
     kvs_notify_open(&srv.notify); /* before any thread: it edits the environment */
     for (int i = 1; i < argc; i++)

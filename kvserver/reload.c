@@ -8,8 +8,10 @@
  * snapshot_every_s, snapshot_mb_s, keep_shm; per tenant quota_pages, max_seqs, weight and
  * public_key (the tenants themselves, their names and order, salt the arena's hashes and
  * need a restart). `fresh` only matters at start and is ignored. A quota lowered below a
- * tenant's pages makes it evict its own pages as it allocates; a client key removed is
- * refused from its connection's next request on (handlers.c). */
+ * tenant's pages makes it evict its own pages as it allocates; a client key removed (or
+ * moved to another tenant) is refused from its connection's next request on (handlers.c).
+ * The workers keep the log level they were started with (one restarted takes the new one);
+ * a snapshot pace applies from the next snapshot. */
 #include "server.h"
 
 #include <stdarg.h>
@@ -87,7 +89,8 @@ static void restart_needed(const kvs_config *cur, const kvs_config *next, char *
         if (strcmp(cur->tenant[t].name, next->tenant[t].name))
             add(why, len, "tenant %u's name (%s, now %s)", t + 1, cur->tenant[t].name,
                 next->tenant[t].name);
-    kvs_config probe = *next;
+    static kvs_config probe; /* 18 KB, as next */
+    probe = *next;
     live_copy(&probe, cur);
     for (size_t i = 0; i < sizeof(restart_keys) / sizeof(restart_keys[0]); i++)
         if (memcmp((const char *)cur + restart_keys[i].off, (const char *)&probe + restart_keys[i].off,
@@ -95,6 +98,14 @@ static void restart_needed(const kvs_config *cur, const kvs_config *next, char *
             add(why, len, "%s", restart_keys[i].key);
     if (!why[0] && memcmp(cur, &probe, sizeof(probe)))
         add(why, len, "a setting that is read at start only");
+}
+
+static int has_key(const kvs_tenant_cfg *t, const char *z85)
+{
+    for (uint32_t k = 0; k < t->n_keys; k++)
+        if (!strcmp(t->public_key[k], z85))
+            return 1;
+    return 0;
 }
 
 /* Applies next's live keys to the server, listing what changed in msg. */
@@ -121,8 +132,14 @@ static void apply(kvs_server *s, const kvs_config *next, char *msg, size_t len)
             add(msg, len, "tenant.%s.max_seqs %u -> %u", a->name, a->max_seqs, b->max_seqs);
         if (a->weight != b->weight)
             add(msg, len, "tenant.%s.weight %u -> %u", a->name, a->weight, b->weight);
-        if (a->n_keys != b->n_keys || memcmp(a->public_key, b->public_key, sizeof(a->public_key)))
-            add(msg, len, "tenant.%s.public_key (%u keys, now %u)", a->name, a->n_keys, b->n_keys);
+        uint32_t added = 0, removed = 0;
+        for (uint32_t k = 0; k < b->n_keys; k++)
+            added += !has_key(a, b->public_key[k]);
+        for (uint32_t k = 0; k < a->n_keys; k++)
+            removed += !has_key(b, a->public_key[k]);
+        if (added || removed)
+            add(msg, len, "tenant.%s.public_key %u added, %u removed (%u now)", a->name, added,
+                removed, b->n_keys);
         s->pages.tenant[t].quota = b->quota_pages;
         s->seqs.tenant_max[t] = b->max_seqs;
     }
@@ -139,7 +156,7 @@ static void apply(kvs_server *s, const kvs_config *next, char *msg, size_t len)
 
 int kvs_server_reload(kvs_server *s, char *msg, size_t len)
 {
-    static kvs_config next; /* a few KB: not on the stack of the loop */
+    static kvs_config next; /* 18 KB: kept off the loop's stack */
     char err[1024] = "", why[512];
     kvs_notify_sendf(&s->notify, "RELOADING=1\nMONOTONIC_USEC=%llu",
                      (unsigned long long)kvs_now_us());

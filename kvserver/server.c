@@ -27,11 +27,16 @@
 #include "recover.h"
 #include "snapshot.h"
 
-uint64_t kvs_now_ms(void)
+uint64_t kvs_now_us(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+uint64_t kvs_now_ms(void)
+{
+    return kvs_now_us() / 1000;
 }
 
 static int ipc_path(const char *ep, const char **path)

@@ -63,8 +63,7 @@ typedef struct kvs_job {
     int tries;                  /* workers it was sent to */
     uint64_t sent_ms;
     uint64_t arrived_us;        /* kvs_now_us when it was made (latency.h) */
-    uint64_t first_sent_us;     /* when first sent to a worker, 0 not yet */
-    uint64_t sent_us;           /* when last sent */
+    uint64_t sent_us;           /* when last sent to a worker */
     struct kvs_job *next;       /* queue link */
 } kvs_job;
 
@@ -125,6 +124,7 @@ typedef struct kvs_server {
     uint32_t rr_worker;             /* worker that got the last job */
     uint64_t next_job_id;
     uint64_t jobs_done, jobs_failed, jobs_queued;
+    uint64_t jobs_retried;      /* runs given to another worker after theirs died */
     uint64_t tenant_jobs[KVS_MAX_TENANTS];
     kvs_latency latency;        /* completed jobs' wait, run and total times (latency.h) */
     kvs_created recent[KVS_RECENT]; /* the last creations, a ring */
@@ -143,6 +143,7 @@ typedef struct kvs_server {
 } kvs_server;
 
 uint64_t kvs_now_ms(void);
+uint64_t kvs_now_us(void); /* CLOCK_MONOTONIC, as kvs_now_ms */
 
 /* server.c */
 int kvs_server_start(kvs_server *s);

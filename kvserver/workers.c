@@ -72,6 +72,8 @@ static void exec_worker(const kvs_server *s, const spawn_args *a)
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL); /* the server's blocked set is inherited */
     signal(SIGPIPE, SIG_DFL);
+    signal(SIGHUP, SIG_IGN); /* the server's reload: one sent to the group must not kill them
+                              * (ignored stays ignored across execve) */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != s->pid) /* the server died before prctl: nobody would kill us */
         _exit(1);
@@ -138,11 +140,13 @@ static void worker_lost(kvs_server *s, kvs_worker *w, const char *why)
     w->rid_len = 0;
     w->state = KVS_W_DOWN;
     if (job) {
-        s->jobs_failed++;
-        if (job->tries <= KVS_JOB_RETRIES && !s->stopping)
+        if (job->tries <= KVS_JOB_RETRIES && !s->stopping) {
+            s->jobs_retried++;
             kvs_job_enqueue(s, job, 1);
-        else
+        } else {
+            s->jobs_failed++;
             kvs_job_finish(s, job, KV_ERR_WORKER, "the worker running this job died", NULL, 0);
+        }
     }
 }
 
@@ -286,8 +290,6 @@ int kvs_worker_send_job(kvs_server *s, kvs_worker *w, kvs_job *job)
     if (rc == 0) {
         job->sent_ms = s->clock_ms;
         job->sent_us = kvs_now_us();
-        if (!job->first_sent_us)
-            job->first_sent_us = job->sent_us;
         job->tries++;
         w->job = job;
         w->state = KVS_W_BUSY;
@@ -354,8 +356,8 @@ static void on_job_done(kvs_server *s, kvs_worker *w, kvp_msg *m, const Kvarena_
     w->jobs++;
     s->jobs_done++;
     s->tenant_jobs[job->tenant]++;
-    kvs_latency_job(&s->latency, job->tokens, job->n_items, job->arrived_us, job->first_sent_us,
-                    job->sent_us, kvs_now_us());
+    kvs_latency_job(&s->latency, job->tokens, job->n_items, job->arrived_us, job->sent_us,
+                    kvs_now_us());
     kvs_job_finish(s, job, 0, NULL, m->tensor, m->n_tensors);
 }
 

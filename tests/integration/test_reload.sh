@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # An edited config applied to a running server (kvctl reload, SIGHUP), its arena and
 # clients kept:
-#  1. no edit: "no change";
+#  1. no edit, or an edit of a key the command line overrides: "no change";
 #  2. live keys (a tenant's quota and weight, the log level, the idle timeout): each one
 #     listed, and in force: a prompt over the lowered quota refused, debug lines logged;
 #  3. a key that needs a restart (model.layers) edited with a live one: refused, the key
 #     named, nothing applied (the quota stays); a syntax error and a new tenant refused the
 #     same way; the server serves on; restored, the quota raised, the prompt passes;
-#  4. SIGHUP: the same reload, its outcome logged;
+#  4. SIGHUP: the same reload, its outcome logged; the workers ignore it (a group's
+#     SIGHUP); a job timeout of 0 refused;
 #  5. authenticated mode: a client key removed while its client runs, that client refused
-#     at its next request; the new key admitted; both listed (rotation): both admitted;
-#     a key listed for two tenants refused.
+#     at its next request; the new key admitted, the old one refused at the handshake;
+#     both listed (rotation): both admitted; a key listed for two tenants refused; a key
+#     moved to another tenant while its client runs: refused at once and told why.
 set -eu
 cd "$(dirname "$0")/../.."
 . tests/integration/lib.sh
@@ -44,6 +46,10 @@ alice_quota() { ctl stats --json | python3 -c 'import json,sys; print([t["quota"
 echo "== 1. no edit"
 out=$(ctl reload)
 [ "$out" = "reloaded: no change" ] || die "reload without an edit: $out"
+# a key the command line overrides (--name): its edit in the file changes nothing
+set_key server name "a_name_longer_than_the_one_on_the_command_line"
+out=$(ctl reload)
+[ "$out" = "reloaded: no change" ] || die "an overridden key's edit: $out"
 
 echo "== 2. live keys"
 set_key tenant.alice quota_pages 8
@@ -95,6 +101,18 @@ kill -HUP "$KV_PID"
 for _ in $(seq 100); do grep -q "reload: tenant.alice.max_seqs 0 -> 50" "$KV_DIR.log" && break; sleep 0.05; done
 grep -q "reload: tenant.alice.max_seqs 0 -> 50" "$KV_DIR.log" || die "SIGHUP did not reload"
 kill -0 "$KV_PID" || die "SIGHUP stopped the server"
+# a SIGHUP to the whole group (a terminal hangup, systemctl kill -s HUP) reaches the workers
+pkill -HUP -f "kvworker --shm /kvarena-$KV_NAME"
+sleep 0.3
+restarts=$(ctl stats --json | grep -o '"restarts": *[0-9]*' | awk -F: '{ n += $2 } END { print n + 0 }')
+[ "$restarts" -eq 0 ] || die "SIGHUP killed $restarts workers"
+# a job timeout under 3 heartbeats would fence busy workers: refused
+set_key server job_timeout_ms 0
+rc=0; out=$(ctl reload 2>&1) || rc=$?
+[ "$rc" -ne 0 ] && echo "$out" | grep -q "job_timeout_ms (0) must be at least 3 heartbeats" ||
+    die "job_timeout_ms 0: $out"
+set_key server job_timeout_ms 60000
+echo "SIGHUP: reloaded; the workers ignore it; a job timeout of 0 refused"
 kv_stop
 trap cleanup EXIT
 
@@ -119,26 +137,48 @@ as() {  # as PUB SEC ARGS...: e2e_client with that key pair (after the revoked c
     KVARENA_SERVER_KEY=$srv_pub KVARENA_PUBLIC_KEY=$pub KVARENA_SECRET_KEY=$sec E2E_SHARED=1 \
         "$B/tests/e2e_client" "$EP" "" "$@"
 }
-as "$a1_pub" "$a1_sec" 64 3000 > "$KV_DIR.client" 2>&1 &
-client=$!
-sleep 0.5
-kill -0 "$client" 2>/dev/null || { cat "$KV_DIR.client" >&2; die "the long client ended early"; }
+# long_client PUB SEC: a client decoding for long in the background, once it has a sequence
+long_client() {
+    as "$1" "$2" 64 3000 > "$KV_DIR.client" 2>&1 &
+    client=$!
+    for _ in $(seq 200); do
+        [ "$(ctl seqs --json | grep -o '"tenant": *"alice"' | wc -l)" -ge 1 ] && return 0
+        kill -0 "$client" 2>/dev/null || break
+        sleep 0.05
+    done
+    cat "$KV_DIR.client" >&2
+    die "the long client has no sequence"
+}
+long_client "$a1_pub" "$a1_sec"
 set_key tenant.alice public_key "$a2_pub"
-ctl reload | grep -qF "tenant.alice.public_key (1 keys, now 1)" || die "the key change was not listed"
+ctl reload | grep -qF "tenant.alice.public_key 1 added, 1 removed (1 now)" || die "the key change was not listed"
 rc=0; wait "$client" || rc=$?
 [ "$rc" -ne 0 ] || die "a client whose key was removed went on to the end"
 grep -q "no longer listed" "$KV_DIR.client" || { cat "$KV_DIR.client" >&2; die "not refused for its removed key"; }
 echo "a running client with the removed key: refused at its next request"
 as "$a2_pub" "$a2_sec" 40 4 > "$KV_DIR.client" 2>&1 || { cat "$KV_DIR.client" >&2; die "the new key refused"; }
 if as "$a1_pub" "$a1_sec" 40 4 1000 2000 > "$KV_DIR.client" 2>&1; then die "the removed key connected"; fi
+grep -q "no reply" "$KV_DIR.client" || { cat "$KV_DIR.client" >&2; die "the removed key: not refused at the handshake"; }
 set_key tenant.alice public_key "$a1_pub, $a2_pub"
-ctl reload | grep -qF "tenant.alice.public_key (1 keys, now 2)" || die "two keys not listed"
+ctl reload | grep -qF "tenant.alice.public_key 1 added, 0 removed (2 now)" || die "two keys not listed"
 as "$a1_pub" "$a1_sec" 40 4 > "$KV_DIR.client" 2>&1 || { cat "$KV_DIR.client" >&2; die "key 1 of 2 refused"; }
 as "$a2_pub" "$a2_sec" 40 4 > "$KV_DIR.client" 2>&1 || { cat "$KV_DIR.client" >&2; die "key 2 of 2 refused"; }
 echo "the new key admitted, the old one refused; both listed: both admitted"
 set_key tenant.bob public_key "$b_pub $a2_pub"
 rc=0; out=$(ctl reload 2>&1) || rc=$?
 [ "$rc" -ne 0 ] && echo "$out" | grep -q "listed twice" || die "a key of two tenants: $out"
+# a key moved to another tenant while its client runs: refused at once, not retried
+long_client "$a1_pub" "$a1_sec"
+set_key tenant.alice public_key "$a2_pub"
+set_key tenant.bob public_key "$b_pub, $a1_pub"
+ctl reload > /dev/null
+t0=$(date +%s%N)
+rc=0; wait "$client" || rc=$?
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+[ "$rc" -ne 0 ] || die "a client whose key moved to bob went on as alice"
+grep -q "now belongs to tenant 'bob'" "$KV_DIR.client" || { cat "$KV_DIR.client" >&2; die "not told its key moved"; }
+[ "$ms" -lt 5000 ] || die "the moved key's client took $ms ms to give up (reconnecting?)"
+echo "a key moved to another tenant: its running client refused in $ms ms, told why"
 rm -f "$KV_DIR/server.key" "$KV_DIR.client"
 kv_stop
 trap - EXIT
