@@ -3,7 +3,8 @@
 #                SYSCONFDIR= UNITDIR= DATADIR=]
 # Installs kvserver, kvworker, kvctl; libkvclient and libkvkernels (static, and shared with
 # a versioned soname); their headers in INCLUDEDIR/kvarena with pkg-config files (kvclient,
-# kvkernels); the systemd unit kvarena@.service with these paths filled in; the default
+# kvkernels); the systemd units kvarena@.service and kvarena-metrics@.service (Prometheus
+# over HTTP) with these paths filled in; the default
 # config as DATADIR/kvarena/kvarena.ini and, only where none exists yet, as
 # SYSCONFDIR/kvarena/default.ini (an operator's config is never overwritten nor removed).
 PREFIX ?= /usr/local
@@ -40,7 +41,8 @@ install: all
 	$(SUBST_PATHS) client/kvclient.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/kvclient.pc
 	$(SUBST_PATHS) kernels/kvkernels.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/kvkernels.pc
 	$(SUBST_PATHS) deploy/kvarena@.service.in > $(DESTDIR)$(UNITDIR)/kvarena@.service
-	chmod 0644 $(DESTDIR)$(LIBDIR)/pkgconfig/kv*.pc $(DESTDIR)$(UNITDIR)/kvarena@.service
+	$(SUBST_PATHS) deploy/kvarena-metrics@.service.in > $(DESTDIR)$(UNITDIR)/kvarena-metrics@.service
+	chmod 0644 $(DESTDIR)$(LIBDIR)/pkgconfig/kv*.pc $(DESTDIR)$(UNITDIR)/kvarena*@.service
 	$(INSTALL) -m 0644 deploy/kvarena.ini $(DESTDIR)$(DATADIR)/kvarena/kvarena.ini
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/kvarena/default.ini ]; then \
 	  echo "make install: kept $(DESTDIR)$(SYSCONFDIR)/kvarena/default.ini (the default is $(DATADIR)/kvarena/kvarena.ini)"; \
@@ -53,7 +55,8 @@ uninstall:
 	  $(foreach l,$(INSTALL_LIBS),$(DESTDIR)$(LIBDIR)/lib$(l).a $(DESTDIR)$(LIBDIR)/lib$(l).so \
 	    $(DESTDIR)$(LIBDIR)/lib$(l).so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/lib$(l).so.$(VERSION) \
 	    $(DESTDIR)$(LIBDIR)/pkgconfig/$(l).pc) \
-	  $(DESTDIR)$(UNITDIR)/kvarena@.service $(DESTDIR)$(DATADIR)/kvarena/kvarena.ini
+	  $(DESTDIR)$(UNITDIR)/kvarena@.service $(DESTDIR)$(UNITDIR)/kvarena-metrics@.service \
+	  $(DESTDIR)$(DATADIR)/kvarena/kvarena.ini
 	@rmdir $(DESTDIR)$(INCLUDEDIR)/kvarena $(DESTDIR)$(DATADIR)/kvarena 2>/dev/null || true
 	@if [ -d $(DESTDIR)$(SYSCONFDIR)/kvarena ]; then \
 	  echo "make uninstall: kept $(DESTDIR)$(SYSCONFDIR)/kvarena (configuration)"; fi

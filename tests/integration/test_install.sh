@@ -9,7 +9,8 @@
 #  3. the installed kvserver started by the unit's own ExecStart line (its %i, %t, %S filled
 #     in as systemd would) under a stand-in for systemd's notify socket: READY=1 with its
 #     status line, WATCHDOG=1, the client's run and the installed kvctl against it,
-#     STOPPING=1 at SIGTERM, a clean exit (test_notify.sh: the protocol's edges);
+#     STOPPING=1 at SIGTERM, a clean exit (test_notify.sh: the protocol's edges); the
+#     metrics unit's ExecStart serving that server's metrics over HTTP;
 #  4. DESTDIR staging for PREFIX=/usr (config in /etc); make uninstall removing everything
 #     but the operator's config, which a second install leaves as it was.
 set -eu
@@ -21,10 +22,11 @@ cleanup() {
     set +e
     sink_stop 2>/dev/null
     [ -n "$SERVER" ] && kill -KILL "$SERVER" 2>/dev/null
+    [ -n "$METRICS" ] && kill "$METRICS" 2>/dev/null
     kv_cleanup
     rm -rf "$T" "/dev/shm/kvarena-inst$$"
 }
-SERVER=
+SERVER= METRICS=
 trap cleanup EXIT
 mkdir -p "$T"
 # a make run from a make recipe: the outer make's flags (its jobserver) are not ours
@@ -37,7 +39,8 @@ expect_files="bin/kvctl bin/kvserver bin/kvworker etc/kvarena/default.ini includ
 include/kvarena/kvkernels.h lib/libkvclient.a lib/libkvclient.so lib/libkvclient.so.0
 lib/libkvclient.so.0.1.0 lib/libkvkernels.a lib/libkvkernels.so lib/libkvkernels.so.0
 lib/libkvkernels.so.0.1.0 lib/pkgconfig/kvclient.pc lib/pkgconfig/kvkernels.pc
-lib/systemd/system/kvarena@.service share/kvarena/kvarena.ini"
+lib/systemd/system/kvarena@.service lib/systemd/system/kvarena-metrics@.service
+share/kvarena/kvarena.ini"
 got=$(cd "$P" && find . ! -type d | sed 's|^\./||' | sort | tr '\n' ' ')
 [ "$got" = "$(echo $expect_files | tr ' ' '\n' | sort | tr '\n' ' ')" ] ||
     die "installed files: $got"
@@ -59,7 +62,8 @@ grep -q "^ExecStart=$P/bin/kvserver --config $P/etc/kvarena/%i.ini " "$unit" ||
     die "the unit's ExecStart: $(grep ExecStart "$unit")"
 cmp -s deploy/kvarena.ini "$P/etc/kvarena/default.ini" || die "etc/kvarena/default.ini differs"
 if command -v systemd-analyze >/dev/null; then
-    out=$(systemd-analyze verify "$P/lib/systemd/system/kvarena@t.service" 2>&1) ||
+    out=$(systemd-analyze verify "$P/lib/systemd/system/kvarena@t.service" \
+          "$P/lib/systemd/system/kvarena-metrics@t.service" 2>&1) ||
         die "systemd-analyze verify: $out"
     # what it says about this unit (not about the machine's other units)
     ! echo "$out" | grep "kvarena@" || die "systemd-analyze verify warns about the unit"
@@ -128,6 +132,25 @@ grep -h "max relative" "$T/client.out" || true
 "$P/bin/kvctl" --endpoint "$admin" stats > "$T/stats.out" || die "installed kvctl stats failed"
 grep -q "jobs" "$T/stats.out" || die "kvctl stats: $(cat "$T/stats.out")"
 grep -q "WATCHDOG=1" "$T/notify.log" || die "no WATCHDOG=1 from the installed server"
+# the metrics unit's ExecStart, under its own address families, against that server
+munit="$P/lib/systemd/system/kvarena-metrics@.service"
+mport=$((port + 1))
+mstart=$(sed -n 's/^ExecStart=//p' "$munit" | sed -e "s|%i|$name|g" -e "s|%t|$T/run|g" \
+         -e "s|\${KVARENA_METRICS_LISTEN}|127.0.0.1:$mport|")
+# shellcheck disable=SC2086
+"$restrict_af" "$(sed -n 's/^RestrictAddressFamilies=//p' "$munit")" $mstart 2> "$T/metrics.log" &
+METRICS=$!
+for _ in $(seq 100); do
+    { exec 3<>"/dev/tcp/127.0.0.1/$mport"; } 2>/dev/null && break
+    sleep 0.05
+done
+printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3
+got=$(tr -d '\r' <&3)
+exec 3<&-
+kill "$METRICS"; wait "$METRICS" 2>/dev/null || true; METRICS=
+echo "$got" | head -1 | grep -q " 200 " && echo "$got" | grep -q '^kvarena_jobs_total{result="done"} [1-9]' ||
+    { cat "$T/metrics.log" >&2; die "the metrics unit's ExecStart did not serve: $(echo "$got" | head -3)"; }
+echo "kvarena-metrics@: its ExecStart served the installed server's metrics over HTTP"
 kill -TERM "$SERVER"
 rc=0; wait "$SERVER" || rc=$?
 SERVER=
