@@ -53,7 +53,8 @@ int main(int argc, char **argv)
         rc = kvs_server_run(&srv);
     else {
         KVS_ERROR("start failed: %s", kv_strerror(rc));
-        kvs_notify_sendf(&srv.notify, "STATUS=start failed: %s (the log says why)", kv_strerror(rc));
+        kvs_notify_sendf(&srv.notify, "STATUS=start failed: %s (the log says why)",
+                         kv_strerror(rc));
     }
     kvs_server_stop(&srv);
     return rc == 0 ? 0 : 1;

@@ -24,7 +24,8 @@ static uint64_t watchdog_env_ms(void)
     errno = 0;
     unsigned long long us = strtoull(usec, &end, 10);
     if (errno || end == usec || *end || us < 1000) {
-        KVS_WARN("WATCHDOG_USEC=%s is not a number of microseconds >= 1000: no watchdog pings", usec);
+        KVS_WARN("WATCHDOG_USEC=%s is not a number of microseconds >= 1000: no watchdog pings",
+                 usec);
         return 0;
     }
     return us / 1000;
@@ -38,7 +39,8 @@ void kvs_notify_open(kvs_notify *n)
     if (path && path[0]) {
         size_t len = strlen(path);
         /* a path needs room for its NUL, an abstract name ('@' for its leading NUL) none */
-        if ((path[0] != '/' && path[0] != '@') || len > sizeof(n->addr.sun_path) - (path[0] == '/')) {
+        size_t room = sizeof(n->addr.sun_path) - (path[0] == '/');
+        if ((path[0] != '/' && path[0] != '@') || len > room) {
             KVS_WARN("NOTIFY_SOCKET=%s is neither an absolute path nor an abstract name ('@') "
                      "of at most %zu bytes: systemd will not hear from this server", path,
                      sizeof(n->addr.sun_path) - 1);

@@ -93,8 +93,8 @@ static void restart_needed(const kvs_config *cur, const kvs_config *next, char *
     probe = *next;
     live_copy(&probe, cur);
     for (size_t i = 0; i < sizeof(restart_keys) / sizeof(restart_keys[0]); i++)
-        if (memcmp((const char *)cur + restart_keys[i].off, (const char *)&probe + restart_keys[i].off,
-                   restart_keys[i].size))
+        if (memcmp((const char *)cur + restart_keys[i].off,
+                   (const char *)&probe + restart_keys[i].off, restart_keys[i].size))
             add(why, len, "%s", restart_keys[i].key);
     if (!why[0] && memcmp(cur, &probe, sizeof(probe)))
         add(why, len, "a setting that is read at start only");
@@ -127,7 +127,8 @@ static void apply(kvs_server *s, const kvs_config *next, char *msg, size_t len)
     for (uint32_t t = 0; t < c->n_tenants; t++) {
         const kvs_tenant_cfg *a = &c->tenant[t], *b = &next->tenant[t];
         if (a->quota_pages != b->quota_pages)
-            add(msg, len, "tenant.%s.quota_pages %u -> %u", a->name, a->quota_pages, b->quota_pages);
+            add(msg, len, "tenant.%s.quota_pages %u -> %u", a->name, a->quota_pages,
+                b->quota_pages);
         if (a->max_seqs != b->max_seqs)
             add(msg, len, "tenant.%s.max_seqs %u -> %u", a->name, a->max_seqs, b->max_seqs);
         if (a->weight != b->weight)
@@ -158,8 +159,9 @@ int kvs_server_reload(kvs_server *s, char *msg, size_t len)
 {
     static kvs_config next; /* 18 KB: kept off the loop's stack */
     char err[1024] = "", why[512];
-    kvs_notify_sendf(&s->notify, "RELOADING=1\nMONOTONIC_USEC=%llu",
-                     (unsigned long long)kvs_now_us());
+    if (s->notify.ready) /* before READY=1 the start is not over: nothing to say */
+        kvs_notify_sendf(&s->notify, "RELOADING=1\nMONOTONIC_USEC=%llu",
+                         (unsigned long long)kvs_now_us());
     int rc = kvs_config_build(&next, s->argc, s->argv, err, sizeof(err));
     if (!rc) {
         restart_needed(&s->cfg, &next, why, sizeof(why));
@@ -177,8 +179,9 @@ int kvs_server_reload(kvs_server *s, char *msg, size_t len)
         KVS_INFO("reload: %s", msg);
     }
     kvs_event(s, "server", rc ? "reload refused" : "reloaded");
-    if (s->notify.ready) /* else READY=1 comes when a worker is */
-        kvs_notify_send(&s->notify, rc ? "READY=1\nSTATUS=serving; a reload was refused (see the log)"
+    if (s->notify.ready)
+        kvs_notify_send(&s->notify, rc ? "READY=1\nSTATUS=serving; a reload was refused (see "
+                                         "the log)"
                                        : "READY=1\nSTATUS=serving; config reloaded");
     return rc;
 }

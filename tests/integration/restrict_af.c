@@ -47,15 +47,19 @@ int main(int argc, char **argv)
      * allow, then EAFNOSUPPORT, then allow; jumps are relative to the next instruction */
     struct sock_filter f[8 + MAX_FAMILIES];
     int k = 0, allow = 5 + n + 1;
-    f[k++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch));
-    f[k] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 0, allow - k - 1), k++;
-    f[k++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr));
-    f[k] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_socket, 0, allow - k - 1), k++;
-    f[k++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0]));
+#define LOAD(field) (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, \
+                                                 offsetof(struct seccomp_data, field))
+#define JEQ(x, t, e) (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (x), (t), (e))
+#define RET(x) (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, (x))
+    f[k++] = LOAD(arch);
+    f[k] = JEQ(AUDIT_ARCH_X86_64, 0, allow - k - 1), k++;
+    f[k++] = LOAD(nr);
+    f[k] = JEQ(__NR_socket, 0, allow - k - 1), k++;
+    f[k++] = LOAD(args[0]);
     for (int i = 0; i < n; i++, k++)
-        f[k] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)af[i], allow - k - 1, 0);
-    f[k++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EAFNOSUPPORT);
-    f[k++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+        f[k] = JEQ((unsigned)af[i], allow - k - 1, 0);
+    f[k++] = RET(SECCOMP_RET_ERRNO | EAFNOSUPPORT);
+    f[k++] = RET(SECCOMP_RET_ALLOW);
     struct sock_fprog prog = { (unsigned short)k, f };
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
         prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0) {
