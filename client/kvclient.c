@@ -89,11 +89,42 @@ static void hello_init(kvc_client *c, Kvarena__Hello *h, Kvarena__Envelope *env)
     env->hello = h;
 }
 
+static kvc_model model_of(const Kvarena__HelloReply *r)
+{
+    return (kvc_model){ r->layers, r->q_heads, r->kv_heads, r->head_dim, r->page_tokens,
+                        r->dtype, r->max_batch_tokens, r->rope, r->rope_theta, r->window,
+                        r->softcap, r->alibi_max_bias };
+}
+
+/* A Hello accepted again after a reconnect must name this connection's tenant and model
+ * (a restarted server may know the key as another tenant's, or serve another model): 0, or
+ * the final error with its reason in c->err. */
+static int hello_same(kvc_client *c, const Kvarena__HelloReply *r)
+{
+    kvc_model m = model_of(r);
+    const kvc_model *o = &c->model;
+    if (strcmp(r->tenant ? r->tenant : "", c->tenant)) {
+        snprintf(c->err, sizeof c->err, "the server now knows this client as tenant '%.64s', "
+                 "not '%.64s': connect again", r->tenant ? r->tenant : "", c->tenant);
+        return KV_ERR_REVOKED;
+    }
+    if (m.layers != o->layers || m.q_heads != o->q_heads || m.kv_heads != o->kv_heads ||
+        m.head_dim != o->head_dim || m.page_tokens != o->page_tokens || m.dtype != o->dtype ||
+        m.rope != o->rope || m.rope_theta != o->rope_theta || m.window != o->window ||
+        m.softcap != o->softcap || m.alibi_max_bias != o->alibi_max_bias) {
+        snprintf(c->err, sizeof c->err, "the server now serves another model (or its options "
+                 "changed): connect again");
+        return KV_ERR_PROTO;
+    }
+    return 0;
+}
+
 /* A fresh socket after a timeout (the old one may be queued behind a dead peer); and, unless
  * the request being retried is the Hello itself, a Hello (one try): the server may have been
  * restarted and forgotten this connection. Returns the status of a Hello the server refused
- * (its tenant or key no longer allowed: final, its reason in c->err), else 0: other failures
- * are left to the caller's next try. */
+ * (its tenant or key no longer allowed) or KV_ERR_REVOKED / KV_ERR_PROTO for one it
+ * accepted for another tenant or model (hello_same): final, the reason in c->err; else 0:
+ * other failures are left to the caller's next try. */
 static int reconnect(kvc_client *c, int attempt_ms, int hello)
 {
     void *s = kvr_socket_open(c->ctx, c->endpoint, c->has_curve ? &c->curve : NULL);
@@ -109,10 +140,14 @@ static int reconnect(kvc_client *c, int attempt_ms, int hello)
     env.req_id = c->next_id++;
     kvr_reply rep;
     int refused = 0;
-    if (kvr_call(c->sock, &env, NULL, 0, attempt_ms, &rep) == 0 && rep.env->status < 0 &&
-        rep.env->status != KV_ERR_SHUTDOWN) {
-        refused = rep.env->status;
-        snprintf(c->err, sizeof c->err, "%s", rep.env->error ? rep.env->error : "");
+    if (kvr_call(c->sock, &env, NULL, 0, attempt_ms, &rep) == 0) {
+        if (rep.env->status < 0 && rep.env->status != KV_ERR_SHUTDOWN) {
+            refused = rep.env->status;
+            snprintf(c->err, sizeof c->err, "%s", rep.env->error ? rep.env->error : "");
+        } else if (rep.env->status == 0 &&
+                   rep.env->body_case == KVARENA__ENVELOPE__BODY_HELLO_REPLY) {
+            refused = hello_same(c, rep.env->hello_reply);
+        }
     }
     kvr_reply_clear(&rep);
     return refused;
@@ -216,9 +251,7 @@ static int hello(kvc_client *c)
         kvr_reply_clear(&rep);
         return rc;
     }
-    c->model = (kvc_model){ r->layers, r->q_heads, r->kv_heads, r->head_dim, r->page_tokens,
-                            r->dtype, r->max_batch_tokens, r->rope, r->rope_theta, r->window,
-                            r->softcap, r->alibi_max_bias };
+    c->model = model_of(r);
     snprintf(c->tenant, sizeof c->tenant, "%s", r->tenant ? r->tenant : "");
     kvr_reply_clear(&rep);
     return 0;

@@ -6,11 +6,14 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 /* ---- the text exposition format 0.0.4 ---- */
@@ -153,28 +156,44 @@ static void write_all(int fd, const char *buf, size_t len)
 static void respond(int fd, const char *status, const char *type, const char *body, size_t len,
                     int head_only)
 {
-    char hdr[256];
+    char hdr[320];
     int n = snprintf(hdr, sizeof(hdr), "HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                     "Connection: close\r\n\r\n", status, type, len);
+                     "%sConnection: close\r\n\r\n", status, type, len,
+                     !strncmp(status, "405", 3) ? "Allow: GET, HEAD\r\n" : "");
     write_all(fd, hdr, (size_t)n);
     if (!head_only)
         write_all(fd, body, len);
 }
 
-/* One connection: reads the request head (8 KiB at most, 5 s), answers, returns. */
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* One connection: reads the request head (8 KiB at most, 5 s in all however it trickles
+ * in; what came before the client closed its side counts), answers, returns. */
 static void serve_one(int fd, kvm_fetch_fn fetch, void *arg)
 {
     struct timeval tv = { 5, 0 };
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     char req[8192];
     size_t got = 0;
+    int64_t deadline = now_ms() + 5000;
     while (got < sizeof(req) - 1) {
+        struct pollfd p = { fd, POLLIN, 0 };
+        int64_t left = deadline - now_ms();
+        int r = left > 0 ? poll(&p, 1, (int)left) : 0;
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return; /* silent, or trickling, for 5 s */
         ssize_t n = recv(fd, req + got, sizeof(req) - 1 - got, 0);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
-            return; /* closed, or silent for 5 s */
+            break; /* closed: answer what came */
         got += (size_t)n;
         req[got] = '\0';
         if (strstr(req, "\r\n\r\n") || strstr(req, "\n\n"))
@@ -219,6 +238,23 @@ static void serve_one(int fd, kvm_fetch_fn fetch, void *arg)
     free(body);
 }
 
+/* Closes a connection after its answer: our side first, then what the client still sends
+ * read for 200 ms at most (closing with unread bytes would reset the connection and could
+ * discard the answer at the client). */
+static void conn_close(int fd)
+{
+    shutdown(fd, SHUT_WR);
+    char buf[512];
+    int64_t end = now_ms() + 200;
+    struct pollfd p = { fd, POLLIN, 0 };
+    while (now_ms() < end && poll(&p, 1, (int)(end - now_ms())) > 0 &&
+           recv(fd, buf, sizeof(buf), 0) > 0)
+        ;
+    close(fd);
+}
+
+#define MAX_LISTEN 4
+
 int kvm_serve(const char *addr, kvm_fetch_fn fetch, void *arg)
 {
     char host[256];
@@ -239,27 +275,48 @@ int kvm_serve(const char *addr, kvm_fetch_fn fetch, void *arg)
         fprintf(stderr, "kvctl: --listen %s: %s\n", addr, gai_strerror(rc));
         return 1;
     }
-    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol), on = 1;
-    if (fd >= 0)
+    /* every address the name has ("localhost": ::1 and 127.0.0.1; none: :: and 0.0.0.0) */
+    struct pollfd lfd[MAX_LISTEN];
+    int n = 0, on = 1, err = 0;
+    for (struct addrinfo *a = ai; a && n < MAX_LISTEN; a = a->ai_next) {
+        int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+        if (fd < 0) {
+            err = errno;
+            continue;
+        }
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
-    if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 16) != 0) {
-        fprintf(stderr, "kvctl: listening on %s failed: %s\n", addr, strerror(errno));
-        freeaddrinfo(ai);
-        if (fd >= 0)
+        if (a->ai_family == AF_INET6) /* :: beside 0.0.0.0, not over it */
+            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
+        if (bind(fd, a->ai_addr, a->ai_addrlen) != 0 || listen(fd, 16) != 0) {
+            err = errno;
             close(fd);
-        return 1;
+            continue;
+        }
+        lfd[n++] = (struct pollfd){ fd, POLLIN, 0 };
     }
     freeaddrinfo(ai);
+    if (!n) {
+        fprintf(stderr, "kvctl: listening on %s failed: %s\n", addr, strerror(err));
+        return 1;
+    }
     signal(SIGPIPE, SIG_IGN);
     fprintf(stderr, "kvctl: serving the server's metrics on http://%s/metrics\n", addr);
     for (;;) {
-        int c = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
-        if (c < 0) {
-            if (errno != EINTR && errno != ECONNABORTED)
-                fprintf(stderr, "kvctl: accept failed: %s\n", strerror(errno));
-            continue;
+        if (poll(lfd, (nfds_t)n, -1) < 0)
+            continue; /* EINTR */
+        for (int i = 0; i < n; i++) {
+            if (!(lfd[i].revents & POLLIN))
+                continue;
+            int c = accept4(lfd[i].fd, NULL, NULL, SOCK_CLOEXEC);
+            if (c < 0) {
+                if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+                    usleep(100000); /* out of descriptors: not a busy loop */
+                if (errno != EINTR && errno != ECONNABORTED && errno != EAGAIN)
+                    fprintf(stderr, "kvctl: accept failed: %s\n", strerror(errno));
+                continue;
+            }
+            serve_one(c, fetch, arg);
+            conn_close(c);
         }
-        serve_one(c, fetch, arg);
-        close(c);
     }
 }

@@ -15,11 +15,11 @@ void kvm_print(FILE *f, const Kvarena__StatsReply *s);
  * why in err (len bytes) and *rep empty. */
 typedef int (*kvm_fetch_fn)(void *arg, kvr_reply *rep, char *err, size_t len);
 
-/* Serves GET /metrics on addr ("HOST:PORT", "[V6]:PORT" or ":PORT" for every address), one
- * connection at a time (a scrape is one small request; a client silent for 5 s is dropped):
- * each scrape fetches fresh stats; 503 with the reason when the server does not answer,
- * 404 for other paths, 405 for other methods. Returns only on a setup failure (1, said on
- * stderr). */
+/* Serves GET /metrics on addr ("HOST:PORT" on every address HOST has, "[V6]:PORT", or
+ * ":PORT" on all of them), one connection at a time (a scrape is one small request; one
+ * whose head takes more than 5 s is dropped): each scrape fetches fresh stats; 503 when the
+ * server does not answer (fetch's reason in the body), 404 for other paths, 405 for other
+ * methods. Returns only on a setup failure (1, said on stderr). */
 int kvm_serve(const char *addr, kvm_fetch_fn fetch, void *arg);
 
 #endif

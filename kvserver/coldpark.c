@@ -198,6 +198,7 @@ void kvs_cold_stop(kvs_server *s)
     kvs_cold_close(s->cold); /* its thread is done with the pages */
     s->cold = NULL;
     s->pages.on_commit = NULL;
+    s->pages.on_hit = NULL;
     while (s->parks) {
         struct kvs_cold_park *k = park_unlink(s, s->parks);
         park_release(s, k);

@@ -353,7 +353,7 @@ int kvs_config_finish(kvs_config *c, char *err, size_t err_len)
                  KVS_HEARTBEAT_MIN_MS);
         return KV_ERR_INVAL;
     }
-    if (c->job_timeout_ms < 3 * c->heartbeat_ms) {
+    if (c->job_timeout_ms < 3ull * c->heartbeat_ms) {
         snprintf(err, err_len, "server.job_timeout_ms (%u) must be at least 3 heartbeats "
                  "(server.heartbeat_ms %u): a shorter one fences workers that are only busy",
                  c->job_timeout_ms, c->heartbeat_ms);

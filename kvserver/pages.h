@@ -44,7 +44,7 @@ typedef struct kvs_pages {
     /* called by kvs_page_commit with each page it commits, and by an extend with each
      * cached page it attaches (a prefix hit), or NULL; set after kvs_pages_init. The cold
      * tier queues the first, and the second if its copy on disk is old (so pages in use
-     * keep a copy: the tier drops its oldest files first) or gone. */
+     * keep a copy: the tier drops its oldest files first). */
     void (*on_commit)(void *arg, uint32_t p);
     void (*on_hit)(void *arg, uint32_t p);
     void *hook_arg;

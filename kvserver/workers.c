@@ -70,10 +70,11 @@ static void exec_worker(const kvs_server *s, const spawn_args *a)
 {
     sigset_t none;
     sigemptyset(&none);
+    /* the server's reload: a SIGHUP sent to the group must not kill the workers (ignored
+     * stays ignored across execve; set before the unblock, it discards one pending) */
+    signal(SIGHUP, SIG_IGN);
     sigprocmask(SIG_SETMASK, &none, NULL); /* the server's blocked set is inherited */
     signal(SIGPIPE, SIG_DFL);
-    signal(SIGHUP, SIG_IGN); /* the server's reload: one sent to the group must not kill them
-                              * (ignored stays ignored across execve) */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != s->pid) /* the server died before prctl: nobody would kill us */
         _exit(1);

@@ -97,7 +97,8 @@ echo "kvctl stats: prefill run p99 $max ms"
 
 echo "== kvctl metrics --listen: the same text over HTTP"
 port=$((20000 + RANDOM % 20000))
-"$B/kvctl" --endpoint "$KV_ADMIN" --timeout 1000 metrics --listen "127.0.0.1:$port" 2> "$KV_DIR.exporter" &
+# ":PORT": every address (0.0.0.0 and ::, both bound), scraped here on 127.0.0.1
+"$B/kvctl" --endpoint "$KV_ADMIN" --timeout 1000 metrics --listen ":$port" 2> "$KV_DIR.exporter" &
 exporter=$!
 cleanup() { kill "$exporter" 2>/dev/null; kv_cleanup; }
 trap cleanup EXIT

@@ -12,7 +12,8 @@
 #  5. authenticated mode: a client key removed while its client runs, that client refused
 #     at its next request; the new key admitted, the old one refused at the handshake;
 #     both listed (rotation): both admitted; a key listed for two tenants refused; a key
-#     moved to another tenant while its client runs: refused at once and told why.
+#     moved to another tenant while its client runs: refused at once and told why, and
+#     across a crash and restart (a reconnect's Hello accepted for bob is not taken).
 set -eu
 cd "$(dirname "$0")/../.."
 . tests/integration/lib.sh
@@ -138,8 +139,8 @@ as() {  # as PUB SEC ARGS...: e2e_client with that key pair (after the revoked c
         "$B/tests/e2e_client" "$EP" "" "$@"
 }
 # long_client PUB SEC: a client decoding for long in the background, once it has a sequence
-long_client() {
-    as "$1" "$2" 64 3000 > "$KV_DIR.client" 2>&1 &
+long_client() {  # long_client PUB SEC [ATTEMPT_MS]
+    as "$1" "$2" 64 3000 ${3:-} > "$KV_DIR.client" 2>&1 &
     client=$!
     for _ in $(seq 200); do
         [ "$(ctl seqs --json | grep -o '"tenant": *"alice"' | wc -l)" -ge 1 ] && return 0
@@ -179,6 +180,22 @@ ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 grep -q "now belongs to tenant 'bob'" "$KV_DIR.client" || { cat "$KV_DIR.client" >&2; die "not told its key moved"; }
 [ "$ms" -lt 5000 ] || die "the moved key's client took $ms ms to give up (reconnecting?)"
 echo "a key moved to another tenant: its running client refused in $ms ms, told why"
+# the same across a crash: the server restarted (on its arena) with alice's key now bob's;
+# the client, reconnecting on its own, is not let on as bob
+set_key tenant.alice public_key "$a1_pub"
+set_key tenant.bob public_key "$b_pub"
+ctl reload > /dev/null
+long_client "$a1_pub" "$a1_sec" 300
+kill -KILL "$KV_PID"; wait "$KV_PID" 2>/dev/null || true
+set_key tenant.alice public_key "$a2_pub"
+set_key tenant.bob public_key "$b_pub, $a1_pub"
+kv_start
+trap cleanup EXIT
+rc=0; wait "$client" || rc=$?
+[ "$rc" -ne 0 ] || die "after a restart the client went on as another tenant"
+grep -q "now knows this client as tenant 'bob', not 'alice'" "$KV_DIR.client" ||
+    { cat "$KV_DIR.client" >&2; die "the reconnecting client was not told its key is bob's now"; }
+echo "after a crash and a restart with the key moved: the reconnecting client refused, told why"
 rm -f "$KV_DIR/server.key" "$KV_DIR.client"
 kv_stop
 trap - EXIT
