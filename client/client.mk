@@ -14,6 +14,16 @@ $(B)/libkvclient.a: $(CLIENT_OBJ) $(CLIENT_PROTO_OBJ)
 	@rm -f $@
 	$(AR) rcs $@ $^
 
+# The static library make install ships: the same code as one object whose only global
+# names are kvc_* (kvclient.h), so a program linking it statically cannot clash with its
+# wire code (kvr_*, kvp_*, the generated kvarena__*). kvctl and the tests use the one above.
+$(B)/libkvclient-install.a: $(CLIENT_OBJ) $(CLIENT_PROTO_OBJ)
+	@rm -f $@ $(B)/kvclient-all.o
+	$(LD) -r -o $(B)/kvclient-all.o $^
+	nm --defined-only -g $(B)/kvclient-all.o | awk '$$3 ~ /^kvc_/ { print $$3 }' > $(B)/kvclient.syms
+	objcopy --keep-global-symbols=$(B)/kvclient.syms $(B)/kvclient-all.o
+	$(AR) rcs $@ $(B)/kvclient-all.o
+
 # Shared library: self-contained (wire code inside, not exported: libkvclient.map), links
 # its own dependencies.
 $(B)/libkvclient.so: $(CLIENT_OBJ) $(CLIENT_PROTO_OBJ) client/libkvclient.map
@@ -26,7 +36,8 @@ $(B)/kvctl: $(KVCTL_OBJ) $(B)/libkvclient.a
 $(B)/kvdemo: $(KVDEMO_OBJ) $(B)/libkvclient.a $(KERNELS_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
 
-ALL_TARGETS += $(B)/libkvclient.a $(B)/libkvclient.so $(B)/kvctl $(B)/kvdemo
+ALL_TARGETS += $(B)/libkvclient.a $(B)/libkvclient-install.a $(B)/libkvclient.so $(B)/kvctl \
+               $(B)/kvdemo
 
 # ---- tests: a fake server (client/tests/kvmock.c) and the client against it ----
 $(B)/kvmock: $(B)/obj/client/tests/kvmock.o $(B)/obj/client/examples/synth.o \

@@ -2,7 +2,7 @@
 #   make install [PREFIX=/usr/local] [DESTDIR=staging root] [BINDIR= LIBDIR= INCLUDEDIR=
 #                SYSCONFDIR= UNITDIR= DATADIR=]
 # Installs kvserver, kvworker, kvctl; libkvclient and libkvkernels (static, and shared with
-# a versioned soname); their headers in INCLUDEDIR/kvarena with pkg-config files (kvclient,
+# a versioned soname; libkvclient's global names are kvc_* alone in both); their headers in INCLUDEDIR/kvarena with pkg-config files (kvclient,
 # kvkernels); the systemd units kvarena@.service and kvarena-metrics@.service (Prometheus
 # over HTTP) with these paths filled in; the default
 # config as DATADIR/kvarena/kvarena.ini and, only where none exists yet, as
@@ -33,7 +33,8 @@ install: all
 	$(INSTALL) -m 0755 $(addprefix $(B)/,$(INSTALL_BINS)) $(DESTDIR)$(BINDIR)/
 	$(INSTALL) -m 0644 client/kvclient.h kernels/kvkernels.h $(DESTDIR)$(INCLUDEDIR)/kvarena/
 	@set -e; for l in $(INSTALL_LIBS); do \
-	  $(INSTALL) -m 0644 $(B)/lib$$l.a $(DESTDIR)$(LIBDIR)/; \
+	  a=$(B)/lib$$l.a; [ ! -e $(B)/lib$$l-install.a ] || a=$(B)/lib$$l-install.a; \
+	  $(INSTALL) -m 0644 $$a $(DESTDIR)$(LIBDIR)/lib$$l.a; \
 	  $(INSTALL) -m 0755 $(B)/lib$$l.so $(DESTDIR)$(LIBDIR)/lib$$l.so.$(VERSION); \
 	  ln -sf lib$$l.so.$(VERSION) $(DESTDIR)$(LIBDIR)/lib$$l.so.$(SOVERSION); \
 	  ln -sf lib$$l.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/lib$$l.so; \

@@ -57,6 +57,8 @@ declared() { grep -oE "\b$2[a-z0-9_]+\(" "$1" | tr -d '(' | sort -u | tr '\n' ' 
     die "libkvclient.so exports: $(exported "$P/lib/libkvclient.so")"
 [ "$(exported "$P/lib/libkvkernels.so")" = "$(declared kernels/kvkernels.h kvk_)" ] ||
     die "libkvkernels.so exports: $(exported "$P/lib/libkvkernels.so")"
+globals=$(nm -g --defined-only "$P/lib/libkvclient.a" | awk 'NF == 3 { print $3 }' | sort | tr '\n' ' ')
+[ "$globals" = "$(declared client/kvclient.h kvc_)" ] || die "libkvclient.a defines globally: $globals"
 unit="$P/lib/systemd/system/kvarena@.service"
 grep -q "^ExecStart=$P/bin/kvserver --config $P/etc/kvarena/%i.ini " "$unit" ||
     die "the unit's ExecStart: $(grep ExecStart "$unit")"
@@ -90,6 +92,12 @@ $CC -O2 $san -o "$T/kvk_example" kernels/examples/kvk_example.c \
 $CC -O2 $san -I"$T/inc" -o "$T/e2e_client" tests/integration/e2e_client.c \
     client/examples/synth.c $(pkg-config --cflags --libs kvclient kvkernels) \
     -Wl,-rpath,"$P/lib" -lm
+# the same client linked with the static libraries (libkvclient's wire code kept local)
+# shellcheck disable=SC2046
+$CC -O2 $san -I"$T/inc" -o "$T/e2e_client_static" tests/integration/e2e_client.c \
+    client/examples/synth.c $(pkg-config --cflags kvclient kvkernels) "$P/lib/libkvclient.a" \
+    "$P/lib/libkvkernels.a" $(pkg-config --libs libzmq libprotobuf-c) -lpthread -lm
+ldd "$T/e2e_client_static" | grep -q "libkv" && die "e2e_client_static loads a shared libkv*"
 for prog in kvk_example e2e_client; do
     ldd "$T/$prog" | grep -q "libkv.*=> $P/lib/" || die "$prog does not load the installed libraries"
 done
@@ -129,6 +137,9 @@ KVARENA_SERVER_KEY=$srv_pub KVARENA_PUBLIC_KEY=$a_pub KVARENA_SECRET_KEY=$a_sec 
     "$T/e2e_client" "tcp://127.0.0.1:$port" "" 40 5 > "$T/client.out" 2>&1 ||
     { cat "$T/client.out" >&2; die "the client built against the installation failed"; }
 grep -h "max relative" "$T/client.out" || true
+KVARENA_SERVER_KEY=$srv_pub KVARENA_PUBLIC_KEY=$a_pub KVARENA_SECRET_KEY=$a_sec \
+    "$T/e2e_client_static" "tcp://127.0.0.1:$port" "" 20 2 > "$T/client.out" 2>&1 ||
+    { cat "$T/client.out" >&2; die "the client linked with the installed libkvclient.a failed"; }
 "$P/bin/kvctl" --endpoint "$admin" stats > "$T/stats.out" || die "installed kvctl stats failed"
 grep -q "jobs" "$T/stats.out" || die "kvctl stats: $(cat "$T/stats.out")"
 grep -q "WATCHDOG=1" "$T/notify.log" || die "no WATCHDOG=1 from the installed server"
