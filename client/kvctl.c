@@ -292,7 +292,7 @@ typedef struct fetch_args {
     int timeout_ms;
 } fetch_args;
 
-/* kvm_fetch_fn for `metrics --listen`: one Stats request per scrape. */
+/* One Stats request (kvm_fetch_fn: `metrics --listen` makes one per scrape). */
 static int fetch_stats(void *arg, kvr_reply *rep, char *err, size_t len)
 {
     const fetch_args *a = arg;
@@ -307,9 +307,10 @@ static int fetch_stats(void *arg, kvr_reply *rep, char *err, size_t len)
 static int cmd_stats(const char *ep, int timeout_ms, int out)
 {
     kvr_reply rep;
-    if (admin_empty(ep, timeout_ms, KVARENA__ENVELOPE__BODY_STATS, &kvarena__stats__descriptor,
-                    &rep, KVARENA__ENVELOPE__BODY_STATS_REPLY, "stats"))
-        return 1;
+    fetch_args a = { ep, timeout_ms };
+    char err[256];
+    if (fetch_stats(&a, &rep, err, sizeof(err)))
+        return 1; /* admin_call said why */
     if (out == OUT_JSON)
         print_json(rep.env->stats_reply);
     else if (out == OUT_METRICS)

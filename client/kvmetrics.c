@@ -13,7 +13,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
-#include <time.h>
 #include <unistd.h>
 
 /* ---- the text exposition format 0.0.4 ---- */
@@ -167,9 +166,7 @@ static void respond(int fd, const char *status, const char *type, const char *bo
 
 static int64_t now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return kvr_now_ns() / 1000000;
 }
 
 /* One connection: reads the request head (8 KiB at most, 5 s in all however it trickles

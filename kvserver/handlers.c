@@ -494,8 +494,59 @@ static void on_attend(kvs_server *s, kvp_msg *m, const Kvarena__Envelope *e, uin
 
 /* ---- stats (client and admin) ---- */
 
-/* Stats; on the client socket (any tenant may ask) the server-wide counts only, not the
- * tenants' names and figures, the workers, latency or the files' paths. */
+/* What only the admin socket is told: per tenant, per worker, latency, the files' paths
+ * (Stats on the client socket, which any tenant may ask, carries the server-wide counts). */
+typedef struct stats_parts {
+    Kvarena__LatencyHist lh[KVS_LAT_KINDS * KVS_LAT_STAGES], *lp[KVS_LAT_KINDS * KVS_LAT_STAGES];
+    Kvarena__WorkerStats ws[256], *wp[256];
+    Kvarena__TenantStats ts[KVS_MAX_TENANTS], *tp[KVS_MAX_TENANTS];
+} stats_parts;
+
+static void stats_admin(const kvs_server *s, Kvarena__StatsReply *st, stats_parts *p)
+{
+    st->snapshot_path = (char *)s->cfg.snapshot;
+    st->cold_dir = (char *)s->cfg.cold_dir;
+    for (int k = 0, i = 0; k < KVS_LAT_KINDS; k++)
+        for (int g = 0; g < KVS_LAT_STAGES; g++, i++) {
+            const kvs_hist *h = &s->latency.h[k][g];
+            kvarena__latency_hist__init(&p->lh[i]);
+            p->lh[i].kind = (char *)kvs_lat_kind_names[k];
+            p->lh[i].stage = (char *)kvs_lat_stage_names[g];
+            p->lh[i].counts = (uint64_t *)h->counts;
+            p->lh[i].n_counts = KVS_LAT_BUCKETS;
+            p->lh[i].sum_us = h->sum_us;
+            p->lp[i] = &p->lh[i];
+        }
+    st->latency = p->lp;
+    st->n_latency = KVS_LAT_KINDS * KVS_LAT_STAGES;
+    st->latency_bounds_us = (uint64_t *)kvs_lat_bounds_us;
+    st->n_latency_bounds_us = KVS_LAT_BUCKETS - 1;
+    for (uint32_t i = 0; i < s->cfg.workers; i++) {
+        kvarena__worker_stats__init(&p->ws[i]);
+        p->ws[i].index = i;
+        p->ws[i].pid = s->workers[i].pid;
+        p->ws[i].state = (char *)kvs_worker_state_name(s->workers[i].state);
+        p->ws[i].jobs = s->workers[i].jobs;
+        p->ws[i].restarts = s->workers[i].restarts;
+        p->ws[i].isa = (char *)s->workers[i].isa;
+        p->ws[i].threads = s->workers[i].threads;
+        p->wp[i] = &p->ws[i];
+    }
+    st->workers = p->wp;
+    st->n_workers = s->cfg.workers;
+    for (uint32_t t = 0; t < s->cfg.n_tenants; t++) {
+        kvarena__tenant_stats__init(&p->ts[t]);
+        p->ts[t].name = (char *)s->cfg.tenant[t].name;
+        p->ts[t].pages = s->pages.tenant[t].pages;
+        p->ts[t].quota = s->pages.tenant[t].quota;
+        p->ts[t].sequences = s->seqs.per_tenant[t];
+        p->ts[t].jobs = s->tenant_jobs[t];
+        p->tp[t] = &p->ts[t];
+    }
+    st->tenants = p->tp;
+    st->n_tenants = s->cfg.n_tenants;
+}
+
 static void on_stats(kvs_server *s, void *sock, kvp_msg *m, uint64_t req_id)
 {
     const kvs_pages *pg = &s->pages;
@@ -516,11 +567,9 @@ static void on_stats(kvs_server *s, void *sock, kvp_msg *m, uint64_t req_id)
     st.epoch = s->shm.h->epoch;
     st.arena_bytes = s->shm.bytes;
     st.uptime_ms = kvs_now_ms() - s->start_ms;
-    st.snapshot_path = s->cfg.snapshot;
     st.snapshot_age_ms = s->snap_done_ms ? kvs_now_ms() - s->snap_done_ms + 1 : 0;
     st.snapshot_pages = s->snap_done_pages;
     st.snapshot_running = s->snap != NULL;
-    st.cold_dir = s->cfg.cold_dir;
     if (s->cold) {
         kvs_cold_stats cs;
         kvs_cold_stats_get(s->cold, &cs);
@@ -532,54 +581,11 @@ static void on_stats(kvs_server *s, void *sock, kvp_msg *m, uint64_t req_id)
         st.cold_skipped = cs.skipped;
         st.cold_dropped = cs.dropped;
     }
-    Kvarena__LatencyHist lh[KVS_LAT_KINDS * KVS_LAT_STAGES], *lp[KVS_LAT_KINDS * KVS_LAT_STAGES];
-    for (int k = 0, i = 0; k < KVS_LAT_KINDS; k++)
-        for (int g = 0; g < KVS_LAT_STAGES; g++, i++) {
-            kvs_hist *h = &s->latency.h[k][g];
-            kvarena__latency_hist__init(&lh[i]);
-            lh[i].kind = (char *)kvs_lat_kind_names[k];
-            lh[i].stage = (char *)kvs_lat_stage_names[g];
-            lh[i].counts = h->counts;
-            lh[i].n_counts = KVS_LAT_BUCKETS;
-            lh[i].sum_us = h->sum_us;
-            lp[i] = &lh[i];
-        }
-    st.latency = lp;
-    st.n_latency = KVS_LAT_KINDS * KVS_LAT_STAGES;
-    st.latency_bounds_us = (uint64_t *)kvs_lat_bounds_us;
-    st.n_latency_bounds_us = KVS_LAT_BUCKETS - 1;
     st.rows_prefill = s->latency.rows[KVS_LAT_PREFILL];
     st.rows_decode = s->latency.rows[KVS_LAT_DECODE];
-    Kvarena__WorkerStats ws[256], *wp[256];
-    for (uint32_t i = 0; i < s->cfg.workers; i++) {
-        kvarena__worker_stats__init(&ws[i]);
-        ws[i].index = i;
-        ws[i].pid = s->workers[i].pid;
-        ws[i].state = (char *)kvs_worker_state_name(s->workers[i].state);
-        ws[i].jobs = s->workers[i].jobs;
-        ws[i].restarts = s->workers[i].restarts;
-        ws[i].isa = s->workers[i].isa;
-        ws[i].threads = s->workers[i].threads;
-        wp[i] = &ws[i];
-    }
-    st.workers = wp;
-    st.n_workers = s->cfg.workers;
-    Kvarena__TenantStats ts[KVS_MAX_TENANTS], *tp[KVS_MAX_TENANTS];
-    for (uint32_t t = 0; t < s->cfg.n_tenants; t++) {
-        kvarena__tenant_stats__init(&ts[t]);
-        ts[t].name = s->cfg.tenant[t].name;
-        ts[t].pages = pg->tenant[t].pages;
-        ts[t].quota = pg->tenant[t].quota;
-        ts[t].sequences = s->seqs.per_tenant[t];
-        ts[t].jobs = s->tenant_jobs[t];
-        tp[t] = &ts[t];
-    }
-    st.tenants = tp;
-    st.n_tenants = s->cfg.n_tenants;
-    if (sock == s->client) {
-        st.n_tenants = st.n_workers = st.n_latency = st.n_latency_bounds_us = 0;
-        st.snapshot_path = st.cold_dir = (char *)"";
-    }
+    stats_parts parts;
+    if (sock == s->admin)
+        stats_admin(s, &st, &parts);
     Kvarena__Envelope r = KVARENA__ENVELOPE__INIT;
     r.body_case = KVARENA__ENVELOPE__BODY_STATS_REPLY;
     r.stats_reply = &st;

@@ -10,7 +10,7 @@ const uint64_t kvs_lat_bounds_us[KVS_LAT_BUCKETS - 1] = {
 const char *const kvs_lat_kind_names[KVS_LAT_KINDS] = { "prefill", "decode" };
 const char *const kvs_lat_stage_names[KVS_LAT_STAGES] = { "wait", "run", "total" };
 
-void kvs_hist_add(kvs_hist *h, uint64_t us)
+static void hist_add(kvs_hist *h, uint64_t us)
 {
     int b = 0;
     while (b < KVS_LAT_BUCKETS - 1 && us > kvs_lat_bounds_us[b])
@@ -23,8 +23,8 @@ void kvs_latency_job(kvs_latency *l, uint32_t rows, uint32_t items, uint64_t arr
                      uint64_t sent_us, uint64_t now_us)
 {
     int k = rows == items ? KVS_LAT_DECODE : KVS_LAT_PREFILL; /* every n_new >= 1 */
-    kvs_hist_add(&l->h[k][KVS_LAT_WAIT], sent_us - arrived_us);
-    kvs_hist_add(&l->h[k][KVS_LAT_RUN], now_us - sent_us);
-    kvs_hist_add(&l->h[k][KVS_LAT_TOTAL], now_us - arrived_us);
+    hist_add(&l->h[k][KVS_LAT_WAIT], sent_us - arrived_us);
+    hist_add(&l->h[k][KVS_LAT_RUN], now_us - sent_us);
+    hist_add(&l->h[k][KVS_LAT_TOTAL], now_us - arrived_us);
     l->rows[k] += rows;
 }

@@ -33,7 +33,6 @@ extern const uint64_t kvs_lat_bounds_us[KVS_LAT_BUCKETS - 1];
 extern const char *const kvs_lat_kind_names[KVS_LAT_KINDS];   /* "prefill", "decode" */
 extern const char *const kvs_lat_stage_names[KVS_LAT_STAGES]; /* "wait", "run", "total" */
 
-void kvs_hist_add(kvs_hist *h, uint64_t us);
 /* One completed job: `rows` query rows over `items` items (decode when equal), the times
  * (microseconds, one clock) it arrived, was last sent to a worker, and now. */
 void kvs_latency_job(kvs_latency *l, uint32_t rows, uint32_t items, uint64_t arrived_us,

@@ -641,10 +641,10 @@ static void seqs_expire(kvs_server *s)
 /* READY=1 for systemd once a worker has said Ready: from then on requests are served. */
 static void notify_ready(kvs_server *s)
 {
-    uint32_t ready = 0;
-    for (uint32_t i = 0; i < s->cfg.workers; i++)
-        ready += s->workers[i].was_ready;
-    if (!ready)
+    uint32_t i = 0;
+    while (i < s->cfg.workers && !s->workers[i].was_ready)
+        i++;
+    if (i == s->cfg.workers)
         return;
     s->notify.ready = 1;
     kvs_notify_sendf(&s->notify, "READY=1\nSTATUS=serving: arena %s, %u pages, %u workers, "
