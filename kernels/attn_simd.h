@@ -36,11 +36,13 @@
 #ifndef WIDE_SCRATCH                /* floats an ISA's own wide path needs besides tile_buf */
 #define WIDE_SCRATCH(D, mp) 0
 #endif
-/* Narrow (decode) tiles: keys per block. A block's K and V come from L2 (asked for during
- * the block before) and stay in L1 for the quads after the first; longer blocks cut the
- * per-block softmax work. */
-#ifndef KB_NARROW /* tunable at build time, e.g. -DKB_NARROW=64: a multiple of 4, <= KB */
-#define KB_NARROW 32
+/* Narrow (decode) tiles: keys per block. A block's K and V are asked for in L1 during the
+ * block before, so two blocks' rows (2 x 12 KiB at head_dim 128 in fp16) share L1 with the
+ * queries and accumulators: longer blocks cut the per-block softmax work but evict rows
+ * before they are read (measured on a Zen 5 VM, 1 thread, KV from DRAM: 24 keys 29 GB/s, 16
+ * keys 27, 32 keys 23). */
+#ifndef KB_NARROW /* tunable at build time, e.g. -DKB_NARROW=16: a multiple of 4, <= KB */
+#define KB_NARROW 24
 #endif
 #define PV_MR 4                     /* query rows per PV register block */
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
@@ -435,17 +437,18 @@ ALWAYS_INLINE vf v_load_kv(const uint8_t *p, size_t i, const kvk_dtype dt)
            : dt == KVK_BF16 ? v_load_bf16(p + 2 * i) : v_load((const float *)p + i);
 }
 
-/* The rows pf[j .. j+cnt) (bytes each), clipped to pf_n rows, asked for in L2. Prefetches are
+/* The rows pf[j .. j+cnt) (bytes each), clipped to pf_n rows, asked for in L1. Prefetches are
  * spread over the compute of the block before (a few per key): asked for all at once, they
- * would exhaust the L1 miss buffers and stall the compute behind them. Into L2 rather than
- * L1: the block is then read from L2 once, and nothing it holds is evicted from L1 early
- * (A/B alternated call by call: decode 2-4.5% faster than prefetching into L1). */
+ * would exhaust the L1 miss buffers and stall the compute behind them, or be dropped. Into
+ * L1 rather than L2 (where an earlier Intel machine wanted them): on a Zen 5 VM decode from
+ * DRAM went from 19 to 22 GB/s on one thread with the blocks of 32 keys of then, 29 with
+ * KB_NARROW's 24 (A/B, same minutes). */
 ALWAYS_INLINE void prefetch_rows(const uint8_t *const *pf, uint32_t pf_n, uint32_t j,
                                  uint32_t cnt, size_t bytes)
 {
     for (uint32_t r = j; r < j + cnt && r < pf_n; r++)
         for (size_t off = 0; off < bytes; off += 64)
-            __builtin_prefetch(pf[r] + off, 0, 2);
+            __builtin_prefetch(pf[r] + off, 0, 3);
 }
 
 /* Logits of the quad q (4 rows of D) against keys kr[0 .. n), n a multiple of QK_NK: vector
@@ -622,19 +625,59 @@ static void narrow_block(const kvk_call *c, const kvk_task *t, const tile_buf *b
     }
 }
 
-/* Row addresses of keys [kb, min(kb + KB_NARROW, k1)) of KV head h (none if kb >= k1). */
-static void narrow_rows_get(const kvk_call *c, const kvk_item *it, uint32_t h, uint32_t kb,
+/* A key of an item as its page table entry and row in that page: found with one division
+ * at the start of a task, then moved on block by block without dividing. */
+typedef struct narrow_pos {
+    uint32_t key, page, row;
+} narrow_pos;
+
+static narrow_pos narrow_at(const kvk_call *c, uint32_t key)
+{
+    uint32_t pt = c->g->page_tokens;
+    return (narrow_pos){ key, key / pt, key % pt };
+}
+
+/* The block of KB_NARROW keys (fewer before k1) at *p: its size, and *p moved past it. */
+static uint32_t narrow_next(const kvk_call *c, narrow_pos *p, uint32_t k1)
+{
+    uint32_t pt = c->g->page_tokens;
+    uint32_t n = p->key >= k1 ? 0 : k1 - p->key < KB_NARROW ? k1 - p->key : KB_NARROW;
+    p->key += n;
+    p->row += n;
+    while (p->row >= pt) {
+        p->row -= pt;
+        p->page++;
+    }
+    return n;
+}
+
+/* Runs body for each contiguous run of the n K rows of KV head h from p: src the first row
+ * (its V row is c->v_off further), run the rows, j the keys before it. */
+#define FOR_EACH_NARROW_RUN(c, it, h, p, n, src, run, j, body)                              \
+    for (uint32_t j = 0, run, pg_ = (p).page, row_ = (p).row; j < (n);                     \
+         j += run, pg_++, row_ = 0) {                                                      \
+        uint32_t pt_ = (c)->g->page_tokens;                                                \
+        run = pt_ - row_ < (n) - j ? pt_ - row_ : (n) - j;                                 \
+        const uint8_t *src = (c)->pg->base + (size_t)(it)->pages[pg_] * (c)->page_bytes   \
+                             + (c)->k_off + (size_t)(h) * (c)->head_stride                 \
+                             + (size_t)row_ * (c)->g->head_dim * (c)->esize;               \
+        body                                                                                \
+    }
+
+/* Row addresses of the block at *p of KV head h (none past k1); *p moves past it. */
+static void narrow_rows_get(const kvk_call *c, const kvk_item *it, uint32_t h, narrow_pos *p,
                             uint32_t k1, narrow_rows *r)
 {
     size_t row_bytes = c->g->head_dim * c->esize;
-    r->kb = kb;
-    r->n = kb >= k1 ? 0 : k1 - kb < KB_NARROW ? k1 - kb : KB_NARROW;
+    narrow_pos at = *p;
+    r->kb = at.key;
+    r->n = narrow_next(c, p, k1);
     r->n_pad = (r->n + QK_NK - 1) / QK_NK * QK_NK;
-    FOR_EACH_RUN(c, it, h, 0, kb, r->n, src, run, j,
-                 for (uint32_t i = 0; i < run; i++) {
-                     r->k[j + i] = src + i * row_bytes;
-                     r->v[j + i] = src + c->v_off + i * row_bytes;
-                 })
+    FOR_EACH_NARROW_RUN(c, it, h, at, r->n, src, run, j,
+                        for (uint32_t i = 0; i < run; i++) {
+                            r->k[j + i] = src + i * row_bytes;
+                            r->v[j + i] = src + c->v_off + i * row_bytes;
+                        })
     for (uint32_t j = r->n; j < r->n_pad; j++) {
         r->k[j] = r->k[r->n - 1];
         r->v[j] = r->v[r->n - 1];
@@ -644,23 +687,28 @@ static void narrow_rows_get(const kvk_call *c, const kvk_item *it, uint32_t h, u
 /* The L1 miss buffers cap what the per-key prefetches of narrow_block can have in flight;
  * the L2 streamer has its own, but stops at every 4 KiB page and restarts slowly. So
  * NARROW_LEAD_BLOCKS blocks ahead, the first NARROW_LEAD_BYTES of each contiguous K and V
- * run of a block are asked for in L2: the streamer sees a stream start early and fetches
- * the rest of the page by itself; the per-key prefetches then mostly hit L2. (Measured: asking
- * for whole runs this far ahead, or in L1, is slower; so is no lead at all.) */
+ * run of a block are asked for: the streamer sees a stream start early and fetches the rest
+ * of the page by itself; the per-key prefetches then mostly hit L2. (Measured on a Zen 5
+ * VM: without the lead 23 GB/s instead of 29; 2 or 4 blocks, 256 or 1024 bytes no better;
+ * asked for in L2 rather than L1, 26.) */
+#ifndef NARROW_LEAD_BLOCKS
 #define NARROW_LEAD_BLOCKS 3
+#endif
+#ifndef NARROW_LEAD_BYTES
 #define NARROW_LEAD_BYTES 512
-static void narrow_lead(const kvk_call *c, const kvk_item *it, uint32_t h, uint32_t kb,
+#endif
+static void narrow_lead(const kvk_call *c, const kvk_item *it, uint32_t h, narrow_pos *p,
                         uint32_t k1)
 {
-    if (kb >= k1)
-        return;
-    uint32_t n = k1 - kb < KB_NARROW ? k1 - kb : KB_NARROW;
+    narrow_pos at = *p;
+    uint32_t n = narrow_next(c, p, k1);
     size_t bytes = c->g->head_dim * c->esize;
-    FOR_EACH_RUN(c, it, h, 0, kb, n, src, run, j,
-                 for (size_t off = 0; off < NARROW_LEAD_BYTES && off < run * bytes; off += 64) {
-                     __builtin_prefetch(src + off, 0, 1);
-                     __builtin_prefetch(src + c->v_off + off, 0, 1);
-                 })
+    FOR_EACH_NARROW_RUN(c, it, h, at, n, src, run, j,
+                        for (size_t off = 0; off < NARROW_LEAD_BYTES && off < run * bytes;
+                             off += 64) {
+                            __builtin_prefetch(src + off, 0, 3);
+                            __builtin_prefetch(src + c->v_off + off, 0, 3);
+                        })
 }
 
 static void tile_run_narrow(const kvk_call *c, const kvk_task *t, tile_buf *b, float *acc,
@@ -686,12 +734,13 @@ static void tile_run_narrow(const kvk_call *c, const kvk_task *t, tile_buf *b, f
     for (uint32_t i = 0; i < VL; i++)
         lane[0][i] = (float)(i % QK_NK);
     st.koff = v_load(lane[0]);
+    narrow_pos pos = narrow_at(c, t->k0), lead = pos;
     for (uint32_t i = 0; i < NARROW_LEAD_BLOCKS; i++) /* the blocks before the lead */
-        narrow_lead(c, it, t->kv_head, t->k0 + i * KB_NARROW, t->k1);
-    narrow_rows_get(c, it, t->kv_head, t->k0, t->k1, cur);
-    for (uint32_t kb = t->k0; kb < t->k1; kb += KB_NARROW) {
-        narrow_lead(c, it, t->kv_head, kb + NARROW_LEAD_BLOCKS * KB_NARROW, t->k1);
-        narrow_rows_get(c, it, t->kv_head, kb + KB_NARROW, t->k1, next);
+        narrow_lead(c, it, t->kv_head, &lead, t->k1);
+    narrow_rows_get(c, it, t->kv_head, &pos, t->k1, cur);
+    while (cur->n) {
+        narrow_lead(c, it, t->kv_head, &lead, t->k1);
+        narrow_rows_get(c, it, t->kv_head, &pos, t->k1, next);
         narrow_block(c, t, b, &st, cur, next, M, acc);
         narrow_rows *tmp = cur;
         cur = next;
