@@ -411,20 +411,20 @@ typedef struct stream_arg {
     float out;
 } stream_arg;
 
-#define STREAM_LEAD 6  /* pages: the kernel leads by 3 blocks of 2 pages */
-#define STREAM_NEXT 2  /* pages: the kernel prefetches one block of 2 pages ahead */
+#define STREAM_LEAD 5  /* pages: the kernel leads by 3 blocks of 24 keys (4.5 pages) */
+#define STREAM_NEXT 2  /* pages: the kernel prefetches one block of 24 keys ahead (1.5) */
 
-/* Asks for the start of the K and V runs of page i + STREAM_LEAD in L2 and returns the run of
- * page i + STREAM_NEXT, whose lines the caller asks for in L2 one per line it reads: the two
- * levels of prefetch of the decode kernel. */
+/* Asks for the start of the K and V runs of page i + STREAM_LEAD and returns the run of page
+ * i + STREAM_NEXT, whose lines the caller asks for one per line it reads: the two levels of
+ * prefetch of the decode kernel, into L1 as the kernel's. */
 static const uint8_t *stream_lead(const stream_arg *a, uint32_t i, size_t pb, size_t off,
                                  size_t run)
 {
     if (i + STREAM_LEAD < a->n_pages) {
         const uint8_t *n = a->b->pg.base + (size_t)a->pages[i + STREAM_LEAD] * pb + off;
         for (size_t o = 0; o < 512; o += 64) {
-            __builtin_prefetch(n + o, 0, 1);
-            __builtin_prefetch(n + run / 2 + o, 0, 1);
+            __builtin_prefetch(n + o, 0, 3);
+            __builtin_prefetch(n + run / 2 + o, 0, 3);
         }
     }
     uint32_t nx = i + STREAM_NEXT < a->n_pages ? i + STREAM_NEXT : i;
@@ -448,7 +448,7 @@ static const uint8_t *stream_lead(const stream_arg *a, uint32_t i, size_t pb, si
             const uint8_t *pf = stream_lead(a, i, pb, off, run);                          \
             for (size_t o = 0; o < run; o += 2 * STEP) {                                  \
                 if (o % 64 == 0)                                                          \
-                    __builtin_prefetch(pf + o, 0, 2);                                     \
+                    __builtin_prefetch(pf + o, 0, 3);                                     \
                 T x0 = CVT(p + o), x1 = CVT(p + o + STEP);                                \
                 for (int k = 0; k < 4; k++) {                                             \
                     acc[k] = FMA(x0, q[k], acc[k]);                                       \
