@@ -124,15 +124,34 @@ static void cvt_run(float *dst, const uint8_t *src, size_t n, kvk_dtype dt)
         memcpy(dst, src, n * sizeof(float));
 }
 
-/* Calls fn(ptr, bytes) for each contiguous run of rows of keys [k0, k0 + n) of KV head h:
- * rows are contiguous inside a page, pages are wherever the page table says. */
-#define FOR_EACH_RUN(c, it, h, kind, k0, n, ptr, run, j, body)                          \
-    for (uint32_t j = 0, run; j < (n); j += run) {                                      \
-        uint32_t pos_ = (k0) + j, pt_ = (c)->g->page_tokens;                            \
-        run = pt_ - pos_ % pt_ < (n) - j ? pt_ - pos_ % pt_ : (n) - j;                  \
-        const uint8_t *ptr = kvk__kv_row((c), (it), pos_, (h), (kind));                 \
-        body                                                                            \
+/* A key of an item as its page table entry and row in that page: found with one division,
+ * then moved on (narrow tiles: block by block) without dividing. */
+typedef struct kv_pos {
+    uint32_t key, page, row;
+} kv_pos;
+
+static inline kv_pos kv_at(const kvk_call *c, uint32_t key)
+{
+    uint32_t pt = c->g->page_tokens;
+    return (kv_pos){ key, key / pt, key % pt };
+}
+
+/* Runs body for each contiguous run of the n K (kind 0) or V (kind 1) rows of KV head h from
+ * key position p: ptr the run's first row, run its rows, j the keys before it. Rows are
+ * contiguous inside a page, pages are wherever the page table says. */
+#define FOR_EACH_RUN_FROM(c, it, h, kind, p, n, ptr, run, j, body)                          \
+    for (uint32_t j = 0, run, pg_ = (p).page, row_ = (p).row; j < (n);                     \
+         j += run, pg_++, row_ = 0) {                                                      \
+        uint32_t pt_ = (c)->g->page_tokens;                                                \
+        run = pt_ - row_ < (n) - j ? pt_ - row_ : (n) - j;                                 \
+        const uint8_t *ptr = (c)->pg->base + (size_t)(it)->pages[pg_] * (c)->page_bytes   \
+                             + (c)->k_off + (size_t)(h) * (c)->head_stride                 \
+                             + (size_t)(kind) * (c)->v_off                                 \
+                             + (size_t)row_ * (c)->g->head_dim * (c)->esize;               \
+        body                                                                                \
     }
+#define FOR_EACH_RUN(c, it, h, kind, k0, n, ptr, run, j, body)                              \
+    FOR_EACH_RUN_FROM(c, it, h, kind, kv_at((c), (k0)), n, ptr, run, j, body)
 
 static void load_block(const kvk_call *c, const kvk_item *it, uint32_t h, int kind,
                        uint32_t k0, uint32_t n, uint32_t n_pad, float *dst)
@@ -625,20 +644,8 @@ static void narrow_block(const kvk_call *c, const kvk_task *t, const tile_buf *b
     }
 }
 
-/* A key of an item as its page table entry and row in that page: found with one division
- * at the start of a task, then moved on block by block without dividing. */
-typedef struct narrow_pos {
-    uint32_t key, page, row;
-} narrow_pos;
-
-static narrow_pos narrow_at(const kvk_call *c, uint32_t key)
-{
-    uint32_t pt = c->g->page_tokens;
-    return (narrow_pos){ key, key / pt, key % pt };
-}
-
 /* The block of KB_NARROW keys (fewer before k1) at *p: its size, and *p moved past it. */
-static uint32_t narrow_next(const kvk_call *c, narrow_pos *p, uint32_t k1)
+static uint32_t narrow_next(const kvk_call *c, kv_pos *p, uint32_t k1)
 {
     uint32_t pt = c->g->page_tokens;
     uint32_t n = p->key >= k1 ? 0 : k1 - p->key < KB_NARROW ? k1 - p->key : KB_NARROW;
@@ -651,29 +658,16 @@ static uint32_t narrow_next(const kvk_call *c, narrow_pos *p, uint32_t k1)
     return n;
 }
 
-/* Runs body for each contiguous run of the n K rows of KV head h from p: src the first row
- * (its V row is c->v_off further), run the rows, j the keys before it. */
-#define FOR_EACH_NARROW_RUN(c, it, h, p, n, src, run, j, body)                              \
-    for (uint32_t j = 0, run, pg_ = (p).page, row_ = (p).row; j < (n);                     \
-         j += run, pg_++, row_ = 0) {                                                      \
-        uint32_t pt_ = (c)->g->page_tokens;                                                \
-        run = pt_ - row_ < (n) - j ? pt_ - row_ : (n) - j;                                 \
-        const uint8_t *src = (c)->pg->base + (size_t)(it)->pages[pg_] * (c)->page_bytes   \
-                             + (c)->k_off + (size_t)(h) * (c)->head_stride                 \
-                             + (size_t)row_ * (c)->g->head_dim * (c)->esize;               \
-        body                                                                                \
-    }
-
 /* Row addresses of the block at *p of KV head h (none past k1); *p moves past it. */
-static void narrow_rows_get(const kvk_call *c, const kvk_item *it, uint32_t h, narrow_pos *p,
+static void narrow_rows_get(const kvk_call *c, const kvk_item *it, uint32_t h, kv_pos *p,
                             uint32_t k1, narrow_rows *r)
 {
     size_t row_bytes = c->g->head_dim * c->esize;
-    narrow_pos at = *p;
+    kv_pos at = *p;
     r->kb = at.key;
     r->n = narrow_next(c, p, k1);
     r->n_pad = (r->n + QK_NK - 1) / QK_NK * QK_NK;
-    FOR_EACH_NARROW_RUN(c, it, h, at, r->n, src, run, j,
+    FOR_EACH_RUN_FROM(c, it, h, 0, at, r->n, src, run, j,
                         for (uint32_t i = 0; i < run; i++) {
                             r->k[j + i] = src + i * row_bytes;
                             r->v[j + i] = src + c->v_off + i * row_bytes;
@@ -697,13 +691,13 @@ static void narrow_rows_get(const kvk_call *c, const kvk_item *it, uint32_t h, n
 #ifndef NARROW_LEAD_BYTES
 #define NARROW_LEAD_BYTES 512
 #endif
-static void narrow_lead(const kvk_call *c, const kvk_item *it, uint32_t h, narrow_pos *p,
+static void narrow_lead(const kvk_call *c, const kvk_item *it, uint32_t h, kv_pos *p,
                         uint32_t k1)
 {
-    narrow_pos at = *p;
+    kv_pos at = *p;
     uint32_t n = narrow_next(c, p, k1);
     size_t bytes = c->g->head_dim * c->esize;
-    FOR_EACH_NARROW_RUN(c, it, h, at, n, src, run, j,
+    FOR_EACH_RUN_FROM(c, it, h, 0, at, n, src, run, j,
                         for (size_t off = 0; off < NARROW_LEAD_BYTES && off < run * bytes;
                              off += 64) {
                             __builtin_prefetch(src + off, 0, 3);
@@ -734,7 +728,7 @@ static void tile_run_narrow(const kvk_call *c, const kvk_task *t, tile_buf *b, f
     for (uint32_t i = 0; i < VL; i++)
         lane[0][i] = (float)(i % QK_NK);
     st.koff = v_load(lane[0]);
-    narrow_pos pos = narrow_at(c, t->k0), lead = pos;
+    kv_pos pos = kv_at(c, t->k0), lead = pos;
     for (uint32_t i = 0; i < NARROW_LEAD_BLOCKS; i++) /* the blocks before the lead */
         narrow_lead(c, it, t->kv_head, &lead, t->k1);
     narrow_rows_get(c, it, t->kv_head, &pos, t->k1, cur);
