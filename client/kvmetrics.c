@@ -68,7 +68,7 @@ void kvm_print(FILE *f, const Kvarena__StatsReply *s)
             "kvarena_attend_rows_total{kind=\"decode\"} %" PRIu64 "\n", s->rows_prefill,
             s->rows_decode);
     prom_head(f, "attend_latency_seconds", "histogram", "Completed Attend jobs: wait (arrival to "
-              "first dispatch), run (last dispatch to reply), total.");
+              "last dispatch), run (last dispatch to reply), total.");
     for (size_t i = 0; i < s->n_latency; i++) {
         const Kvarena__LatencyHist *h = s->latency[i];
         if (h->n_counts != s->n_latency_bounds_us + 1)

@@ -1,7 +1,6 @@
 /* latency.c — Attend latency histograms (latency.h). */
 #include "latency.h"
 
-
 /* 50 us to 10 s: a decode step of one layer here takes 0.1-5 ms, a long prefill seconds */
 const uint64_t kvs_lat_bounds_us[KVS_LAT_BUCKETS - 1] = {
     50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000,

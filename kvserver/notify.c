@@ -117,8 +117,9 @@ void kvs_notify_stopping(kvs_notify *n, const char *status)
         kvs_notify_sendf(n, "STOPPING=1\nSTATUS=%s", status);
 }
 
-void kvs_notify_extend(kvs_notify *n, uint64_t ms)
+void kvs_notify_extend(kvs_notify *n, uint64_t bytes)
 {
+    uint64_t ms = 30000 + bytes / 50000;
     kvs_notify_sendf(n, "EXTEND_TIMEOUT_USEC=%llu", (unsigned long long)ms * 1000);
 }
 

@@ -44,8 +44,9 @@ long kvs_notify_poll_ms(const kvs_notify *n, long tick_ms);
  * even while the service stops), and the watchdog interval set to an hour, so one that a
  * late ping re-armed cannot abort a long stop (the snapshot written at stop). */
 void kvs_notify_stopping(kvs_notify *n, const char *status);
-/* EXTEND_TIMEOUT_USEC: the current start or stop may take ms longer from now. */
-void kvs_notify_extend(kvs_notify *n, uint64_t ms);
+/* EXTEND_TIMEOUT_USEC: the current start or stop may take 30 s longer from now, plus the
+ * time to move `bytes` (a snapshot read or written) at a slow 50 MB/s. */
+void kvs_notify_extend(kvs_notify *n, uint64_t bytes);
 void kvs_notify_close(kvs_notify *n);
 
 #endif

@@ -247,9 +247,9 @@ static void snapshot_restore(kvs_server *s, const uint8_t (*salts)[KVA_HASH_BYTE
         KVS_INFO("snapshot %s: none yet (one is written at a clean shutdown)", path);
         return;
     }
-    struct stat fst; /* systemd's start timeout covers reading it at a slow 50 MB/s */
+    struct stat fst; /* systemd's start timeout covers reading it */
     if (stat(path, &fst) == 0)
-        kvs_notify_extend(&s->notify, 30000 + (uint64_t)fst.st_size / 50000);
+        kvs_notify_extend(&s->notify, (uint64_t)fst.st_size);
     kvs_snap_stats st;
     char why[512] = "";
     uint64_t t0 = kvs_now_ms();
@@ -742,7 +742,7 @@ void kvs_server_stop(kvs_server *s)
             unlink_ipc(eps[i]);
     if (s->started && s->cfg.snapshot[0]) { /* the workers are gone: no page changes now */
         uint64_t bytes = (uint64_t)(s->pages.n - s->pages.n_free) * s->shm.h->page_bytes;
-        kvs_notify_extend(&s->notify, 30000 + bytes / 50000); /* at a slow 50 MB/s */
+        kvs_notify_extend(&s->notify, bytes);
         snapshot_write(s);
     }
     kvs_seqs_free(&s->seqs);
