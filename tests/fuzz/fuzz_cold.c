@@ -7,7 +7,10 @@
  * the rest of the input is the segment's body verbatim after a valid header.
  * Checks: opening never fails on the file's content; a page read back holds exactly the K/V
  * of a record described with its hash, tenant and tokens, never from a frame without its
- * checksum or a damaged one; the allocator's invariants after all. */
+ * checksum, a damaged hash or a wrong length; the allocator's invariants after all. A
+ * damaged frame byte may leave the K/V as they were (an LZ4 match offset moved within a run
+ * of equal bytes: the content checksum still holds), so such a record may be read back,
+ * its K/V compared like any other's. */
 #include "tests/unit/arena_fixture.h"
 
 #include <fcntl.h>
@@ -26,7 +29,8 @@
 typedef struct spec {
     cold_record rec;         /* as written (tenant, hash maybe damaged) */
     uint32_t tokens[FX_P];
-    int sound;               /* written whole, with its checksum: may be read back */
+    int sound;               /* written whole, with its checksum: may be read back (if a
+                              * damaged byte left its K/V as they were: compared below) */
     uint8_t *page;           /* its K/V */
 } spec;
 static spec sp[MAXR];
@@ -111,11 +115,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             r->data_len = (uint32_t)c;
             if (fl & 8) /* off by a few, never by 0 */
                 r->data_len += (uint32_t)(int8_t)(u8() | 1);
-            s->sound = r->tenant < f->pg.n_tenants && !(fl & (2 | 4 | 8 | 0x80));
+            s->sound = r->tenant < f->pg.n_tenants && !(fl & (2 | 4 | 8));
             put(r, sizeof(*r));
             put(s->tokens, sizeof(s->tokens));
-            if (fl & 0x80) /* a damaged frame byte */
-                frame[u8() % c] ^= u8() | 1;
+            if (fl & 0x80) { /* a damaged frame byte (the change read first, as the corpus was
+                              * made) */
+                uint8_t x = u8() | 1;
+                frame[u8() % c] ^= x;
+            }
             put(frame, c);
         }
         free(planes);
