@@ -37,12 +37,14 @@
 #define WIDE_SCRATCH(D, mp) 0
 #endif
 /* Narrow (decode) tiles: keys per block. A block's K and V are asked for in L1 during the
- * block before, so two blocks' rows (2 x 12 KiB at head_dim 128 in fp16) share L1 with the
+ * block before, so two blocks' rows (2 x 8 KiB at head_dim 128 in fp16) share L1 with the
  * queries and accumulators: longer blocks cut the per-block softmax work but evict rows
- * before they are read (measured on a Zen 5 VM, 1 thread, KV from DRAM: 24 keys 29 GB/s, 16
- * keys 27, 32 keys 23). */
+ * before they are read. Measured on a Zen 5 VM (make bench-kernels, 2 threads, KV from DRAM,
+ * 16-token pages, A/B in the same minutes): 16 keys 75-80% of the read bandwidth where 24
+ * keys gave 68-75% in the minutes the VM reads ~45-50 GB/s, both 58-66% when it reads ~80;
+ * with the K/V in cache 16 keys cost 3-4% more cycles per key. 32 keys were slower still. */
 #ifndef KB_NARROW /* tunable at build time, e.g. -DKB_NARROW=16: a multiple of 4, <= KB */
-#define KB_NARROW 24
+#define KB_NARROW 16
 #endif
 #define PV_MR 4                     /* query rows per PV register block */
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
@@ -461,7 +463,8 @@ ALWAYS_INLINE vf v_load_kv(const uint8_t *p, size_t i, const kvk_dtype dt)
  * would exhaust the L1 miss buffers and stall the compute behind them, or be dropped. Into
  * L1 rather than L2 (where an earlier Intel machine wanted them): on a Zen 5 VM decode from
  * DRAM went from 19 to 22 GB/s on one thread with the blocks of 32 keys of then, 29 with
- * KB_NARROW's 24 (A/B, same minutes). */
+ * blocks of 24 (A/B, same minutes). Spread wider (one line per row load) or asked for two
+ * blocks ahead: no better there. */
 ALWAYS_INLINE void prefetch_rows(const uint8_t *const *pf, uint32_t pf_n, uint32_t j,
                                  uint32_t cnt, size_t bytes)
 {
@@ -683,8 +686,9 @@ static void narrow_rows_get(const kvk_call *c, const kvk_item *it, uint32_t h, k
  * NARROW_LEAD_BLOCKS blocks ahead, the first NARROW_LEAD_BYTES of each contiguous K and V
  * run of a block are asked for: the streamer sees a stream start early and fetches the rest
  * of the page by itself; the per-key prefetches then mostly hit L2. (Measured on a Zen 5
- * VM: without the lead 23 GB/s instead of 29; 2 or 4 blocks, 256 or 1024 bytes no better;
- * asked for in L2 rather than L1, 26.) */
+ * VM with blocks of 24 keys: without the lead 23 GB/s instead of 29; 2 or 4 blocks, 256 or
+ * 1024 bytes no better; asked for in L2 rather than L1, 26. With blocks of 16: 4 blocks of
+ * 1024 bytes or 5 blocks no better; whole blocks 8 to 40 blocks ahead, slower.) */
 #ifndef NARROW_LEAD_BLOCKS
 #define NARROW_LEAD_BLOCKS 3
 #endif
