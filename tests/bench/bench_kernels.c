@@ -3,10 +3,11 @@
  * In one run: read bandwidth (a STREAM-like sum over 1 GiB) and fp32 FMA peak (a
  * register-only loop) for each ISA, with the same thread count as the kernels; then decode
  * (GB/s of K+V read, against bandwidth) and causal prefill (GFLOP/s, against FMA peak) for
- * each ISA, plus a naive non-paged baseline and, for decode, a streaming baseline: a plain
- * loop doing decode's arithmetic over the same pages (how much bandwidth is left once there
- * is compute between the loads, on this machine). Decode pages are scattered over a 2 GiB arena
- * and every iteration reads a different part of it, so K/V come from DRAM, not the LLC.
+ * each ISA, plus a naive non-paged baseline and, for decode, two streaming baselines: a plain
+ * loop doing decode's arithmetic over the same pages, in the kernel's order and in whole
+ * pages (how much bandwidth is left once there is compute between the loads, on this
+ * machine). Decode pages are scattered over a 2 GiB arena and every iteration reads a
+ * different part of it, so K/V come from DRAM, not the LLC.
  * Big buffers ask for transparent hugepages, as the arena does (DESIGN.md), so page walks
  * do not distort the figures. The slow baselines (scalar reference, naive) are timed on one
  * call for decode and on the last 64 query rows for prefill, to keep the run short. Each
@@ -417,9 +418,10 @@ typedef struct stream_arg {
 #define STREAM_LEAD 3  /* pages: the kernel leads by 3 blocks of 16 keys */
 #define STREAM_NEXT 1  /* pages: the kernel prefetches one block of 16 keys ahead */
 
-/* Asks for the start of the K and V runs of page i + STREAM_LEAD and returns the run of page
- * i + STREAM_NEXT, whose lines the caller asks for one per line it reads: the two levels of
- * prefetch of the decode kernel, into L1 as the kernel's. */
+/* Asks for the start of the K and V runs of page i + STREAM_LEAD (whole pages: the start and
+ * the middle of the run) and returns the run of page i + STREAM_NEXT, whose lines the caller
+ * asks for one per line it reads: the two levels of prefetch of the decode kernel, into L1
+ * as the kernel's. */
 static const uint8_t *stream_lead(const stream_arg *a, uint32_t i, size_t pb, size_t off,
                                  size_t run)
 {
