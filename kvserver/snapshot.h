@@ -114,6 +114,8 @@ void kvs_page_unplanes(uint8_t *page, const uint8_t *planes, size_t page_bytes, 
 size_t kvs_frame_bound(size_t page_bytes);
 /* planes as a frame in dst (cap bytes): its size, 0 if it fails. */
 size_t kvs_frame_pack(uint8_t *dst, size_t cap, const uint8_t *planes, size_t page_bytes);
+/* XXH32 with seed 0 of len bytes: an LZ4 frame's content checksum. */
+uint32_t kvs_xxh32(const uint8_t *p, size_t len);
 /* Decodes the frame (len bytes) into planes (page_bytes): NULL, or why it is not exactly a
  * page with its checksum verified. */
 const char *kvs_frame_unpack(LZ4F_dctx *dctx, const uint8_t *frame, size_t len,

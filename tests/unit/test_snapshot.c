@@ -400,6 +400,54 @@ static void test_damage(void **state)
     fx_del(f);
 }
 
+/* kvs_xxh32 is the checksum liblz4 stores (every tail length, and a page); a frame whose
+ * stored data byte changed still decodes, and kvs_frame_unpack refuses it for its checksum
+ * (liblz4's own check is off there). */
+static void test_xxh32(void **state)
+{
+    (void)state;
+    size_t big = (2u << 20) + 3;
+    uint8_t *data = malloc(big);
+    assert_non_null(data);
+    uint32_t x = 99;
+    for (size_t i = 0; i < big; i++) {
+        x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+        data[i] = (uint8_t)x;
+    }
+    LZ4F_preferences_t pr;
+    memset(&pr, 0, sizeof(pr));
+    pr.frameInfo.contentChecksumFlag = LZ4F_contentChecksumEnabled;
+    size_t cap = LZ4F_compressFrameBound(big, &pr);
+    uint8_t *frame = malloc(cap);
+    assert_non_null(frame);
+    assert_int_equal(kvs_xxh32(data, 0), 0x02cc5d05u); /* the specification's empty input */
+    for (size_t n = 1; n <= big; n = n < 100 ? n + 1 : big) {
+        size_t c = LZ4F_compressFrame(frame, cap, data, n, &pr);
+        assert_false(LZ4F_isError(c));
+        uint32_t stored = (uint32_t)frame[c - 4] | (uint32_t)frame[c - 3] << 8 |
+                          (uint32_t)frame[c - 2] << 16 | (uint32_t)frame[c - 1] << 24;
+        assert_int_equal(kvs_xxh32(data, n), stored);
+        if (n == big)
+            break;
+    }
+    size_t pb = 2u << 20, c = kvs_frame_pack(frame, cap, data, pb);
+    assert_true(c > 0);
+    uint8_t *out = malloc(pb);
+    assert_non_null(out);
+    LZ4F_dctx *dctx;
+    assert_false(LZ4F_isError(LZ4F_createDecompressionContext(&dctx, LZ4F_VERSION)));
+    assert_null(kvs_frame_unpack(dctx, frame, c, out, pb));
+    assert_memory_equal(out, data, pb);
+    frame[c / 2] ^= 0x10; /* random data is stored as is: the byte decodes changed */
+    const char *why = kvs_frame_unpack(dctx, frame, c, out, pb);
+    assert_non_null(why);
+    assert_non_null(strstr(why, "content checksum"));
+    LZ4F_freeDecompressionContext(dctx);
+    free(out);
+    free(frame);
+    free(data);
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -409,6 +457,7 @@ int main(void)
         cmocka_unit_test(test_reused_meanwhile),
         cmocka_unit_test(test_clean_tmp),
         cmocka_unit_test(test_damage),
+        cmocka_unit_test(test_xxh32),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
