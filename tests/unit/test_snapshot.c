@@ -400,9 +400,9 @@ static void test_damage(void **state)
     fx_del(f);
 }
 
-/* kvs_xxh32 is the checksum liblz4 stores (every tail length, and a page); a frame whose
- * stored data byte changed still decodes, and kvs_frame_unpack refuses it for its checksum
- * (liblz4's own check is off there). */
+/* kvs_xxh32 is the checksum liblz4 stores (every tail length, and a page); kvs_frame_pack
+ * writes liblz4's frame; a frame whose stored data byte changed still decodes, and
+ * kvs_frame_unpack refuses it for its checksum (liblz4's own check is off there). */
 static void test_xxh32(void **state)
 {
     (void)state;
@@ -432,6 +432,35 @@ static void test_xxh32(void **state)
     }
     size_t pb = 2u << 20, c = kvs_frame_pack(frame, cap, data, pb);
     assert_true(c > 0);
+    /* kvs_frame_pack writes the frame liblz4 writes with its own checksum, byte for byte
+     * (random data, and compressible data) */
+    uint8_t *lib = malloc(cap), *half = malloc(pb);
+    assert_non_null(lib);
+    assert_non_null(half);
+    for (int k = 0; k < 2; k++) {
+        const uint8_t *src = data;
+        if (k == 1) { /* a plane of zero bytes (high bytes of tiny values): compressed */
+            for (size_t i = 0; i < pb; i++)
+                half[i] = i < pb / 2 ? 0 : data[i];
+            src = half;
+        }
+        LZ4F_preferences_t lp;
+        memset(&lp, 0, sizeof(lp));
+        lp.frameInfo.blockSizeID = LZ4F_max4MB;
+        lp.frameInfo.blockMode = LZ4F_blockIndependent;
+        lp.frameInfo.contentChecksumFlag = LZ4F_contentChecksumEnabled;
+        lp.frameInfo.contentSize = pb;
+        size_t want = LZ4F_compressFrame(lib, cap, src, pb, &lp);
+        assert_false(LZ4F_isError(want));
+        size_t got = kvs_frame_pack(frame, cap, src, pb);
+        assert_int_equal(got, want);
+        assert_memory_equal(frame, lib, want);
+        if (k == 1)
+            assert_true(got < pb * 3 / 4);
+    }
+    free(lib);
+    free(half);
+    c = kvs_frame_pack(frame, cap, data, pb);
     uint8_t *out = malloc(pb);
     assert_non_null(out);
     LZ4F_dctx *dctx;
