@@ -163,6 +163,8 @@ size_t kvs_frame_pack(uint8_t *dst, size_t cap, const uint8_t *planes, size_t pa
     if (LZ4F_isError(c) || c + 4 > cap || c + 4 > UINT32_MAX)
         return 0;
     uint8_t *desc = dst + 4; /* after the magic number */
+    if ((desc[0] & 0x0d) != 0x08) /* content size declared, no checksum, no dictionary */
+        return 0;
     desc[0] |= 1u << 2;
     desc[10] = (uint8_t)(kvs_xxh32(desc, 10) >> 8);
     uint32_t sum = kvs_xxh32(planes, page_bytes);
